@@ -1,0 +1,69 @@
+"""System checks: clear messages for bad configuration, at startup and in `manage.py check`."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+from chat import catalogue
+
+
+@register(Tags.compatibility)
+def check_claude_settings(app_configs=None, **kwargs) -> list[Error]:
+    errors: list[Error] = []
+    if not settings.ANTHROPIC_API_KEY and not settings.ANTHROPIC_BASE_URL:
+        errors.append(
+            Error(
+                "ANTHROPIC_API_KEY is not set.",
+                hint="Set ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL to a local Messages API "
+                "server such as the offline model (`make run` starts one).",
+                id="claudeweb.E001",
+            )
+        )
+    if not 1 <= settings.CLAUDE_MAX_TOOL_ITERATIONS <= 10:
+        errors.append(
+            Error(
+                f"CLAUDE_MAX_TOOL_ITERATIONS is {settings.CLAUDE_MAX_TOOL_ITERATIONS}.",
+                hint="Use a whole number from 1 to 10.",
+                id="claudeweb.E002",
+            )
+        )
+    if settings.CONVERSATION_TOKEN_BUDGET < 1000:
+        errors.append(
+            Error(
+                f"CONVERSATION_TOKEN_BUDGET is {settings.CONVERSATION_TOKEN_BUDGET}.",
+                hint="A token budget must be at least 1000.",
+                id="claudeweb.E003",
+            )
+        )
+    try:
+        models = {m.id for m in catalogue.all_models()}
+    except (OSError, ValueError, KeyError) as exc:
+        errors.append(
+            Error(
+                f"The model catalogue {settings.CLAUDE_MODEL_CATALOGUE} cannot be read: {exc}",
+                hint="CLAUDE_MODEL_CATALOGUE must name a JSON file like chat/models.json.",
+                id="claudeweb.E004",
+            )
+        )
+        return errors
+    for name in ("CLAUDE_DEFAULT_MODEL", "CLAUDE_FAST_MODEL"):
+        if getattr(settings, name) not in models:
+            errors.append(
+                Error(
+                    f"{name} is {getattr(settings, name)!r}, which is not in the catalogue.",
+                    hint=f"Use one of: {', '.join(sorted(models))}.",
+                    id="claudeweb.E005",
+                )
+            )
+    if settings.CLAUDE_MAX_TOKENS < 1:
+        errors.append(Error("CLAUDE_MAX_TOKENS must be at least 1.", id="claudeweb.E006"))
+    if settings.MESSAGE_MAX_CHARS < 1:
+        errors.append(Error("MESSAGE_MAX_CHARS must be at least 1.", id="claudeweb.E007"))
+    if settings.STREAM_COALESCE_MS < 0 or settings.STREAM_CHECKPOINT_S <= 0:
+        errors.append(
+            Error(
+                "STREAM_COALESCE_MS must be ≥ 0 and STREAM_CHECKPOINT_S > 0.", id="claudeweb.E008"
+            )
+        )
+    return errors

@@ -1,0 +1,326 @@
+"""The one module that talks to Claude (through the anthropic SDK).
+
+Callers see our own types only: `stream_reply` yields text and fills a `CallRecord`; every failure
+is raised as `ClaudeError` with a user-facing message and a retryable flag. The same code reaches
+Claude or the offline model; only ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anthropic
+import httpx2
+from django.conf import settings
+
+# One client per event loop: building one costs ~18 ms, and a client is bound to its loop.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_client() -> anthropic.AsyncAnthropic:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = anthropic.AsyncAnthropic(
+            api_key=settings.ANTHROPIC_API_KEY or None,
+            base_url=settings.ANTHROPIC_BASE_URL or None,
+            max_retries=settings.CLAUDE_MAX_RETRIES,
+            timeout=httpx2.Timeout(
+                settings.CLAUDE_READ_TIMEOUT_S, connect=settings.CLAUDE_CONNECT_TIMEOUT_S
+            ),
+        )
+        _clients[loop] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients (settings changed, e.g. in tests)."""
+    _clients.clear()
+
+
+@dataclass
+class Usage:
+    """Token figures in the API's meaning: input_tokens excludes cache tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @property
+    def cache_creation_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_write_5m_tokens += other.cache_write_5m_tokens
+        self.cache_write_1h_tokens += other.cache_write_1h_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+
+    def as_api(self) -> dict[str, int]:
+        """In the API's field names, as the `done` frame carries them."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_tokens,
+            "cache_read_input_tokens": self.cache_read_tokens,
+        }
+
+
+@dataclass
+class CallRecord:
+    """What one upstream request did; filled while streaming, complete or not.
+
+    After a failure it holds the usage the API had reported so far (message_start), so the
+    ledger records it.
+    """
+
+    model: str
+    request_id: str = ""
+    message_id: str = ""
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str = ""
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    finished: float | None = None
+    error_code: str = ""
+
+    @property
+    def ttft_ms(self) -> int | None:
+        if self.first_token_at is None:
+            return None
+        return round((self.first_token_at - self.started) * 1000)
+
+    @property
+    def duration_ms(self) -> int:
+        end = self.finished if self.finished is not None else time.monotonic()
+        return round((end - self.started) * 1000)
+
+
+class ClaudeError(Exception):
+    """An upstream failure, in our terms. `message` is for the user."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        request_id: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+def _retry_after(response: httpx2.Response | None) -> float | None:
+    if response is None:
+        return None
+    raw = response.headers.get("retry-after")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _from_status_error(exc: anthropic.APIStatusError) -> ClaudeError:
+    kind = exc.type or ""
+    detail = exc.api_message or ""
+    request_id = exc.request_id or ""
+    status = exc.status_code
+    if status == 200:
+        # An `error` event after the stream began: the SDK reports it with the stream's 200.
+        if kind == "overloaded_error":
+            return ClaudeError(
+                "upstream_overloaded",
+                "Claude is overloaded right now. Try again in a moment.",
+                retryable=True,
+                status=status,
+                request_id=request_id,
+            )
+        return ClaudeError(
+            "upstream_error",
+            "Claude stopped with an error partway through. Try again.",
+            retryable=True,
+            status=status,
+            request_id=request_id,
+        )
+    if isinstance(exc, anthropic.RateLimitError):
+        if "enforced_spend_limit_reached" in (exc.error_code or "", detail):
+            return ClaudeError(
+                "spend_limit",
+                "The organisation's API spend limit is reached. An admin must raise it.",
+                retryable=False,
+                status=status,
+                request_id=request_id,
+            )
+        retry_after = _retry_after(exc.response)
+        wait = f" Try again in {retry_after:g} s." if retry_after else " Try again shortly."
+        return ClaudeError(
+            "upstream_rate_limited",
+            "Claude's rate limit was reached." + wait,
+            retryable=True,
+            status=status,
+            retry_after=retry_after,
+            request_id=request_id,
+        )
+    if isinstance(exc, anthropic.OverloadedError) or status == 529:
+        return ClaudeError(
+            "upstream_overloaded",
+            "Claude is overloaded right now. Try again in a moment.",
+            retryable=True,
+            status=status,
+            request_id=request_id,
+        )
+    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+        return ClaudeError(
+            "upstream_auth",
+            "The server's Claude API key was refused. An admin must check it.",
+            retryable=False,
+            status=status,
+            request_id=request_id,
+        )
+    if status == 413 or "prompt is too long" in detail:
+        return ClaudeError(
+            "context_too_long",
+            "This conversation is too long for the model. Start a new conversation.",
+            retryable=False,
+            status=status,
+            request_id=request_id,
+        )
+    if 400 <= status < 500:
+        return ClaudeError(
+            "upstream_invalid",
+            "Claude rejected the request" + (f": {detail}" if detail else "."),
+            retryable=False,
+            status=status,
+            request_id=request_id,
+        )
+    return ClaudeError(
+        "upstream_error",
+        "Claude had a server error. Try again.",
+        retryable=True,
+        status=status,
+        request_id=request_id,
+    )
+
+
+def to_claude_error(exc: BaseException) -> ClaudeError | None:
+    """Map an SDK or transport exception to ours; None for anything else (a bug, re-raised)."""
+    if isinstance(exc, ClaudeError):
+        return exc
+    if isinstance(exc, anthropic.APIStatusError):
+        return _from_status_error(exc)
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ClaudeError(
+            "upstream_timeout",
+            "Claude stopped answering (timed out). Try again.",
+            retryable=True,
+        )
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        return ClaudeError(
+            "upstream_disconnected",
+            "The connection to Claude was lost. Try again.",
+            retryable=True,
+        )
+    if isinstance(exc, anthropic.APIError):
+        return ClaudeError(
+            "upstream_error", "Claude returned something unexpected. Try again.", retryable=True
+        )
+    return None
+
+
+def system_blocks(text: str) -> list[dict]:
+    """The system prompt as one cached text block: identical bytes on every turn."""
+    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+
+
+def _usage_from(usage: object, into: Usage, *, output_only: bool = False) -> None:
+    """Copy the API's usage (cumulative in message_delta) into ours."""
+    output = getattr(usage, "output_tokens", None)
+    if output is not None:
+        into.output_tokens = output
+    if output_only and getattr(usage, "input_tokens", None) is None:
+        return
+    input_tokens = getattr(usage, "input_tokens", None)
+    if input_tokens is not None:
+        into.input_tokens = input_tokens
+    cache_read = getattr(usage, "cache_read_input_tokens", None)
+    if cache_read is not None:
+        into.cache_read_tokens = cache_read
+    creation_total = getattr(usage, "cache_creation_input_tokens", None)
+    breakdown = getattr(usage, "cache_creation", None)
+    if breakdown is not None:
+        into.cache_write_5m_tokens = getattr(breakdown, "ephemeral_5m_input_tokens", 0) or 0
+        into.cache_write_1h_tokens = getattr(breakdown, "ephemeral_1h_input_tokens", 0) or 0
+    elif creation_total is not None:
+        into.cache_write_5m_tokens = creation_total
+        into.cache_write_1h_tokens = 0
+
+
+async def stream_reply(
+    *,
+    model: str,
+    system: list[dict],
+    messages: list[dict],
+    max_tokens: int,
+    record: CallRecord,
+) -> AsyncIterator[str]:
+    """Stream one request's text deltas.
+
+    Fills `record` as events arrive (request id, usage, stop_reason, timings). Raises ClaudeError
+    on any upstream failure; `record` then holds what the API had reported. Cancelling the
+    consumer of this generator closes the upstream connection.
+    """
+    client = get_client()
+    try:
+        stream = await client.messages.create(
+            model=model, system=system, messages=messages, max_tokens=max_tokens, stream=True
+        )
+    except Exception as exc:
+        record.finished = time.monotonic()
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        record.error_code = error.code
+        record.request_id = error.request_id
+        raise error from exc
+    record.request_id = stream.response.headers.get("request-id", "")
+    try:
+        async with stream:
+            async for event in stream:
+                kind = event.type
+                if kind == "content_block_delta":
+                    delta = event.delta
+                    if delta.type == "text_delta":
+                        if record.first_token_at is None:
+                            record.first_token_at = time.monotonic()
+                        yield delta.text
+                elif kind == "message_start":
+                    record.message_id = event.message.id
+                    _usage_from(event.message.usage, record.usage)
+                elif kind == "message_delta":
+                    record.stop_reason = event.delta.stop_reason or ""
+                    _usage_from(event.usage, record.usage, output_only=True)
+    except Exception as exc:
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        record.error_code = error.code
+        raise error from exc
+    finally:
+        record.finished = time.monotonic()

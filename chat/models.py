@@ -1,0 +1,181 @@
+"""Conversations, messages, the usage ledger and versioned system prompts.
+
+Business logic lives in chat/services.py; these classes only describe the data.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class SystemPrompt(models.Model):
+    """One immutable version of a named system prompt.
+
+    A conversation pins a version so the bytes sent as `system` never change under it, which is
+    what keeps the prompt-cache prefix valid across turns.
+    """
+
+    name = models.CharField(max_length=100, default="default")
+    version = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="system_prompt_name_version")
+        ]
+        ordering = ["name", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True, default="")
+    model = models.CharField(max_length=100)
+    system_prompt = models.ForeignKey(
+        SystemPrompt, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    archived = models.BooleanField(default=False)
+    pinned = models.BooleanField(default=False)
+    # Running totals over the conversation's API calls, kept by services.turn_finish.
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-updated_at", "-id"], name="conversation_list"),
+        ]
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+    @property
+    def display_title(self) -> str:
+        return self.title or "New conversation"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        DONE = "done"
+        INTERRUPTED = "interrupted"
+        ERROR = "error"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    # Content blocks shaped as the Messages API shapes them (text, image, tool_use, tool_result).
+    content = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
+    stop_reason = models.CharField(max_length=32, blank=True, default="")
+    error_code = models.CharField(max_length=40, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True, default="")
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    # The sender's idempotency key: a repeated client_id does not start a second reply.
+    client_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(status="streaming"),
+                name="one_streaming_reply_per_conversation",
+            ),
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_client_id_once",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "id"], name="message_history"),
+            models.Index(fields=["status"], name="message_status", condition=Q(status="streaming")),
+        ]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk}"
+
+    @property
+    def text(self) -> str:
+        """The text a user sees: the text blocks joined; other blocks are shown beside it."""
+        return "".join(
+            block.get("text", "")
+            for block in self.content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+
+
+class ApiCall(models.Model):
+    """One upstream request, append-only: the usage ledger admins and budgets rely on.
+
+    Token figures are the API's own (the final message_delta's usage), never recomputed from text.
+    `input_tokens` excludes cache tokens, as in the API.
+    """
+
+    class Purpose(models.TextChoices):
+        REPLY = "reply"
+        TOOL_ROUND = "tool_round"
+        CONTINUATION = "continuation"
+        TITLE = "title"
+        SUMMARY = "summary"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="api_calls"
+    )
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.SET_NULL, null=True, blank=True, related_name="api_calls"
+    )
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="api_calls"
+    )
+    purpose = models.CharField(max_length=20, choices=Purpose.choices, default=Purpose.REPLY)
+    model = models.CharField(max_length=100)
+    request_id = models.CharField(max_length=100, blank=True, default="")
+    round = models.PositiveSmallIntegerField(default=0)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    stop_reason = models.CharField(max_length=32, blank=True, default="")
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    # Prices per million tokens in force when the call was recorded; cost never changes after.
+    prices = models.JSONField(default=dict)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    error_code = models.CharField(max_length=40, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["created_at"], name="apicall_created"),
+            models.Index(fields=["user", "created_at"], name="apicall_user_created"),
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.purpose} #{self.pk}"
+
+    @property
+    def cache_creation_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
