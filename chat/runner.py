@@ -108,6 +108,7 @@ class Reply:
         control_group = control_group_name(self.conversation_id)
         await self.layer.group_add(control_group, control_channel)
         listener = asyncio.create_task(self._listen(control_channel))
+        flusher = checkpointer = None
         try:
             await self._broadcast({"type": "start", "message_id": self.message_id})
             flusher = asyncio.create_task(self._flush_loop())
@@ -124,7 +125,11 @@ class Reply:
             # Stay answerable for `resume` a little while, then let go.
             await asyncio.sleep(settings.STREAM_REPLAY_KEEP_S)
         finally:
-            listener.cancel()
+            # Cancelled from outside (shutdown): take the helpers down too. The row stays
+            # `streaming` with its last checkpoint, and the reaper marks it interrupted.
+            for task in (self._stream_task, flusher, checkpointer, listener):
+                if task is not None and not task.done():
+                    task.cancel()
             await self.layer.group_discard(control_group, control_channel)
             if _replies.get(self.conversation_id) is self:
                 del _replies[self.conversation_id]

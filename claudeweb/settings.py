@@ -150,7 +150,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Collected files are served by whitenoise outside DEBUG; in DEBUG the finders serve static/.
+STATIC_ROOT = None if DEBUG else BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = DEBUG
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,0 +1,158 @@
+"""Shared fixtures: users, the offline Claude as a real server on loopback, socket helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+ORIGIN = (b"origin", b"http://localhost")
+FRAME_TIMEOUT_S = 10
+
+
+@pytest.fixture(scope="session")
+def offline_claude_url() -> Iterator[str]:
+    """The offline Claude started as a subprocess on a free loopback port."""
+    env = dict(os.environ, OFFLINE_CLAUDE_CACHE_MIN_TOKENS="50", OFFLINE_CLAUDE_PACE_MS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offline_claude", "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, f"offline Claude did not start: {line!r}"
+        yield line.rsplit(" ", 1)[-1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _claude_settings(request):
+    """Every Django test talks to the offline Claude through the real SDK, without retries."""
+    if not request.config.pluginmanager.has_plugin("django"):
+        yield
+        return
+    from chat import claude
+
+    settings = request.getfixturevalue("settings")
+    offline_claude_url = request.getfixturevalue("offline_claude_url")
+    settings.ANTHROPIC_BASE_URL = offline_claude_url
+    settings.ANTHROPIC_API_KEY = "test-key"
+    settings.CLAUDE_MAX_RETRIES = 0
+    settings.CLAUDE_READ_TIMEOUT_S = 5.0
+    settings.STREAM_REPLAY_KEEP_S = 60.0
+    claude.reset_clients()
+    yield
+    claude.reset_clients()
+
+
+@pytest.fixture
+def offline_requests(offline_claude_url):
+    """Read (and clear) what the offline Claude received."""
+
+    class Recorder:
+        def clear(self) -> None:
+            req = urllib.request.Request(offline_claude_url + "/_offline/requests", method="DELETE")
+            urllib.request.urlopen(req, timeout=5).read()
+
+        def all(self) -> list[dict]:
+            with urllib.request.urlopen(offline_claude_url + "/_offline/requests", timeout=5) as r:
+                return [rec for rec in json.load(r) if rec["path"] == "/v1/messages"]
+
+    recorder = Recorder()
+    recorder.clear()
+    return recorder
+
+
+def make_user(username: str, **extra):
+    return get_user_model().objects.create_user(
+        username=username, password=f"{username}-password-123", **extra
+    )
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff(db):
+    return make_user("charlie", is_staff=True)
+
+
+@pytest.fixture
+def superuser(db):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@asynccontextmanager
+async def open_socket(conversation_id: int, user=None, *, origin=ORIGIN, connect=True):
+    """A connected WebsocketCommunicator on the real ASGI stack (origin and login checked)."""
+    from claudeweb.asgi import application
+
+    headers = [origin] if origin else []
+    if user is not None:
+        headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
+    comm = WebsocketCommunicator(
+        application, f"/ws/conversations/{conversation_id}/", headers=headers
+    )
+    try:
+        if connect:
+            connected, _ = await comm.connect(timeout=FRAME_TIMEOUT_S)
+            assert connected
+        yield comm
+    finally:
+        await comm.disconnect()
+
+
+async def recv(comm: WebsocketCommunicator, timeout: float = FRAME_TIMEOUT_S) -> dict:
+    return await comm.receive_json_from(timeout=timeout)
+
+
+async def recv_until(comm, *types: str, timeout: float = FRAME_TIMEOUT_S) -> list[dict]:
+    """Frames up to and including the first whose type is one of `types`."""
+    frames = []
+    while True:
+        frame = await recv(comm, timeout)
+        frames.append(frame)
+        if frame["type"] in types:
+            return frames
+
+
+@pytest.fixture
+async def finish_replies():
+    """Stop and await replies still running when a test ends, so none leaks into the next."""
+    yield
+    from chat import runner
+
+    for reply in list(runner._replies.values()):
+        reply.stop()
+        if reply.task is not None:
+            reply.task.cancel()
+            await asyncio.gather(reply.task, return_exceptions=True)
+    runner._replies.clear()

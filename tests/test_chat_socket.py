@@ -1,0 +1,236 @@
+"""The chat socket end to end: consumer → runner → real SDK → offline Claude on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat import services
+from chat.models import ApiCall, Message
+from tests.conftest import open_socket, recv, recv_until
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("finish_replies"),
+]
+
+
+@pytest.fixture
+def conversation(alice):
+    return services.conversation_create(owner=alice)
+
+
+def send_frame(text: str, client_id: str | None = None) -> dict:
+    return {"type": "send", "client_id": client_id or str(uuid.uuid4()), "text": text}
+
+
+def deltas_of(frames: list[dict]) -> list[dict]:
+    return [f for f in frames if f["type"] == "delta"]
+
+
+def joined(frames: list[dict]) -> str:
+    return "".join(f["text"] for f in deltas_of(frames))
+
+
+@sync_to_async
+def reply_row(message_id: int) -> Message:
+    return Message.objects.get(pk=message_id)
+
+
+@sync_to_async
+def calls_of(message_id: int) -> list[ApiCall]:
+    return list(ApiCall.objects.filter(message_id=message_id).order_by("id"))
+
+
+async def test_it_streams_a_reply_in_order_and_saves_it(alice, conversation):
+    text = "Hello **world**.\n\n```python\nprint('hi')\n```\nThe end."
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(
+            send_frame(
+                f"[[offline reply pace_ms=2]]\n{text}", "c0ffee00-0000-4000-8000-000000000001"
+            )
+        )
+        frames = await recv_until(ws, "done", "error")
+
+    ack, start = frames[0], frames[1]
+    assert ack["type"] == "message" and ack["client_id"] == "c0ffee00-0000-4000-8000-000000000001"
+    assert ack["message"]["role"] == "user" and text in ack["message"]["text"]
+    assert start == {"type": "start", "message_id": start["message_id"]}
+    deltas = deltas_of(frames)
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    assert all(d["message_id"] == start["message_id"] for d in deltas)
+    assert joined(frames) == text
+    done = frames[-1]
+    assert done["type"] == "done" and done["stop_reason"] == "end_turn"
+    assert done["usage"]["output_tokens"] > 0 and done["usage"]["input_tokens"] > 0
+
+    saved = await reply_row(start["message_id"])
+    assert saved.status == Message.Status.DONE and saved.text == text
+    assert saved.stop_reason == "end_turn"
+    [call] = await calls_of(saved.pk)
+    assert call.output_tokens == done["usage"]["output_tokens"]
+    assert call.input_tokens == done["usage"]["input_tokens"]
+    assert call.request_id.startswith("req_")
+    assert call.ttft_ms is not None and call.duration_ms >= call.ttft_ms
+    assert Decimal(done["cost"]) == call.cost > 0
+
+
+async def test_it_coalesces_deltas(alice, conversation, settings):
+    settings.STREAM_COALESCE_MS = 40
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=200 pace_ms=2]]"))
+        frames = await recv_until(ws, "done", "error")
+    assert frames[-1]["type"] == "done"
+    # 200 tokens at 2 ms each take ≈ 400 ms: ~10 frames at 40 ms, far fewer than 200.
+    assert 2 <= len(deltas_of(frames)) <= 40
+    assert len(joined(frames).split()) == 200
+
+
+async def test_it_prices_cache_writes_and_reads_from_the_catalogue(alice, settings):
+    settings.CLAUDE_SYSTEM_PROMPT = "You are a careful assistant. " * 40  # cacheable prefix
+    conversation = await sync_to_async(services.conversation_create)(
+        owner=alice, model="claude-sonnet-4-6"
+    )
+    dones = []
+    async with open_socket(conversation.pk, alice) as ws:
+        for _ in range(2):
+            await ws.send_json_to(send_frame("[[offline words=5]]"))
+            dones.append((await recv_until(ws, "done", "error"))[-1])
+    first, second = dones
+    assert first["usage"]["cache_creation_input_tokens"] > 0
+    assert (
+        second["usage"]["cache_read_input_tokens"] == first["usage"]["cache_creation_input_tokens"]
+    )
+    call = (await calls_of(second["message_id"]))[0]
+    # Sonnet: $3 input, $3.75 5-minute cache write, $0.30 cache read, $15 output per MTok.
+    expected = (
+        Decimal(call.input_tokens) * Decimal("3")
+        + Decimal(call.cache_write_5m_tokens) * Decimal("3.75")
+        + Decimal(call.cache_read_tokens) * Decimal("0.30")
+        + Decimal(call.output_tokens) * Decimal("15")
+    ) / Decimal(1_000_000)
+    assert call.cache_read_tokens > 0
+    assert call.cost == expected
+    assert Decimal(second["cost"]) == expected
+
+
+async def test_stop_keeps_the_partial_text(alice, conversation):
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=2000 pace_ms=5]]"))
+        frames = await recv_until(ws, "delta")
+        frames += [await recv(ws)]
+        await ws.send_json_to({"type": "stop"})
+        frames += await recv_until(ws, "done", "error")
+    done = frames[-1]
+    assert done["type"] == "done" and done["stop_reason"] == "stopped"
+    saved = await reply_row(done["message_id"])
+    assert saved.status == Message.Status.DONE and saved.stop_reason == "stopped"
+    assert saved.text == joined(frames)
+    assert 0 < len(saved.text.split()) < 2000
+    [call] = await calls_of(saved.pk)
+    assert call.input_tokens > 0  # what message_start reported is recorded
+
+
+async def test_stop_with_no_reply_running_does_nothing(alice, conversation):
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to({"type": "stop"})
+        assert await ws.receive_nothing(timeout=0.3)
+
+
+async def test_a_closed_tab_does_not_lose_the_reply_and_resume_fills_the_gap(alice, conversation):
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=300 pace_ms=3]]"))
+        first = await recv_until(ws, "delta")
+        first += [await recv(ws)]
+    seen = deltas_of(first)
+    last_seq = seen[-1]["seq"]
+    await asyncio.sleep(0.2)  # the reply goes on while no tab is open
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to({"type": "resume", "after_seq": last_seq})
+        rest = await recv_until(ws, "done", "error")
+    resumed = deltas_of(rest)
+    assert [d["seq"] for d in resumed] == list(range(last_seq + 1, last_seq + 1 + len(resumed)))
+    text = "".join(d["text"] for d in seen + resumed)
+    assert rest[-1]["type"] == "done"
+    saved = await reply_row(rest[-1]["message_id"])
+    assert saved.text == text and len(text.split()) == 300
+
+
+async def test_resume_after_the_reply_finished_replays_it(alice, conversation):
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=20]]"))
+        frames = await recv_until(ws, "done")
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to({"type": "resume", "after_seq": 0})
+        replay = await recv_until(ws, "done")
+    assert joined(replay) == joined(frames)
+    assert replay[-1] == frames[-1]
+
+
+async def test_resume_of_an_old_reply_answers_with_the_saved_message(alice, conversation, settings):
+    settings.STREAM_REPLAY_KEEP_S = 0
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=5]]"))
+        done = (await recv_until(ws, "done"))[-1]
+    await asyncio.sleep(0.05)
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to({"type": "resume", "after_seq": 0})
+        frame = await recv(ws)
+    assert frame["type"] == "message" and frame["message"]["id"] == done["message_id"]
+    assert frame["message"]["status"] == "done" and len(frame["message"]["text"].split()) == 5
+
+
+async def test_two_tabs_see_the_same_reply(alice, conversation):
+    async with open_socket(conversation.pk, alice) as a, open_socket(conversation.pk, alice) as b:
+        await a.send_json_to(send_frame("[[offline words=50 pace_ms=2]]"))
+        frames_a = await recv_until(a, "done")
+        frames_b = await recv_until(b, "done")
+    assert frames_a == frames_b
+    assert frames_b[0]["type"] == "message"
+
+
+async def test_a_second_send_while_a_reply_runs_is_refused(alice, conversation):
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=200 pace_ms=5]]"))
+        await recv_until(ws, "start")
+        await ws.send_json_to(send_frame("again"))
+        frames = await recv_until(ws, "error")
+        error = frames[-1]
+        assert error["code"] == "busy" and error["retryable"] is True and error["message"]
+        frames += await recv_until(ws, "done")
+    assert [f["type"] for f in frames].count("start") == 0
+    count = await sync_to_async(Message.objects.filter(conversation=conversation).count)()
+    assert count == 2
+
+
+async def test_a_repeated_client_id_does_not_start_a_second_reply(
+    alice, conversation, offline_requests
+):
+    frame = send_frame("[[offline words=3]]")
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(frame)
+        await recv_until(ws, "done")
+        await ws.send_json_to(frame)
+        ack = await recv(ws)
+        assert ack["type"] == "message" and ack["client_id"] == frame["client_id"]
+        assert await ws.receive_nothing(timeout=0.3)
+    assert len(offline_requests.all()) == 1
+    count = await sync_to_async(Message.objects.filter(conversation=conversation).count)()
+    assert count == 2
+
+
+async def test_history_is_sent_with_the_pinned_system_prompt(alice, conversation, offline_requests):
+    async with open_socket(conversation.pk, alice) as ws:
+        for word in ("first", "second"):
+            await ws.send_json_to(send_frame(f"{word} [[offline words=3]]"))
+            await recv_until(ws, "done")
+    first, second = (r["body"] for r in offline_requests.all())
+    assert first["system"] == second["system"]
+    assert first["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
+    assert second["messages"][0] == first["messages"][0]
+    assert second["stream"] is True

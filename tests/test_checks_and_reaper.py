@@ -1,0 +1,77 @@
+"""Configuration checks and startup reconciliation."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from chat import services
+from chat.checks import check_claude_settings
+from chat.models import Message
+
+
+def codes(settings) -> set[str]:
+    return {error.id for error in check_claude_settings()}
+
+
+def test_good_settings_pass(settings):
+    assert codes(settings) == set()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "code"),
+    [
+        ("CLAUDE_MAX_TOOL_ITERATIONS", 0, "claudeweb.E002"),
+        ("CLAUDE_MAX_TOOL_ITERATIONS", 11, "claudeweb.E002"),
+        ("CONVERSATION_TOKEN_BUDGET", 999, "claudeweb.E003"),
+        ("CLAUDE_MODEL_CATALOGUE", "/nonexistent/models.json", "claudeweb.E004"),
+        ("CLAUDE_DEFAULT_MODEL", "claude-nonexistent", "claudeweb.E005"),
+        ("CLAUDE_MAX_TOKENS", 0, "claudeweb.E006"),
+    ],
+)
+def test_bad_values_are_reported(settings, name, value, code):
+    setattr(settings, name, value)
+    assert code in codes(settings)
+
+
+def test_a_missing_key_without_a_base_url_is_reported(settings):
+    settings.ANTHROPIC_API_KEY = ""
+    settings.ANTHROPIC_BASE_URL = ""
+    assert "claudeweb.E001" in codes(settings)
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:8765"
+    assert "claudeweb.E001" not in codes(settings)
+
+
+@pytest.mark.django_db
+def test_startup_marks_orphaned_replies_interrupted_with_their_checkpoint(alice):
+    conversation = services.conversation_create(owner=alice)
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", content=[]
+    )
+    services.checkpoint(message_id=reply.pk, text="partial answer")
+    call_command("reap_replies", "--stale-seconds", "0")
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.INTERRUPTED
+    assert reply.text == "partial answer"
+
+
+@pytest.mark.django_db
+def test_a_live_reply_is_not_reaped(alice):
+    conversation = services.conversation_create(owner=alice)
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", content=[]
+    )
+    services.checkpoint(message_id=reply.pk, text="still going")
+    assert services.reap_stale_replies(stale_seconds=30) == 0
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STREAMING
+
+
+@pytest.mark.django_db
+def test_one_streaming_reply_per_conversation_is_enforced(alice):
+    from django.db import IntegrityError, transaction
+
+    conversation = services.conversation_create(owner=alice)
+    Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Message.objects.create(conversation=conversation, role="assistant", status="streaming")

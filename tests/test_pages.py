@@ -1,0 +1,88 @@
+"""The chat pages: list, new, rename, delete; model text reaches the page only as data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from chat import services
+from chat.models import Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def conversation(alice):
+    return services.conversation_create(owner=alice)
+
+
+def test_login_page_renders_and_logs_in(client, alice):
+    assert client.get(reverse("login")).status_code == 200
+    response = client.post(
+        reverse("login"), {"username": "alice", "password": "alice-password-123"}
+    )
+    assert response.status_code == 302 and response["Location"] == reverse("chat:index")
+    assert client.get(reverse("chat:index")).status_code == 200
+
+
+def test_it_creates_a_conversation(client, alice):
+    client.force_login(alice)
+    response = client.post(reverse("chat:new"))
+    conversation = Conversation.objects.get(owner=alice)
+    assert response["Location"] == reverse("chat:conversation", args=[conversation.pk])
+    assert conversation.system_prompt is not None
+    assert conversation.model == "claude-sonnet-4-6"
+
+
+def test_it_renames_and_deletes(client, alice, conversation):
+    client.force_login(alice)
+    client.post(reverse("chat:rename", args=[conversation.pk]), {"title": "  Trip   plans "})
+    conversation.refresh_from_db()
+    assert conversation.title == "Trip plans"
+    client.post(reverse("chat:delete", args=[conversation.pk]))
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_the_list_is_newest_first_and_paginated(client, alice, settings):
+    settings.CONVERSATIONS_PER_PAGE = 3
+    made = [services.conversation_create(owner=alice) for _ in range(5)]
+    client.force_login(alice)
+    first = client.get(reverse("chat:index")).context["conversations"]
+    second = client.get(reverse("chat:index") + "?page=2").context["conversations"]
+    assert [c.pk for c in first] == [c.pk for c in reversed(made)][:3]
+    assert [c.pk for c in second] == [c.pk for c in reversed(made)][3:]
+
+
+def test_the_page_query_count_does_not_grow_with_messages(
+    client, alice, conversation, django_assert_max_num_queries
+):
+    for i in range(30):
+        Message.objects.create(
+            conversation=conversation, role="user", content=[{"type": "text", "text": f"m{i}"}]
+        )
+    client.force_login(alice)
+    with django_assert_max_num_queries(12):
+        assert client.get(reverse("chat:conversation", args=[conversation.pk])).status_code == 200
+
+
+XSS = (
+    '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    '</script><a href="javascript:alert(3)">x</a>'
+)
+
+
+def test_model_text_is_stored_verbatim_and_embedded_only_as_escaped_json(
+    client, alice, conversation
+):
+    Message.objects.create(
+        conversation=conversation, role="assistant", content=[{"type": "text", "text": XSS}]
+    )
+    client.force_login(alice)
+    html = client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
+    assert "<script>alert(1)" not in html and 'onerror="alert' not in html
+    start = html.index('<script id="chat-config" type="application/json">')
+    end = html.index("</script>", start)
+    config = json.loads(html[html.index(">", start) + 1 : end])
+    assert config["messages"][0]["text"] == XSS
