@@ -1,0 +1,164 @@
+"""Parsing of the ``[[offline key=value ...]]`` steering directive.
+
+The directive is read from the text of the LAST user message only (its text blocks
+joined by newlines). If that text holds several directives, the last one counts.
+Keys (all optional; unknown keys are ignored)::
+
+    words=N          reply with exactly N filler chunks (N output tokens)
+    reply            reply with exactly the text after the directive line
+    pace_ms=F        delay between streamed deltas (default env OFFLINE_CLAUDE_PACE_MS or 20)
+    first_ms=F       delay before message_start (or before the non-stream response)
+    stop=REASON      end_turn|max_tokens|refusal|stop_sequence|pause_turn|tool_use
+                     |model_context_window_exceeded
+    status=N         fail with HTTP status N before any streaming
+    error_type=T     error type for status/error_after (default derived from the status)
+    message=TEXT     error message (no spaces; underscores are kept)
+    error_code=CODE  adds error.details.error_code (selects SDK subclasses)
+    retry_after=S    adds a retry-after header to the status error
+    error_after=N    SSE error event after N content deltas, then end the stream
+    drop_after=N     abort the TCP connection after N content deltas
+    stall_after=N    go silent after N content deltas for stall_s seconds
+    stall_s=F        stall duration (default 600)
+    fail_times=K     the failure keys above only apply to the first K requests that
+                     carry this exact directive text; later ones succeed
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .errors import invalid
+
+DIRECTIVE_RE = re.compile(r"\[\[offline(?:[ \t]+(?P<args>[^\]\n]*?))?[ \t]*\]\]")
+
+STOP_REASONS = frozenset(
+    {
+        "end_turn",
+        "max_tokens",
+        "refusal",
+        "stop_sequence",
+        "pause_turn",
+        "tool_use",
+        "model_context_window_exceeded",
+    }
+)
+
+_INT_KEYS = frozenset({"words", "status", "error_after", "drop_after", "stall_after", "fail_times"})
+_FLOAT_KEYS = frozenset({"pace_ms", "first_ms", "stall_s"})
+_STR_KEYS = frozenset({"stop", "error_type", "message", "error_code", "retry_after"})
+_FLAGS = frozenset({"reply"})
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Parsed steering options; ``raw`` is the exact directive text (``None`` if absent)."""
+
+    raw: str | None = None
+    words: int | None = None
+    reply: bool = False
+    pace_ms: float | None = None
+    first_ms: float = 0.0
+    stop: str | None = None
+    status: int | None = None
+    error_type: str | None = None
+    message: str | None = None
+    error_code: str | None = None
+    retry_after: str | None = None
+    error_after: int | None = None
+    drop_after: int | None = None
+    stall_after: int | None = None
+    stall_s: float = 600.0
+    fail_times: int | None = None
+
+    @property
+    def has_failure(self) -> bool:
+        """Whether any failure mode (status, error_after, drop_after, stall_after) is requested."""
+        return any(
+            v is not None
+            for v in (self.status, self.error_after, self.drop_after, self.stall_after)
+        )
+
+
+@dataclass(frozen=True)
+class ParsedText:
+    """A user text split around its directive.
+
+    ``visible`` is the text with the directive (and its line, if it was alone on it)
+    removed; ``reply_text`` is everything after the first newline following the
+    directive (``""`` if there is none), used verbatim in ``reply`` mode.
+    """
+
+    directives: Directives
+    visible: str
+    reply_text: str
+
+
+def _parse_number(key: str, value: str, kind: type) -> float | int:
+    try:
+        number = int(value) if kind is int else float(value)
+    except ValueError:
+        raise invalid(f"offline directive: {key} must be a number, got {value!r}") from None
+    if number < 0 or (isinstance(number, float) and not math.isfinite(number)):
+        raise invalid(f"offline directive: {key} must be a non-negative number, got {value!r}")
+    return number
+
+
+def parse_directive_args(raw: str, args: str) -> Directives:
+    """Build :class:`Directives` from the ``key=value`` words of a directive.
+
+    Raises :class:`~offline_claude.errors.ApiError` (400) on malformed values, so a typo
+    in a test is reported instead of silently ignored.
+    """
+    values: dict[str, object] = {"raw": raw}
+    for word in args.split():
+        key, sep, value = word.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            if key in _FLAGS:
+                values[key] = True
+            continue
+        if key in _INT_KEYS:
+            values[key] = int(_parse_number(key, value, int))
+        elif key in _FLOAT_KEYS:
+            values[key] = float(_parse_number(key, value, float))
+        elif key in _STR_KEYS:
+            values[key] = value
+        elif key in _FLAGS:
+            values[key] = value.lower() not in ("0", "false", "no", "off")
+    stop = values.get("stop")
+    if stop is not None and stop not in STOP_REASONS:
+        raise invalid(f"offline directive: unknown stop reason {stop!r}")
+    status = values.get("status")
+    if isinstance(status, int) and not 400 <= status <= 599:
+        raise invalid(f"offline directive: status must be 400..599, got {status}")
+    return Directives(**values)  # type: ignore[arg-type]
+
+
+def strip_directives(text: str) -> str:
+    """``text`` without any directive; lines that held only directives are removed."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        stripped = DIRECTIVE_RE.sub("", line)
+        if stripped != line and not stripped.strip():
+            continue
+        lines.append(stripped)
+    return "".join(lines)
+
+
+def parse_text(text: str) -> ParsedText:
+    """Parse the LAST directive in ``text``; strip all directives from the visible text.
+
+    The last one wins so that when an app merges consecutive user turns into one
+    message, the newest turn's directive is the one obeyed.
+    """
+    matches = list(DIRECTIVE_RE.finditer(text))
+    if not matches:
+        return ParsedText(Directives(), text, "")
+    match = matches[-1]
+    directives = parse_directive_args(match.group(0), match.group("args") or "")
+    after = text[match.end() :]
+    newline = after.find("\n")
+    reply_text = after[newline + 1 :] if newline >= 0 else ""
+    return ParsedText(directives, strip_directives(text), reply_text)

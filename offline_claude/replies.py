@@ -1,0 +1,442 @@
+"""Deterministic reply planning: what offline Claude answers, as chunks.
+
+A reply is a list of :class:`PlannedBlock` (thinking, text, tool_use). Every chunk
+is one output token and one streamed delta. Priority of the modes:
+
+1. ``[[offline reply]]``: the text after the directive line, verbatim
+2. ``[[offline words=N]]``: N deterministic filler chunks
+3. the last user message carries ``tool_result`` blocks: a report of the results
+4. tools are offered and the last user text asks to calculate / for the time or
+   date (or ``tool_choice`` forces a tool): a short text plus a ``tool_use`` block
+5. the default markdown reply describing what was received
+
+``stop_sequences`` cut the text where they first occur; ``max_tokens`` caps the
+total number of chunks (a ``tool_use`` block that does not fit is dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .directives import Directives
+from .errors import new_id
+from .tokens import Segment
+
+_CHUNK_RE = re.compile(r"\s*\S+\s*|\s+")
+_ARITH_RE = re.compile(r"\d+(?:\.\d+)?(?:\s*[-+*/x×^]\s*\(?\s*\d+(?:\.\d+)?\)?)+")
+_CALC_WORDS_RE = re.compile(r"\b(calculate|compute|calc|evaluate|sum of|product of)\b", re.I)
+_TIME_WORDS_RE = re.compile(r"\b(time|date|today|day is it|clock)\b", re.I)
+_JSON_CHUNK = 12
+
+FILLER_WORDS = (  # noqa: SIM905 - a word list reads better as a sentence
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+    "incididunt ut labore et dolore magna aliqua ut enim ad minim veniam quis nostrud "
+    "exercitation ullamco laboris nisi aliquip ex ea commodo consequat"
+).split()
+
+
+def chunk_text(text: str) -> list[str]:
+    """Split ``text`` into word chunks (a word plus following whitespace).
+
+    ``"".join(chunk_text(t)) == t`` for every string.
+    """
+    return _CHUNK_RE.findall(text)
+
+
+def filler_chunks(count: int) -> list[str]:
+    """Exactly ``count`` deterministic chunks: ``"lorem "``, ``"ipsum "``, ...
+
+    Every 12th chunk ends with ``".\n"``; the last one ends with ``"."``.
+    """
+    chunks: list[str] = []
+    for i in range(count):
+        word = FILLER_WORDS[i % len(FILLER_WORDS)]
+        if i == count - 1:
+            chunks.append(word + ".")
+        elif i % 12 == 11:
+            chunks.append(word + ".\n")
+        else:
+            chunks.append(word + " ")
+    return chunks
+
+
+@dataclass
+class PlannedBlock:
+    """One output content block; ``chunks`` are its deltas (text, thinking or partial JSON)."""
+
+    type: str
+    chunks: list[str]
+    tool_id: str = ""
+    tool_name: str = ""
+    tool_input: dict[str, Any] = field(default_factory=dict)
+    signature: str = ""
+
+    @property
+    def text(self) -> str:
+        """The concatenated chunks."""
+        return "".join(self.chunks)
+
+    def final(self) -> dict[str, Any]:
+        """The block as it appears in a non-streamed Message's ``content``."""
+        if self.type == "tool_use":
+            return {
+                "type": "tool_use",
+                "id": self.tool_id,
+                "name": self.tool_name,
+                "input": self.tool_input,
+            }
+        if self.type == "thinking":
+            return {"type": "thinking", "thinking": self.text, "signature": self.signature}
+        return {"type": "text", "text": self.text}
+
+    def start(self) -> dict[str, Any]:
+        """The block as announced by ``content_block_start`` (empty text / input)."""
+        if self.type == "tool_use":
+            return {"type": "tool_use", "id": self.tool_id, "name": self.tool_name, "input": {}}
+        if self.type == "thinking":
+            return {"type": "thinking", "thinking": "", "signature": ""}
+        return {"type": "text", "text": ""}
+
+    def delta(self, chunk: str) -> dict[str, Any]:
+        """The ``delta`` object of a ``content_block_delta`` carrying ``chunk``."""
+        if self.type == "tool_use":
+            return {"type": "input_json_delta", "partial_json": chunk}
+        if self.type == "thinking":
+            return {"type": "thinking_delta", "thinking": chunk}
+        return {"type": "text_delta", "text": chunk}
+
+
+@dataclass
+class ReplyPlan:
+    """The whole reply: blocks plus the final ``stop_reason`` / ``stop_sequence``."""
+
+    blocks: list[PlannedBlock]
+    stop_reason: str = "end_turn"
+    stop_sequence: str | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """One token per chunk (at least 1, as the real API never reports 0)."""
+        return max(1, sum(len(b.chunks) for b in self.blocks))
+
+    @property
+    def text(self) -> str:
+        """Concatenated text of the text blocks."""
+        return "".join(b.text for b in self.blocks if b.type == "text")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The parts of a request the reply planner looks at."""
+
+    body: dict[str, Any]
+    segments: list[Segment]
+    user_text: str
+    """Visible text of the last user message (directive removed)."""
+    reply_text: str
+    """Text after the directive line (for ``reply`` mode)."""
+
+
+def last_user_message(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last message with role ``user``, if any."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message
+    return None
+
+
+def message_text(message: dict[str, Any] | None) -> str:
+    """All text of a message: the string content or its text blocks joined by newlines."""
+    if message is None:
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    parts = [b["text"] for b in content or [] if isinstance(b, dict) and b.get("type") == "text"]
+    return "\n".join(p for p in parts if isinstance(p, str))
+
+
+def _quote(text: str, words: int = 12) -> str:
+    tokens = text.split()
+    if not tokens:
+        return "(no text, just attachments)"
+    quoted = " ".join(tokens[:words])
+    return quoted + ("…" if len(tokens) > words else "")
+
+
+def _received_lines(conv: Conversation) -> list[str]:
+    messages = conv.body["messages"]
+    users = sum(1 for m in messages if m.get("role") == "user")
+    lines = [f"- {len(messages)} message(s) in the conversation, {users} from you"]
+    system = conv.body.get("system")
+    if system:
+        chars = (
+            len(system) if isinstance(system, str) else sum(len(b.get("text", "")) for b in system)
+        )
+        lines.append(f"- a system prompt of {chars} characters")
+    for segment in conv.segments:
+        image = segment.image
+        if image is None:
+            continue
+        if image.url_host is not None or image.source_type == "url":
+            lines.append(f"- an image by URL from host `{image.url_host or 'unknown'}`")
+        elif image.width and image.height:
+            lines.append(f"- an image `{image.media_type}` of {image.width}×{image.height} px")
+        else:
+            lines.append(f"- an image `{image.media_type or image.source_type}` I could not decode")
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            docs = sum(1 for b in content if isinstance(b, dict) and b.get("type") == "document")
+            if docs:
+                lines.append(f"- {docs} document(s)")
+    results = sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and b.get("type") == "tool_result"
+    )
+    if results:
+        lines.append(f"- {results} tool result(s)")
+    tools = conv.body.get("tools") or []
+    if tools:
+        names = ", ".join(f"`{t.get('name')}`" for t in tools)
+        lines.append(f"- {len(tools)} tool definition(s): {names}")
+    return lines
+
+
+def default_reply(conv: Conversation) -> str:
+    """The default deterministic markdown reply (about 80-150 words)."""
+    received = "\n".join(_received_lines(conv))
+    return (
+        "**Offline Claude** here: a local stand-in model, so this answer was produced "
+        "without any network access.\n\n"
+        f"> {_quote(conv.user_text)}\n\n"
+        f"Here is what I received:\n\n{received}\n\n"
+        "A small code sample, so you can check how code renders:\n\n"
+        "```python\n"
+        "def greet(name: str) -> str:\n"
+        '    """Return a friendly greeting."""\n'
+        '    return f"Hello, {name}!"\n'
+        "```\n\n"
+        "This reply is deterministic: the same conversation always produces the same "
+        "words, which makes it handy for tests and demos. Token counts are simple too, "
+        "about one token per word here, and one per four characters of input."
+    )
+
+
+def _block_result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            elif isinstance(part, dict):
+                parts.append(f"[{part.get('type')}]")
+        text = " ".join(parts)
+    else:
+        text = ""
+    text = " ".join(text.split())
+    return (text[:200] + "…") if len(text) > 200 else (text or "(empty)")
+
+
+def tool_results_reply(conv: Conversation, message: dict[str, Any]) -> str | None:
+    """A report of the ``tool_result`` blocks in ``message``, or ``None`` if it has none."""
+    content = message.get("content")
+    results = (
+        [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if isinstance(content, list)
+        else []
+    )
+    if not results:
+        return None
+    names: dict[str, str] = {}
+    for m in conv.body["messages"]:
+        if m.get("role") == "assistant" and isinstance(m.get("content"), list):
+            for b in m["content"]:
+                if isinstance(b, dict) and b.get("type") == "tool_use":
+                    names[str(b.get("id"))] = str(b.get("name"))
+    lines = []
+    for block in results:
+        name = names.get(str(block.get("tool_use_id")), "tool")
+        verb = "reported an error" if block.get("is_error") else "returned"
+        lines.append(f"- `{name}` {verb}: {_block_result_text(block)}")
+    answer = _block_result_text(results[-1])
+    return (
+        "Thanks, I got the tool results:\n\n"
+        + "\n".join(lines)
+        + f"\n\nSo the answer is **{answer}**."
+    )
+
+
+def _find_tool(tools: list[dict[str, Any]], *needles: str) -> dict[str, Any] | None:
+    for tool in tools:
+        name = str(tool.get("name", "")).lower()
+        if any(n in name for n in needles):
+            return tool
+    return None
+
+
+def _value_for(name: str, schema: dict[str, Any], expression: str, numbers: list[float]) -> Any:
+    kind = schema.get("type")
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    lname = name.lower()
+    if kind in ("number", "integer"):
+        value = numbers.pop(0) if numbers else 0
+        return int(value) if kind == "integer" or float(value).is_integer() else value
+    if kind == "boolean":
+        return False
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    if "zone" in lname or lname in ("tz", "timezone"):
+        return "UTC"
+    if "format" in lname:
+        return "iso"
+    return expression
+
+
+def tool_input(tool: dict[str, Any], expression: str) -> dict[str, Any]:
+    """An input for ``tool`` following its ``input_schema`` as well as possible.
+
+    Required properties are always filled (strings with ``expression``, ``"UTC"`` for
+    time-zone fields, numbers taken from ``expression`` in order, enums with their first
+    value); if no required property is a string, the first string property gets
+    ``expression`` too.
+    """
+    schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), dict) else {}
+    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    required = (
+        [r for r in schema.get("required", []) if isinstance(r, str)]
+        if isinstance(schema.get("required"), list)
+        else []
+    )
+    numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", expression)]
+    names = list(required)
+    if expression and not any(properties.get(n, {}).get("type") == "string" for n in names):
+        first_string = next(
+            (n for n, s in properties.items() if isinstance(s, dict) and s.get("type") == "string"),
+            None,
+        )
+        if first_string is not None and first_string not in names:
+            names.append(first_string)
+    return {n: _value_for(n, properties.get(n) or {}, expression, numbers) for n in names}
+
+
+def _tool_choice(conv: Conversation) -> dict[str, Any] | None:
+    """Decide whether to call a tool; return the chosen tool definition."""
+    tools = [
+        t
+        for t in conv.body.get("tools") or []
+        if isinstance(t, dict) and t.get("type") in (None, "custom")
+    ]
+    choice = conv.body.get("tool_choice") or {"type": "auto"}
+    if not tools or choice.get("type") == "none":
+        return None
+    if choice.get("type") == "tool":
+        return next((t for t in tools if t.get("name") == choice.get("name")), None)
+    text = conv.user_text
+    wants_calc = bool(_CALC_WORDS_RE.search(text) or _ARITH_RE.search(text))
+    wants_time = bool(_TIME_WORDS_RE.search(text))
+    tool = None
+    if wants_calc:
+        tool = _find_tool(tools, "calc", "math")
+    if tool is None and wants_time:
+        tool = _find_tool(tools, "time", "date", "clock")
+    if tool is None and choice.get("type") == "any":
+        tool = tools[0]
+    return tool
+
+
+def _tool_use_blocks(conv: Conversation, tool: dict[str, Any]) -> list[PlannedBlock]:
+    match = _ARITH_RE.search(conv.user_text)
+    if match:
+        expression = match.group(0).replace("x", "*").replace("×", "*")
+    else:  # no arithmetic: string fields get (the start of) what the user wrote
+        expression = " ".join(conv.user_text.split())[:200]
+    name = str(tool.get("name"))
+    payload = tool_input(tool, expression)
+    encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    json_chunks = [encoded[i : i + _JSON_CHUNK] for i in range(0, len(encoded), _JSON_CHUNK)]
+    text = PlannedBlock("text", chunk_text(f"I'll use the `{name}` tool for that."))
+    use = PlannedBlock(
+        "tool_use", [""] + json_chunks, tool_id=new_id("toolu_"), tool_name=name, tool_input=payload
+    )
+    return [text, use]
+
+
+def _thinking_block(conv: Conversation) -> PlannedBlock:
+    text = (
+        f"The user wrote: {_quote(conv.user_text, 8)} "
+        "I am the offline model, so I will answer deterministically."
+    )
+    signature = "offline-" + hashlib.sha256(text.encode()).hexdigest()
+    return PlannedBlock("thinking", chunk_text(text), signature=signature)
+
+
+def _apply_limits(plan: ReplyPlan, stop_sequences: list[str], max_tokens: int) -> None:
+    for block in plan.blocks:
+        if block.type != "text" or not stop_sequences:
+            continue
+        hits = [(block.text.find(s), s) for s in stop_sequences if s and s in block.text]
+        if hits:
+            position, sequence = min(hits)
+            block.chunks = chunk_text(block.text[:position])
+            plan.blocks = plan.blocks[: plan.blocks.index(block) + 1]
+            plan.stop_reason, plan.stop_sequence = "stop_sequence", sequence
+            break
+    budget = max_tokens
+    kept: list[PlannedBlock] = []
+    for block in plan.blocks:
+        if len(block.chunks) <= budget:
+            kept.append(block)
+            budget -= len(block.chunks)
+            continue
+        if block.type != "tool_use" and budget > 0:
+            block.chunks = block.chunks[:budget]
+            kept.append(block)
+        plan.stop_reason, plan.stop_sequence = "max_tokens", None
+        break
+    plan.blocks = kept or [PlannedBlock("text", [])]
+
+
+def plan_reply(conv: Conversation, directives: Directives) -> ReplyPlan:
+    """Build the full reply for a validated request (see module docstring)."""
+    body = conv.body
+    thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in (
+        "enabled",
+        "adaptive",
+    )
+    if directives.reply:
+        plan = ReplyPlan([PlannedBlock("text", chunk_text(conv.reply_text))])
+    elif directives.words is not None:
+        plan = ReplyPlan([PlannedBlock("text", filler_chunks(directives.words))])
+    else:
+        last_user = last_user_message(body["messages"])
+        report = tool_results_reply(conv, last_user) if last_user else None
+        blocks = [_thinking_block(conv)] if thinking else []
+        tool = None if report is not None else _tool_choice(conv)
+        if report is not None:
+            blocks.append(PlannedBlock("text", chunk_text(report)))
+            plan = ReplyPlan(blocks)
+        elif tool is not None:
+            plan = ReplyPlan(blocks + _tool_use_blocks(conv, tool), stop_reason="tool_use")
+        else:
+            blocks.append(PlannedBlock("text", chunk_text(default_reply(conv))))
+            plan = ReplyPlan(blocks)
+    _apply_limits(plan, list(body.get("stop_sequences") or []), int(body["max_tokens"]))
+    if directives.stop is not None:
+        plan.stop_reason = directives.stop
+        plan.stop_sequence = "###" if directives.stop == "stop_sequence" else None
+    return plan
