@@ -1,0 +1,392 @@
+// The chat page: the composer, the conversation's socket and the protocol frames between them.
+// Frames are described in docs/protocol.md ("WebSocket protocol").
+
+import { ChatSocket, socketUrl } from "./socket.js";
+import { MessageList, withRetryHint } from "./messages.js";
+import { installCopyHandler } from "./render.js";
+
+// A delta that skips ahead waits this long for the missing ones before asking for a replay.
+const GAP_RESUME_DELAY_MS = 700;
+// A `done` that arrives with deltas missing waits this long for the replay before giving up.
+const DONE_GAP_GRACE_MS = 3000;
+
+function readConfig() {
+  const node = document.getElementById("chat-config");
+  if (!node) return null;
+  try {
+    return JSON.parse(node.textContent);
+  } catch {
+    return null;
+  }
+}
+
+/** A v4 UUID; crypto.randomUUID only exists on secure origins (https, localhost). */
+export function newClientId() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** The text to send: leading blank lines and trailing whitespace dropped, indentation kept. */
+export function normaliseText(raw) {
+  return raw.replace(/^(?:[ \t]*\r?\n)+/, "").trimEnd();
+}
+
+/** Characters as the server counts them (code points, not UTF-16 units). */
+function characterCount(text) {
+  let n = 0;
+  for (const _ of text) n += 1;
+  return n;
+}
+
+function setupConfirmForms() {
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+}
+
+function setupSidebarToggle() {
+  const toggle = document.querySelector("[data-sidebar-toggle]");
+  const sidebar = document.getElementById("sidebar");
+  if (!toggle || !sidebar) return;
+  const setOpen = (open) => {
+    document.body.classList.toggle("sidebar-open", open);
+    toggle.setAttribute("aria-expanded", String(open));
+  };
+  toggle.addEventListener("click", () => setOpen(!document.body.classList.contains("sidebar-open")));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && document.body.classList.contains("sidebar-open")) {
+      setOpen(false);
+      toggle.focus();
+    }
+  });
+  // On narrow screens the sidebar is a drawer: a click outside it closes it.
+  document.addEventListener("click", (event) => {
+    if (!document.body.classList.contains("sidebar-open")) return;
+    if (sidebar.contains(event.target) || toggle.contains(event.target)) return;
+    setOpen(false);
+  });
+}
+
+class ChatPage {
+  constructor(root, config) {
+    this.config = config;
+    this.maxChars = Number(config.max_chars) || 100_000;
+    this.loginUrl = root.dataset.loginUrl || "/login/";
+    this.form = root.querySelector("#composer");
+    this.input = root.querySelector("#composer-input");
+    this.sendButton = root.querySelector("#send");
+    this.stopButton = root.querySelector("#stop");
+    this.statusEl = root.querySelector("#connection-status");
+    this.reconnectButton = root.querySelector("#reconnect");
+    this.noticeEl = root.querySelector("#composer-notice");
+    // The message being sent: kept until its ack so nothing typed is lost while offline.
+    this.pending = null;
+    this.gapTimer = null;
+    this.stopping = false;
+    this.connectionState = "connecting";
+
+    const messagesEl = root.querySelector("#messages");
+    installCopyHandler(messagesEl);
+    this.list = new MessageList(messagesEl, {
+      assistantName: root.dataset.assistantName || "Claude",
+      emptyNote: root.querySelector("#messages-empty"),
+    });
+    this.list.load(config.messages || []);
+
+    this.socket = new ChatSocket(socketUrl(config.ws_path), {
+      onOpen: () => this.onOpen(),
+      onFrame: (frame) => this.onFrame(frame),
+      onState: (state, delay) => this.showConnection(state, delay),
+    });
+    this.bindComposer();
+    this.updateControls();
+    this.socket.start();
+  }
+
+  // --- composer -------------------------------------------------------------------------------
+
+  bindComposer() {
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.submit();
+    });
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+      if (event.ctrlKey || event.altKey || event.metaKey) return;
+      event.preventDefault();
+      this.submit();
+    });
+    this.input.addEventListener("input", () => {
+      // An edited draft is a new message; an unsent one is dropped from the queue.
+      if (this.pending && !this.pending.transmitted && this.input.value !== this.pending.raw) {
+        this.pending = null;
+        this.updateControls();
+      }
+      if (this.noticeEl.dataset.kind === "too-long" && characterCount(this.input.value) <= this.maxChars) {
+        this.notice("");
+      }
+    });
+    this.stopButton.addEventListener("click", () => this.stop());
+    this.reconnectButton?.addEventListener("click", () => this.socket.reconnectNow());
+  }
+
+  submit() {
+    const raw = this.input.value;
+    const text = normaliseText(raw);
+    if (!text.trim()) return;
+    const length = characterCount(text);
+    if (length > this.maxChars) {
+      this.notice(
+        `Your message is ${length.toLocaleString()} characters; the limit is ` +
+          `${this.maxChars.toLocaleString()}. Shorten it and send again.`,
+        "too-long",
+      );
+      return;
+    }
+    if (this.list.streaming) {
+      this.notice("A reply is still being written. Wait for it to finish, or press Stop.");
+      return;
+    }
+    // Sending the same draft again reuses its client_id, so the server starts at most one reply.
+    if (!this.pending || this.pending.raw !== raw) {
+      this.pending = { clientId: newClientId(), raw, text, transmitted: false };
+    }
+    this.notice("");
+    this.transmitPending();
+  }
+
+  transmitPending() {
+    const p = this.pending;
+    if (!p) return;
+    if (this.socket.send({ type: "send", client_id: p.clientId, text: p.text })) {
+      p.transmitted = true;
+    } else if (this.connectionState === "not_found") {
+      this.pending = null;
+    } else {
+      this.notice("Not connected. Your message is kept and will be sent when the connection is back.");
+    }
+    this.updateControls();
+  }
+
+  /** The ack of our send: clear the composer unless it has been edited since. */
+  acknowledge(clientId) {
+    if (!this.pending || this.pending.clientId !== clientId) return;
+    if (this.input.value === this.pending.raw) this.input.value = "";
+    this.pending = null;
+    this.list.scrollToBottom();
+    this.notice("");
+    this.updateControls();
+  }
+
+  stop() {
+    if (this.socket.send({ type: "stop" })) {
+      this.stopping = true;
+      this.updateControls();
+    } else {
+      this.notice("Not connected; the reply cannot be stopped until the connection is back.");
+    }
+  }
+
+  notice(text, kind = "") {
+    this.noticeEl.textContent = text;
+    this.noticeEl.hidden = !text;
+    this.noticeEl.dataset.kind = text ? kind || "info" : "";
+  }
+
+  updateControls() {
+    const streaming = Boolean(this.list.streaming);
+    if (!streaming) this.stopping = false;
+    this.stopButton.hidden = !streaming;
+    this.stopButton.disabled = this.stopping;
+    this.stopButton.textContent = this.stopping ? "Stopping…" : "Stop";
+    this.sendButton.disabled = streaming || this.connectionState === "not_found";
+    this.sendButton.textContent = this.pending?.transmitted ? "Sending…" : "Send";
+    this.input.disabled = this.connectionState === "not_found";
+  }
+
+  showConnection(state, delayMs) {
+    this.connectionState = state;
+    const labels = {
+      connecting: "Connecting…",
+      open: "Connected",
+      reconnecting: delayMs > 0 ? `Reconnecting… (next try in ${Math.ceil(delayMs / 1000)} s)` : "Reconnecting…",
+      unauthorized: "Signed out — taking you to the login page…",
+      not_found: "Conversation not found",
+    };
+    this.statusEl.textContent = labels[state] || state;
+    this.statusEl.dataset.state = state;
+    if (this.reconnectButton) this.reconnectButton.hidden = !(state === "reconnecting" && delayMs > 0);
+    if (state === "unauthorized") {
+      const next = encodeURIComponent(location.pathname + location.search);
+      location.assign(`${this.loginUrl}?next=${next}`);
+    } else if (state === "not_found") {
+      this.notice("Conversation not found. It may have been deleted.");
+    }
+    this.updateControls();
+  }
+
+  // --- protocol -------------------------------------------------------------------------------
+
+  onOpen() {
+    const streaming = this.list.streaming;
+    this.socket.send({ type: "resume", after_seq: streaming ? streaming.lastSeq : 0 });
+    // Unacknowledged send: repeat it with the same client_id (the server dedupes).
+    if (this.pending) this.transmitPending();
+    if (this.noticeEl.textContent.startsWith("Not connected")) this.notice("");
+  }
+
+  onFrame(frame) {
+    const handler = {
+      message: this.onMessage,
+      start: this.onStart,
+      delta: this.onDelta,
+      done: this.onDone,
+      error: this.onError,
+      thinking: this.onThinking,
+      tool: this.onTool,
+    }[frame.type];
+    if (handler) handler.call(this, frame);
+    this.updateControls();
+  }
+
+  onMessage(frame) {
+    if (!frame.message || frame.message.id === undefined) return;
+    const known = this.list.get(frame.message.id);
+    if (known && frame.message.status !== "streaming") {
+      clearTimeout(known.doneTimer);
+      known.pendingDone = null;
+    }
+    this.list.upsertSaved(frame.message);
+    if (frame.client_id) this.acknowledge(frame.client_id);
+  }
+
+  onStart(frame) {
+    const existing = this.list.get(frame.message_id);
+    const m = this.list.ensureStreaming(frame.message_id);
+    if (existing && existing.status !== "streaming") {
+      // The same message continues (e.g. after `continue`): new deltas append to its text.
+      m.baseText = m.text;
+      m.status = "streaming";
+      m.stopReason = "";
+      m.lastSeq = 0;
+      m.maxSeenSeq = 0;
+      m.usage = null;
+      m.cost = null;
+      this.list.renderStatus(m);
+    }
+  }
+
+  onDelta(frame) {
+    const seq = Number(frame.seq);
+    if (!Number.isInteger(seq) || seq < 1) return;
+    const m = this.list.ensureStreaming(frame.message_id);
+    if (m.status !== "streaming") return; // finished: its saved text is the truth
+    m.maxSeenSeq = Math.max(m.maxSeenSeq, seq);
+    if (seq <= m.lastSeq) return; // already applied (live and replayed)
+    if (seq !== m.lastSeq + 1) {
+      this.requestGapFill(m);
+      return;
+    }
+    // Seq 1 starts the reply's text afresh: it replaces a checkpoint loaded with the page.
+    m.text = (seq === 1 ? m.baseText : m.text) + (frame.text || "");
+    m.lastSeq = seq;
+    this.list.scheduleBody(m);
+    if (m.pendingDone && m.lastSeq >= m.maxSeenSeq) this.onDone(m.pendingDone);
+  }
+
+  requestGapFill(m) {
+    if (this.gapTimer) return;
+    const seqAtGap = m.lastSeq;
+    this.gapTimer = setTimeout(() => {
+      this.gapTimer = null;
+      if (m.status === "streaming" && m.lastSeq === seqAtGap) {
+        this.socket.send({ type: "resume", after_seq: m.lastSeq });
+      }
+    }, GAP_RESUME_DELAY_MS);
+  }
+
+  onDone(frame) {
+    let m = this.list.get(frame.message_id);
+    if (!m) {
+      // A reply we saw none of: ask for its text (replayed deltas and `done`, or the saved
+      // message); the replayed `done` or the grace period finishes it.
+      m = this.list.ensureStreaming(frame.message_id);
+      this.socket.send({ type: "resume", after_seq: 0 });
+      m.doneTimer = setTimeout(() => this.finish(m, frame, ""), DONE_GAP_GRACE_MS);
+      return;
+    }
+    if (m.status === "streaming" && m.maxSeenSeq > m.lastSeq && !m.pendingDone) {
+      // Deltas are missing: ask for them and finish when they arrive, or after a grace period.
+      m.pendingDone = frame;
+      this.socket.send({ type: "resume", after_seq: m.lastSeq });
+      const note = "Some of this reply may be missing; reload to see all of it.";
+      m.doneTimer = setTimeout(() => this.finish(m, frame, note), DONE_GAP_GRACE_MS);
+      return;
+    }
+    this.finish(m, frame, "");
+  }
+
+  finish(m, frame, note) {
+    clearTimeout(m.doneTimer);
+    m.pendingDone = null;
+    if (m.status === "streaming") m.status = "done";
+    m.stopReason = frame.stop_reason || m.stopReason || "";
+    m.usage = frame.usage || m.usage;
+    m.cost = frame.cost ?? m.cost;
+    m.note = note;
+    this.list.renderAll(m, { final: true });
+    this.updateControls();
+  }
+
+  onError(frame) {
+    const text = frame.message || "Something went wrong.";
+    const m = frame.message_id !== null && frame.message_id !== undefined ? this.list.get(frame.message_id) : null;
+    if (m) {
+      // Text streamed before the error stays.
+      clearTimeout(m.doneTimer);
+      m.pendingDone = null;
+      m.status = "error";
+      m.errorCode = frame.code || "";
+      m.errorMessage = text;
+      m.retryable = Boolean(frame.retryable);
+      this.list.renderAll(m, { final: true });
+      return;
+    }
+    // Not about a reply we show: our last send (or stop) was refused. The draft stays in the
+    // composer, and sending it again makes a new attempt.
+    if (!frame.message_id) this.pending = null;
+    this.notice(frame.retryable ? withRetryHint(text) : text, frame.code || "error");
+  }
+
+  onThinking(frame) {
+    const m = this.list.ensureStreaming(frame.message_id);
+    m.thinking += frame.text || "";
+    this.list.renderExtras(m);
+  }
+
+  onTool(frame) {
+    const m = this.list.ensureStreaming(frame.message_id);
+    const prev = m.tools.get(frame.id) || { id: frame.id };
+    const tool = { ...prev, name: frame.name ?? prev.name, input: frame.input ?? prev.input };
+    if (frame.result !== undefined && frame.result !== null) {
+      tool.result = frame.result;
+      tool.isError = Boolean(frame.is_error);
+    }
+    m.tools.set(frame.id, tool);
+    this.list.renderExtras(m);
+  }
+}
+
+setupConfirmForms();
+setupSidebarToggle();
+const config = readConfig();
+const root = document.getElementById("chat");
+if (root && config && config.conversation_id !== null && config.ws_path) {
+  new ChatPage(root, config);
+}

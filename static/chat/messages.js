@@ -1,0 +1,297 @@
+// The message list: one entry per saved message id, its DOM, and throttled Markdown renders.
+// User text is inserted as text; assistant text only through render.js (sanitised).
+
+import { renderInto } from "./render.js";
+
+const RENDER_INTERVAL_MS = 100; // at most ~10 Markdown renders a second while streaming
+const PIN_THRESHOLD_PX = 48;
+
+// Error codes for which the same request may succeed later (docs/protocol.md, "Error codes").
+const RETRYABLE_CODES = new Set([
+  "busy", "upstream_rate_limited", "upstream_overloaded", "upstream_error", "upstream_timeout",
+  "upstream_disconnected", "internal_error",
+]);
+
+const STOP_NOTES = {
+  stopped: "Stopped",
+  max_tokens: "Truncated — the reply reached its maximum length",
+  refusal: "The model declined to answer",
+  pause_turn: "Paused",
+};
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** The user-facing error text, saying it can be retried unless it already does. */
+export function withRetryHint(text) {
+  return /try again|retry/i.test(text) ? text : `${text} You can try again.`;
+}
+
+function numberText(n) {
+  return Number(n || 0).toLocaleString();
+}
+
+/** "1,024 in · 312 out · 2,048 cached · $0.0042" from a done frame's usage and cost. */
+export function usageText(usage, cost, tokenCount) {
+  const parts = [];
+  if (usage && typeof usage === "object") {
+    parts.push(`${numberText(usage.input_tokens)} in`, `${numberText(usage.output_tokens)} out`);
+    const cacheRead = Number(usage.cache_read_input_tokens || 0);
+    const cacheWrite = Number(usage.cache_creation_input_tokens || 0);
+    if (cacheRead) parts.push(`${numberText(cacheRead)} cache read`);
+    if (cacheWrite) parts.push(`${numberText(cacheWrite)} cache write`);
+  } else if (tokenCount) {
+    parts.push(`${numberText(tokenCount)} tokens`);
+  }
+  const dollars = Number(cost);
+  if (cost !== undefined && cost !== null && cost !== "" && Number.isFinite(dollars)) {
+    parts.push(`$${dollars < 0.01 && dollars > 0 ? dollars.toFixed(4) : dollars.toFixed(2)}`);
+  }
+  return parts.join(" · ");
+}
+
+function toolResultText(content) {
+  if (content === undefined || content === null) return "";
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) {
+    return content.map((b) => (b && b.type === "text" ? b.text : JSON.stringify(b))).join("\n");
+  }
+  return JSON.stringify(content, null, 2);
+}
+
+/** Thinking text, tools (by id) and image count found in a message's content blocks. */
+function extrasFromContent(content) {
+  const thinking = [];
+  const tools = new Map();
+  let images = 0;
+  for (const block of Array.isArray(content) ? content : []) {
+    if (!block || typeof block !== "object") continue;
+    if (block.type === "thinking" && block.thinking) thinking.push(block.thinking);
+    else if (block.type === "redacted_thinking") thinking.push("[redacted]");
+    else if (block.type === "image") images += 1;
+    else if (block.type === "tool_use" || block.type === "server_tool_use") {
+      const prev = tools.get(block.id) || {};
+      tools.set(block.id, { ...prev, id: block.id, name: block.name, input: block.input });
+    } else if (block.type === "tool_result") {
+      const prev = tools.get(block.tool_use_id) || { id: block.tool_use_id, name: "tool" };
+      tools.set(block.tool_use_id, { ...prev, result: block.content, isError: !!block.is_error });
+    }
+  }
+  return { thinking: thinking.join("\n\n"), tools, images };
+}
+
+export class MessageList {
+  /** container: the scrolling role="log" element. emptyNote: shown while there are no messages. */
+  constructor(container, { assistantName, emptyNote }) {
+    this.container = container;
+    this.assistantName = assistantName;
+    this.emptyNote = emptyNote;
+    this.byId = new Map();
+    this.pinned = true;
+    container.addEventListener("scroll", () => {
+      const gap = container.scrollHeight - container.scrollTop - container.clientHeight;
+      this.pinned = gap < PIN_THRESHOLD_PX;
+    });
+  }
+
+  get(id) {
+    return this.byId.get(Number(id));
+  }
+
+  /** The reply being written, if any. */
+  get streaming() {
+    for (const m of this.byId.values()) if (m.status === "streaming") return m;
+    return null;
+  }
+
+  load(dicts) {
+    for (const dict of dicts) this.upsertSaved(dict);
+    this.scrollToBottom();
+  }
+
+  /** Inserts or replaces a saved message (page data or a `message` frame). */
+  upsertSaved(dict) {
+    let m = this.get(dict.id);
+    const isNew = !m;
+    if (isNew) m = this.create(dict.id, dict.role || "assistant");
+    const live = !isNew && m.status === "streaming" && m.lastSeq > 0;
+    const stillStreaming = dict.status === "streaming";
+    // A checkpoint of a reply we are streaming may be behind the deltas we have; once the reply
+    // is saved as finished, its text is the truth.
+    if (!(live && stillStreaming)) m.text = dict.text || "";
+    m.status = dict.status || "done";
+    m.stopReason = dict.stop_reason || "";
+    m.errorCode = dict.error_code || "";
+    m.errorMessage = dict.error_message || "";
+    m.retryable = RETRYABLE_CODES.has(m.errorCode);
+    m.tokenCount = dict.token_count ?? null;
+    m.clientId = dict.client_id || null;
+    const extras = extrasFromContent(dict.content);
+    if (extras.thinking || !m.thinking) m.thinking = extras.thinking;
+    if (extras.tools.size || !m.tools.size) m.tools = extras.tools;
+    m.images = extras.images;
+    this.renderAll(m, { final: !stillStreaming });
+    return m;
+  }
+
+  /** The entry for a reply known only from a frame (`start`, or a delta of a reply we never saw start). */
+  ensureStreaming(id) {
+    let m = this.get(id);
+    if (!m) {
+      m = this.create(id, "assistant");
+      m.status = "streaming";
+      this.renderAll(m, { final: false });
+    }
+    return m;
+  }
+
+  create(id, role) {
+    const m = {
+      id: Number(id), role, text: "", baseText: "", status: "done", stopReason: "",
+      errorCode: "", errorMessage: "", retryable: false, tokenCount: null, usage: null,
+      cost: null, thinking: "", tools: new Map(), images: 0, lastSeq: 0, maxSeenSeq: 0,
+      note: "", renderTimer: null, lastRenderAt: 0, clientId: null,
+    };
+    const article = el("article", `message message-${role}`);
+    article.dataset.testid = "message";
+    article.dataset.role = role;
+    article.dataset.messageId = String(m.id);
+    const author = el("div", "message-author", role === "user" ? "You" : this.assistantName);
+    m.extrasEl = el("div", "message-extras");
+    m.bodyEl = el("div", role === "assistant" ? "message-body markdown" : "message-body plain");
+    m.bodyEl.dataset.testid = "message-body";
+    m.statusEl = el("div", "message-status");
+    m.statusEl.dataset.testid = "message-status";
+    article.append(author, m.extrasEl, m.bodyEl, m.statusEl);
+    m.el = article;
+    this.byId.set(m.id, m);
+    this.insertInOrder(article, m.id);
+    if (this.emptyNote) this.emptyNote.hidden = true;
+    return m;
+  }
+
+  insertInOrder(article, id) {
+    for (const child of this.container.children) {
+      const childId = Number(child.dataset.messageId);
+      if (child.dataset.messageId && childId > id) {
+        this.container.insertBefore(article, child);
+        return;
+      }
+    }
+    this.container.append(article);
+  }
+
+  renderAll(m, { final }) {
+    this.renderBody(m, { final });
+    this.renderExtras(m);
+    this.renderStatus(m);
+  }
+
+  /** Re-renders the body soon: at most every RENDER_INTERVAL_MS, on an animation frame. */
+  scheduleBody(m) {
+    if (m.renderTimer) return;
+    const wait = Math.max(0, RENDER_INTERVAL_MS - (performance.now() - m.lastRenderAt));
+    m.renderTimer = setTimeout(() => {
+      requestAnimationFrame(() => {
+        m.renderTimer = null;
+        this.renderBody(m, { final: false });
+      });
+    }, wait);
+  }
+
+  renderBody(m, { final }) {
+    if (m.renderTimer) {
+      clearTimeout(m.renderTimer);
+      m.renderTimer = null;
+    }
+    m.lastRenderAt = performance.now();
+    const keepPinned = this.pinned;
+    if (m.role === "assistant") {
+      renderInto(m.bodyEl, m.text, { final });
+    } else {
+      m.bodyEl.textContent = m.text;
+      if (m.images) {
+        const chip = el("span", "attachment-chip", m.images === 1 ? "1 image" : `${m.images} images`);
+        m.bodyEl.prepend(chip);
+      }
+    }
+    if (keepPinned) this.scrollToBottom();
+  }
+
+  renderExtras(m) {
+    const nodes = [];
+    if (m.thinking) {
+      const details = el("details", "thinking");
+      details.dataset.testid = "thinking";
+      details.open = m.extrasEl.querySelector("details.thinking")?.open ?? false;
+      details.append(el("summary", "", m.status === "streaming" ? "Thinking…" : "Thinking"));
+      details.append(el("div", "thinking-text", m.thinking));
+      nodes.push(details);
+    }
+    for (const tool of m.tools.values()) nodes.push(this.toolElement(m, tool));
+    m.extrasEl.replaceChildren(...nodes);
+    m.extrasEl.hidden = nodes.length === 0;
+    if (this.pinned) this.scrollToBottom();
+  }
+
+  toolElement(m, tool) {
+    const previous = [...m.extrasEl.querySelectorAll("details.tool")].find((d) => d.dataset.toolId === String(tool.id));
+    const wasOpen = previous?.open;
+    const details = el("details", `tool${tool.isError ? " tool-error" : ""}`);
+    details.dataset.testid = "tool";
+    details.dataset.toolId = String(tool.id);
+    details.open = wasOpen ?? false;
+    const summary = el("summary");
+    const state = tool.result === undefined ? (m.status === "streaming" ? "running…" : "") : tool.isError ? "failed" : "done";
+    summary.append("Tool ", el("code", "", tool.name || "tool"), state ? ` — ${state}` : "");
+    details.append(summary);
+    details.append(el("div", "tool-label", "Input"));
+    details.append(el("pre", "tool-data", JSON.stringify(tool.input ?? {}, null, 2)));
+    if (tool.result !== undefined) {
+      details.append(el("div", "tool-label", tool.isError ? "Error" : "Result"));
+      details.append(el("pre", "tool-data", toolResultText(tool.result)));
+    }
+    return details;
+  }
+
+  renderStatus(m) {
+    const article = m.el;
+    article.dataset.status = m.status;
+    article.dataset.stopReason = m.stopReason || "";
+    article.setAttribute("aria-busy", m.status === "streaming" ? "true" : "false");
+    const nodes = [];
+    if (m.status === "streaming") {
+      const indicator = el("span", "typing-indicator");
+      indicator.setAttribute("aria-hidden", "true");
+      indicator.append(el("span"), el("span"), el("span"));
+      nodes.push(indicator, el("span", "state-label", "Writing…"));
+    } else if (m.status === "interrupted") {
+      nodes.push(el("span", "badge badge-warning", "Interrupted — the reply was cut off"));
+    } else if (m.status === "error") {
+      nodes.push(el("span", "badge badge-error", "Error"));
+      const detail = m.errorMessage || "The reply failed.";
+      nodes.push(el("span", "error-text", m.retryable ? withRetryHint(detail) : detail));
+    } else if (STOP_NOTES[m.stopReason]) {
+      nodes.push(el("span", `badge ${m.stopReason === "stopped" ? "badge-muted" : "badge-warning"}`, STOP_NOTES[m.stopReason]));
+    }
+    if (m.note) nodes.push(el("span", "state-label", m.note));
+    const usage = m.role === "assistant" && m.status !== "streaming" ? usageText(m.usage, m.cost, m.tokenCount) : "";
+    if (usage) {
+      const line = el("span", "usage", usage);
+      line.dataset.testid = "usage";
+      nodes.push(line);
+    }
+    m.statusEl.replaceChildren(...nodes);
+    m.statusEl.hidden = nodes.length === 0;
+    if (this.pinned) this.scrollToBottom();
+  }
+
+  scrollToBottom() {
+    this.container.scrollTop = this.container.scrollHeight;
+    this.pinned = true;
+  }
+}
