@@ -77,6 +77,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "claudeweb.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -87,6 +88,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "claudeweb.urls"
+ADMIN_URL_PREFIX = "admin/"
 ASGI_APPLICATION = "claudeweb.asgi.application"
 
 TEMPLATES = [
@@ -160,7 +162,7 @@ STORAGES = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            else "claudeweb.storage.StaticStorage"
         )
     },
 }

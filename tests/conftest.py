@@ -156,3 +156,11 @@ async def finish_replies():
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
     runner._replies.clear()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Close connections after each use, so the socket thread's one does not outlive a test."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -1,0 +1,7 @@
+from whitenoise.storage import CompressedManifestStaticFilesStorage
+
+
+class StaticStorage(CompressedManifestStaticFilesStorage):
+    """Hashed, compressed static files; `import` paths in JS modules are rewritten too."""
+
+    support_js_module_import_aggregation = True
