@@ -147,7 +147,7 @@ def _from_status_error(exc: anthropic.APIStatusError) -> ClaudeError:
         if kind == "overloaded_error":
             return ClaudeError(
                 "upstream_overloaded",
-                "Claude is overloaded right now. Try again in a moment.",
+                "The model is overloaded right now. Try again in a moment.",
                 retryable=True,
                 status=status,
                 request_id=request_id,
@@ -181,7 +181,7 @@ def _from_status_error(exc: anthropic.APIStatusError) -> ClaudeError:
     if isinstance(exc, anthropic.OverloadedError) or status == 529:
         return ClaudeError(
             "upstream_overloaded",
-            "Claude is overloaded right now. Try again in a moment.",
+            "The model is overloaded right now. Try again in a moment.",
             retryable=True,
             status=status,
             request_id=request_id,

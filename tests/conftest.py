@@ -156,6 +156,11 @@ async def finish_replies():
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
     runner._replies.clear()
+    # The socket thread's database connection must not outlive the test (teardown drops the DB).
+    from channels.db import database_sync_to_async
+    from django.db import connections
+
+    await database_sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(scope="session")

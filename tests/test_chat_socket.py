@@ -234,3 +234,36 @@ async def test_history_is_sent_with_the_pinned_system_prompt(alice, conversation
     assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
     assert second["messages"][0] == first["messages"][0]
     assert second["stream"] is True
+
+
+@pytest.fixture
+def reply_elsewhere(monkeypatch):
+    """Make the socket treat the reply as running in another process: it must use the layer."""
+    from chat import consumers
+
+    monkeypatch.setattr(consumers.runner, "local_reply", lambda conversation_id: None)
+
+
+async def test_stop_reaches_a_reply_in_another_process(alice, conversation, reply_elsewhere):
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=2000 pace_ms=5]]"))
+        frames = await recv_until(ws, "delta")
+        await ws.send_json_to({"type": "stop"})
+        frames += await recv_until(ws, "done", "error")
+    assert frames[-1]["stop_reason"] == "stopped"
+    saved = await reply_row(frames[-1]["message_id"])
+    assert saved.text == joined(frames) and len(saved.text.split()) < 2000
+
+
+async def test_resume_asks_a_reply_in_another_process(alice, conversation, reply_elsewhere):
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=300 pace_ms=3]]"))
+        first = await recv_until(ws, "delta")
+    last_seq = deltas_of(first)[-1]["seq"]
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to({"type": "resume", "after_seq": last_seq})
+        rest = await recv_until(ws, "done", "error")
+    resumed = deltas_of(rest)
+    assert [d["seq"] for d in resumed] == list(range(last_seq + 1, last_seq + 1 + len(resumed)))
+    saved = await reply_row(rest[-1]["message_id"])
+    assert saved.text == joined(first) + joined(rest)
