@@ -51,6 +51,14 @@ class Conversation(models.Model):
     cache_creation_tokens = models.PositiveBigIntegerField(default=0)
     cache_read_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    # Token budget of this conversation; null: settings.CONVERSATION_TOKEN_BUDGET.
+    token_budget = models.PositiveIntegerField(null=True, blank=True)
+    # Older turns folded into a summary to fit the context window: messages with id ≤
+    # summary_upto_id are represented by `summary` in requests.
+    summary = models.TextField(blank=True, default="")
+    summary_upto_id = models.BigIntegerField(null=True, blank=True)
+    # Input size of the last request (all input tokens, cached or not), for the context gauge.
+    context_tokens = models.PositiveIntegerField(default=0)
 
     class Meta:
         indexes = [
@@ -179,3 +187,111 @@ class ApiCall(models.Model):
     @property
     def cache_creation_tokens(self) -> int:
         return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+
+class Attachment(models.Model):
+    """An image uploaded straight to S3 by the browser, verified by the server before use.
+
+    The S3 key is made by the server (`uploads/<user id>/<uuid>.<ext>`), never from the user's
+    file name; `original_name` is for display only.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        VERIFIED = "verified"
+        REJECTED = "rejected"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
+    )
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="attachments"
+    )
+    key = models.CharField(max_length=255, unique=True)
+    content_type = models.CharField(max_length=50)
+    byte_size = models.PositiveIntegerField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, default="")
+    original_name = models.CharField(max_length=255, blank=True, default="")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    reject_reason = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "state", "created_at"], name="attachment_owner_state"),
+            models.Index(fields=["state", "created_at"], name="attachment_cleanup"),
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.original_name or self.key
+
+    @property
+    def token_estimate(self) -> int | None:
+        """Claude's estimate for an image: width × height / 750."""
+        if not self.width or not self.height:
+            return None
+        return (self.width * self.height + 749) // 750
+
+
+class UserBudget(models.Model):
+    """Per-user limits set by admins; a null limit means the default from settings."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
+    )
+    daily_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    monthly_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    daily_cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    monthly_cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    # The highest alert sent (0, 80 or 100 percent) and the period it was sent for.
+    alerted_level = models.PositiveSmallIntegerField(default=0)
+    alerted_period = models.CharField(max_length=20, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"Budget of {self.user}"
+
+
+class BudgetReservation(models.Model):
+    """Tokens and money held for a call in flight; deleted when the call settles or fails."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reservations"
+    )
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    tokens = models.PositiveIntegerField()
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "created_at"], name="reservation_user")]
+
+    def __str__(self) -> str:
+        return f"{self.tokens} tokens held for {self.user_id}"
+
+
+class UserSettings(models.Model):
+    """A user's preferences: default model, own system prompt, time zone, theme."""
+
+    class Theme(models.TextChoices):
+        SYSTEM = "system"
+        LIGHT = "light"
+        DARK = "dark"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_settings"
+    )
+    default_model = models.CharField(max_length=100, blank=True, default="")
+    system_prompt = models.ForeignKey(
+        SystemPrompt, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    time_zone = models.CharField(max_length=64, default="UTC")
+    theme = models.CharField(max_length=8, choices=Theme.choices, default=Theme.SYSTEM)
+
+    def __str__(self) -> str:
+        return f"Settings of {self.user}"

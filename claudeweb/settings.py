@@ -208,6 +208,43 @@ STREAM_REPLAY_KEEP_S = envfloat("STREAM_REPLAY_KEEP_S", 60.0)
 STREAM_STALE_S = envfloat("STREAM_STALE_S", 30.0)
 CONVERSATIONS_PER_PAGE = envint("CONVERSATIONS_PER_PAGE", 50)
 
+# --- Images (S3) ------------------------------------------------------------------------------
+# Any S3-compatible store: AWS S3, Cloudflare R2, MinIO, or the local server `make run` starts.
+# boto3 also reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment.
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", "claudeweb")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL") or None
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", "us-east-1")
+AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", "path" if AWS_S3_ENDPOINT_URL else "auto")
+AWS_S3_SIGNATURE_VERSION = "s3v4"
+AWS_DEFAULT_ACL = None
+AWS_QUERYSTRING_AUTH = True
+STORAGES["attachments"] = {"BACKEND": "storages.backends.s3.S3Storage"}
+# Largest upload accepted (before the server re-encodes it), in bytes.
+IMAGE_UPLOAD_MAX_BYTES = envint("IMAGE_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+# Decompression-bomb guard: images above this many pixels are refused.
+IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 50_000_000)
+# Stored images: long edge at most this many pixels and at most this many bytes.
+IMAGE_LONG_EDGE_PX = envint("IMAGE_LONG_EDGE_PX", 1568)
+IMAGE_STORED_MAX_BYTES = envint("IMAGE_STORED_MAX_BYTES", 5 * 1024 * 1024)
+# The browser shrinks images whose long edge is above this before uploading.
+IMAGE_BROWSER_LONG_EDGE_PX = envint("IMAGE_BROWSER_LONG_EDGE_PX", 2048)
+IMAGE_MAX_PER_MESSAGE = envint("IMAGE_MAX_PER_MESSAGE", 10)
+PRESIGN_POST_EXPIRY_SECONDS = envint("PRESIGN_POST_EXPIRY_SECONDS", 300)
+PRESIGN_GET_EXPIRY_SECONDS = envint("PRESIGN_GET_EXPIRY_SECONDS", 600)
+# How images reach Claude: "url" (a presigned GET; the bucket must be reachable from the
+# internet), "base64", or "auto" (base64 when the S3 endpoint is on this machine or a private
+# network, else url).
+IMAGE_DELIVERY = env("IMAGE_DELIVERY", "auto")
+# Attachments uploaded but never sent are removed after this many hours (cleanup command).
+ATTACHMENT_UNSENT_TTL_HOURS = envint("ATTACHMENT_UNSENT_TTL_HOURS", 24)
+
+# --- Budgets and limits -------------------------------------------------------------------------
+# Per-user defaults (admins can set each user's own); 0 means no limit of that kind.
+USER_DAILY_TOKEN_BUDGET = envint("USER_DAILY_TOKEN_BUDGET", 0)
+USER_MONTHLY_TOKEN_BUDGET = envint("USER_MONTHLY_TOKEN_BUDGET", 0)
+USER_DAILY_COST_BUDGET = env("USER_DAILY_COST_BUDGET", "0")
+USER_MONTHLY_COST_BUDGET = env("USER_MONTHLY_COST_BUDGET", "0")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
