@@ -113,3 +113,6 @@ class SystemPromptAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # A saved version is immutable: conversations pin it for prompt caching.
         return ("name", "version", "text", "created_at") if obj else ("created_at",)
+
+
+from chat import admin_attachments  # noqa: E402, F401  (registers the Attachment admin)

@@ -1,0 +1,1 @@
+"""Admin for uploaded images (registered from chat/admin.py)."""
