@@ -1,6 +1,6 @@
 """The one module that talks to Claude (through the anthropic SDK).
 
-Callers see our own types only: `stream_reply` yields text and fills a `CallRecord`; every failure
+Callers see our own types only: `stream_round` yields text and fills a `CallRecord`; every failure
 is raised as `ClaudeError` with a user-facing message and a retryable flag. The same code reaches
 Claude or the offline model; only ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY differ.
 """
@@ -8,9 +8,10 @@ Claude or the offline model; only ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY differ.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anthropic
@@ -92,6 +93,9 @@ class CallRecord:
     first_token_at: float | None = None
     finished: float | None = None
     error_code: str = ""
+    purpose: str = "reply"
+    round: int = 0
+    content: list[dict] = field(default_factory=list)
 
     @property
     def ttft_ms(self) -> int | None:
@@ -272,24 +276,88 @@ def _usage_from(usage: object, into: Usage, *, output_only: bool = False) -> Non
         into.cache_write_1h_tokens = 0
 
 
-async def stream_reply(
+class _BlockBuilder:
+    """Rebuilds a response's content blocks from raw stream events."""
+
+    def __init__(self, blocks: list[dict]) -> None:
+        self.blocks = blocks  # filled in place: callers may hold the list while it grows
+        self._json: dict[int, list[str]] = {}
+
+    def start(self, index: int, block: object) -> dict:
+        kind = block.type
+        if kind == "text":
+            built = {"type": "text", "text": ""}
+        elif kind == "tool_use" or kind == "server_tool_use":
+            built = {"type": kind, "id": block.id, "name": block.name, "input": {}}
+            self._json[index] = []
+        elif kind == "thinking":
+            built = {"type": "thinking", "thinking": "", "signature": ""}
+        else:  # redacted thinking, server tool results: kept exactly as sent
+            built = block.model_dump(mode="json", exclude_none=True)
+        while len(self.blocks) <= index:
+            self.blocks.append({})
+        self.blocks[index] = built
+        return built
+
+    def delta(self, index: int, delta: object) -> str | None:
+        """Apply a delta; return text to show (text_delta only)."""
+        block = self.blocks[index]
+        kind = delta.type
+        if kind == "text_delta":
+            block["text"] += delta.text
+            return delta.text
+        if kind == "input_json_delta":
+            self._json[index].append(delta.partial_json)
+        elif kind == "thinking_delta":
+            block["thinking"] += delta.thinking
+        elif kind == "signature_delta":
+            block["signature"] = delta.signature
+        return None
+
+    def stop(self, index: int) -> dict:
+        block = self.blocks[index]
+        if index in self._json:
+            raw = "".join(self._json.pop(index))
+            try:
+                block["input"] = json.loads(raw) if raw else {}
+            except ValueError:
+                block["input"] = {"_unparsed": raw}
+        return block
+
+
+async def stream_round(
     *,
     model: str,
     system: list[dict],
     messages: list[dict],
     max_tokens: int,
     record: CallRecord,
+    tools: list[dict] | None = None,
+    tool_choice: dict | None = None,
+    on_block: Callable[[dict], None] | None = None,
 ) -> AsyncIterator[str]:
-    """Stream one request's text deltas.
+    """Stream one request; yield its text deltas.
 
-    Fills `record` as events arrive (request id, usage, stop_reason, timings). Raises ClaudeError
-    on any upstream failure; `record` then holds what the API had reported. Cancelling the
-    consumer of this generator closes the upstream connection.
+    Fills `record` as events arrive: request id, usage, stop_reason, timings, and the complete
+    content blocks (text, tool_use with parsed input, thinking) in `record.content`. `on_block`
+    is called with each block as it completes. Raises ClaudeError on any upstream failure;
+    `record` then holds what the API had reported. Cancelling the consumer of this generator
+    closes the upstream connection.
     """
     client = get_client()
+    extra: dict = {}
+    if tools:
+        extra["tools"] = tools
+    if tool_choice:
+        extra["tool_choice"] = tool_choice
     try:
         stream = await client.messages.create(
-            model=model, system=system, messages=messages, max_tokens=max_tokens, stream=True
+            model=model,
+            system=system,
+            messages=messages,
+            max_tokens=max_tokens,
+            stream=True,
+            **extra,
         )
     except Exception as exc:
         record.finished = time.monotonic()
@@ -300,16 +368,23 @@ async def stream_reply(
         record.request_id = error.request_id
         raise error from exc
     record.request_id = stream.response.headers.get("request-id", "")
+    builder = _BlockBuilder(record.content)
     try:
         async with stream:
             async for event in stream:
                 kind = event.type
                 if kind == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta":
+                    text = builder.delta(event.index, event.delta)
+                    if text:
                         if record.first_token_at is None:
                             record.first_token_at = time.monotonic()
-                        yield delta.text
+                        yield text
+                elif kind == "content_block_start":
+                    builder.start(event.index, event.content_block)
+                elif kind == "content_block_stop":
+                    block = builder.stop(event.index)
+                    if on_block is not None:
+                        on_block(block)
                 elif kind == "message_start":
                     record.message_id = event.message.id
                     _usage_from(event.message.usage, record.usage)
@@ -324,3 +399,29 @@ async def stream_reply(
         raise error from exc
     finally:
         record.finished = time.monotonic()
+
+
+async def complete(
+    *, model: str, system: str, messages: list[dict], max_tokens: int, record: CallRecord
+) -> str:
+    """One non-streamed request (titles, summaries); returns its text. Raises ClaudeError."""
+    client = get_client()
+    try:
+        message = await client.messages.create(
+            model=model, system=system, messages=messages, max_tokens=max_tokens
+        )
+    except Exception as exc:
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        record.error_code = error.code
+        record.request_id = error.request_id
+        raise error from exc
+    finally:
+        record.finished = time.monotonic()
+    record.request_id = getattr(message, "_request_id", None) or ""
+    record.message_id = message.id
+    record.stop_reason = message.stop_reason or ""
+    _usage_from(message.usage, record.usage)
+    record.content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+    return "".join(b.text for b in message.content if b.type == "text")

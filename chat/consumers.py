@@ -8,16 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from chat import catalogue, claude, runner, selectors, services
-from chat.models import Conversation, Message
+from chat import budgets, catalogue, context, runner, selectors, services
+from chat.models import ApiCall, Conversation, Message
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -36,6 +39,38 @@ class ClientError(Exception):
 
 def _invalid(message: str) -> ClientError:
     return ClientError("invalid_frame", message)
+
+
+@contextmanager
+def _client_errors() -> Iterator[None]:
+    """Turn refusals of the services into ClientErrors (their transaction rolls back)."""
+    try:
+        yield
+    except Http404:
+        raise ClientError("not_found", "This conversation no longer exists.") from None
+    except services.Busy:
+        raise ClientError(
+            "busy",
+            "A reply is already being written in this conversation. Wait or stop it.",
+            retryable=True,
+        ) from None
+    except services.NothingToContinue:
+        raise _invalid(
+            "The last reply was not cut short, so there is nothing to continue."
+        ) from None
+    except budgets.BudgetExceeded as exc:
+        raise ClientError("budget_exceeded", exc.message) from None
+    except services.ContextTooLong:
+        raise ClientError(
+            "context_too_long",
+            "This message is too long for the model's context window. Shorten it.",
+        ) from None
+    except Exception as exc:
+        from chat.attachments import AttachmentError  # only sends with images import S3 code
+
+        if isinstance(exc, AttachmentError):
+            raise ClientError(exc.code, exc.message) from None
+        raise
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -77,6 +112,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "send": self.cmd_send,
                 "stop": self.cmd_stop,
                 "resume": self.cmd_resume,
+                "continue": self.cmd_continue,
             }.get(frame.get("type"))
             if handler is None:
                 raise _invalid(f"Unknown frame type {str(frame.get('type'))[:40]!r}.")
@@ -99,38 +135,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- commands -----------------------------------------------------------------------------
 
     async def cmd_send(self, frame: dict) -> None:
-        client_id, text, model = self._validate_send(frame)
-        try:
-            started = await self._turn_start(text=text, client_id=client_id, model=model)
-        except Http404:
-            raise ClientError("not_found", "This conversation no longer exists.") from None
-        except services.Busy:
-            raise ClientError(
-                "busy",
-                "A reply is already being written in this conversation. Wait or stop it.",
-                retryable=True,
-            ) from None
+        client_id, text, model, attachment_ids = self._validate_send(frame)
+        started, plan = await self._start_turn(
+            text=text, client_id=client_id, model=model, attachment_ids=attachment_ids
+        )
         ack = {
             "type": "message",
             "client_id": str(client_id),
             "message": selectors.message_to_dict(started.user_message),
         }
-        if started.duplicate:
-            await self._send_frame(ack)  # only to this socket: nothing new happened
+        if plan is None:
+            await self._send_frame(ack)  # a repeated client_id: only this socket, nothing new
             return
         await self.channel_layer.group_send(self.group, {"type": "chat.frame", "frame": ack})
-        reply = runner.Reply(
-            conversation_id=self.conversation_id,
-            message_id=started.assistant_message.pk,
-            user_id=self.user.pk,
-            model=started.model,
-            system=claude.system_blocks(started.system_text),
-            messages=started.history,
-            max_tokens=started.max_tokens,
-        )
-        reply.start()
+        runner.Reply(plan).start()
 
-    def _validate_send(self, frame: dict) -> tuple[uuid.UUID, str, str | None]:
+    async def cmd_continue(self, frame: dict) -> None:
+        plan = await self._continue_turn()
+        runner.Reply(plan).start()
+
+    def _validate_send(self, frame: dict) -> tuple[uuid.UUID, str, str | None, list]:
         raw_id = frame.get("client_id")
         if not isinstance(raw_id, str):
             raise _invalid("send needs a client_id (a UUID string).")
@@ -149,8 +173,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         attachments = frame.get("attachments", [])
         if not isinstance(attachments, list):
             raise _invalid("attachments must be a list of ids.")
-        if attachments:
-            raise ClientError("attachment_invalid", "Those attachments cannot be found.")
         model = frame.get("model")
         if model is not None:
             if not isinstance(model, str):
@@ -159,7 +181,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 catalogue.get_model(model)
             except catalogue.UnknownModel:
                 raise _invalid(f"Unknown model {model[:60]!r}.") from None
-        return client_id, text, model
+        return client_id, text, model, attachments
 
     async def cmd_stop(self, frame: dict) -> None:
         reply = runner.local_reply(self.conversation_id)
@@ -266,26 +288,60 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return Conversation.objects.filter(pk=self.conversation_id, owner=self.user).exists()
 
     @database_sync_to_async
-    def _turn_start(self, *, text: str, client_id: uuid.UUID, model: str | None) -> TurnPlan:
-        conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
-        started = services.turn_start(
-            conversation=conversation, text=text, client_id=client_id, model=model
-        )
-        plan = TurnPlan(started)
-        if not started.duplicate:
-            info = catalogue.get_model(conversation.model)
-            plan.model = conversation.model
-            plan.max_tokens = min(settings.CLAUDE_MAX_TOKENS, info.max_output)
-            plan.system_text = (
-                conversation.system_prompt.text
-                if conversation.system_prompt
-                else services.current_system_prompt().text
+    def _start_turn(
+        self, *, text: str, client_id: uuid.UUID, model: str | None, attachment_ids: list
+    ) -> tuple[services.TurnStart, services.TurnPlan | None]:
+        """Save the turn, plan its request and reserve its budget — all or nothing."""
+        with _client_errors(), transaction.atomic():
+            conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            images, image_blocks = [], []
+            if attachment_ids:
+                from chat import attachments
+
+                images = attachments.verified_for_send(owner=self.user, ids=attachment_ids)
+                image_blocks = [attachments.message_image_ref(a) for a in images]
+            started = services.turn_start(
+                conversation=conversation,
+                text=text,
+                client_id=client_id,
+                model=model,
+                image_blocks=image_blocks,
             )
-            plan.history = services.request_messages(
+            if started.duplicate:
+                return started, None
+            for image in images:
+                image.message = started.user_message
+                image.save(update_fields=["message"])
+            plan = services.plan_turn(
                 conversation_id=self.conversation_id,
-                before_message_id=started.assistant_message.pk,
+                reply_message_id=started.assistant_message.pk,
             )
-        return plan
+            plan.reservation_id = self._reserve(plan)
+            return started, plan
+
+    @database_sync_to_async
+    def _continue_turn(self) -> services.TurnPlan:
+        with _client_errors(), transaction.atomic():
+            conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            reply = services.continue_start(conversation=conversation)
+            plan = services.plan_turn(
+                conversation_id=self.conversation_id,
+                reply_message_id=reply.pk,
+                purpose=ApiCall.Purpose.CONTINUATION,
+            )
+            plan.reservation_id = self._reserve(plan)
+            return plan
+
+    def _reserve(self, plan: services.TurnPlan) -> int:
+        fit_limit = int(catalogue.get_model(plan.model).context_window * context.FOLD_THRESHOLD)
+        need = budgets.estimate(
+            model=plan.model,
+            input_tokens=min(plan.estimate, fit_limit),
+            max_tokens=plan.max_tokens,
+        )
+        return budgets.reserve(
+            user_id=self.user.pk, conversation_id=self.conversation_id, need=need
+        )
 
     @database_sync_to_async
     def _reply_state(self) -> tuple[Message, bool] | None:
@@ -310,16 +366,3 @@ class ChatConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _get_message(self, message_id: int) -> Message | None:
         return Message.objects.filter(pk=message_id).first()
-
-
-class TurnPlan:
-    """What turn_start saved plus what the runner needs to make the request."""
-
-    def __init__(self, started: services.TurnStart) -> None:
-        self.user_message = started.user_message
-        self.assistant_message = started.assistant_message
-        self.duplicate = started.duplicate
-        self.model = ""
-        self.max_tokens = 0
-        self.system_text = ""
-        self.history: list[dict] = []

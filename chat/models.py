@@ -9,6 +9,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+# Text blocks of one turn (e.g. before and after a tool call) read as separate paragraphs.
+TEXT_BLOCK_SEPARATOR = "\n\n"
+
 
 class SystemPrompt(models.Model):
     """One immutable version of a named system prompt.
@@ -96,6 +99,8 @@ class Message(models.Model):
     error_code = models.CharField(max_length=40, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True, default="")
     token_count = models.PositiveIntegerField(null=True, blank=True)
+    # The highest delta seq streamed for this message (a Continue numbers on from it).
+    stream_seq = models.PositiveIntegerField(default=0)
     # The sender's idempotency key: a repeated client_id does not start a second reply.
     client_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -126,10 +131,10 @@ class Message(models.Model):
     @property
     def text(self) -> str:
         """The text a user sees: the text blocks joined; other blocks are shown beside it."""
-        return "".join(
-            block.get("text", "")
+        return TEXT_BLOCK_SEPARATOR.join(
+            block["text"]
             for block in self.content
-            if isinstance(block, dict) and block.get("type") == "text"
+            if isinstance(block, dict) and block.get("type") == "text" and block.get("text")
         )
 
 

@@ -4,6 +4,11 @@ A reply runs in its own task, registered by conversation, so it outlives the soc
 for it. Live frames go to the channel-layer group "conversation.<id>"; `stop` and cross-process
 `resume` requests reach the reply through its control group "reply.<id>", so they work from any
 tab on any process.
+
+A reply may take several API calls (rounds): tool use (every tool_use block of a response is
+run and answered), `pause_turn` (the turn is sent back to continue), and a final call without
+tools when the tool-round limit is reached. Each call reserves budget before it and settles to
+one ledger row after it.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import claude, services
-from chat.models import Message
+from chat import budgets, claude, context, services, titles, tools
+from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +48,37 @@ def local_reply(conversation_id: int) -> Reply | None:
     return _replies.get(conversation_id)
 
 
+class BudgetStop(Exception):
+    """A later round of the reply was refused by the budget."""
+
+
 @dataclass
 class Reply:
-    conversation_id: int
-    message_id: int
-    user_id: int
-    model: str
-    system: list[dict]
-    messages: list[dict]
-    max_tokens: int
+    plan: services.TurnPlan
+    registry: tools.Registry = field(default_factory=lambda: tools.REGISTRY)
     seq: int = 0
     deltas: list[str] = field(default_factory=list)
     final_frame: dict | None = None
-    _parts: list[str] = field(default_factory=list)
-    _pending: list[str] = field(default_factory=list)
-    _calls: list[claude.CallRecord] = field(default_factory=list)
-    _stopping: bool = False
 
     def __post_init__(self) -> None:
+        plan = self.plan
+        self.conversation_id = plan.conversation_id
+        self.message_id = plan.message_id
+        self.seq_base = self.seq = plan.seq_base
         self.layer = get_channel_layer()
         self.group = group_name(self.conversation_id)
+        # Blocks of the turn: those saved before (a continuation) plus each finished round's.
+        self.blocks: list[dict] = [dict(b) for b in plan.base_blocks]
+        self._round_blocks: list[dict] = []  # the round streaming now (filled live)
+        self._merge_text = bool(plan.base_blocks)  # a continuation extends the last text block
+        self._calls: list[claude.CallRecord] = []
+        self._pending: list[str] = []
         self._has_text = asyncio.Event()
         self._closing = False
+        self._stopping = False
         self._stream_task: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
+        self._side_tasks: set[asyncio.Task] = set()
 
     # --- public -------------------------------------------------------------------------------
 
@@ -83,19 +95,49 @@ class Reply:
         if self._stream_task is not None:
             self._stream_task.cancel()
 
-    @property
-    def running(self) -> bool:
-        return self.final_frame is None
+    def content(self) -> list[dict]:
+        """The turn's blocks as they stand, the streaming round included."""
+        blocks = [dict(b) for b in self.blocks]
+        for block in self._round_blocks:
+            if not block:
+                continue
+            if block.get("type") == "text" and self._merge_text and blocks:
+                last = blocks[-1]
+                if last.get("type") == "text":
+                    blocks[-1] = {**last, "text": last["text"] + block["text"]}
+                    continue
+            blocks.append(dict(block))
+        return blocks
 
     @property
     def text(self) -> str:
-        return "".join(self._parts)
+        return Message(content=self.content()).text
 
     def replay_frames(self, after_seq: int) -> list[dict]:
-        """Every delta with seq > after_seq, in order, then the final frame if finished."""
-        frames = [
+        """What a socket that applied deltas up to `after_seq` missed, then the final frame."""
+        frames: list[dict] = []
+        if after_seq < self.seq_base:
+            # Deltas of an earlier run of this message (before a Continue) are not kept: the
+            # saved text up to the base stands in for them.
+            frames.append(
+                {
+                    "type": "message",
+                    "message": {
+                        "id": self.message_id,
+                        "role": "assistant",
+                        "content": self.plan.base_blocks,
+                        "text": Message(content=self.plan.base_blocks).text,
+                        "status": "streaming",
+                        "seq": self.seq_base,
+                    },
+                }
+            )
+            after_seq = self.seq_base
+        frames += [
             {"type": "delta", "message_id": self.message_id, "seq": seq, "text": text}
-            for seq, text in enumerate(self.deltas[after_seq:], start=after_seq + 1)
+            for seq, text in enumerate(
+                self.deltas[after_seq - self.seq_base :], start=after_seq + 1
+            )
         ]
         if self.final_frame is not None:
             frames.append(self.final_frame)
@@ -110,10 +152,13 @@ class Reply:
         listener = asyncio.create_task(self._listen(control_channel))
         flusher = checkpointer = None
         try:
-            await self._broadcast({"type": "start", "message_id": self.message_id})
+            start = {"type": "start", "message_id": self.message_id, "model": self.plan.model}
+            if self.plan.base_blocks:
+                start["continuation"] = True
+            await self._broadcast(start)
             flusher = asyncio.create_task(self._flush_loop())
             checkpointer = asyncio.create_task(self._checkpoint_loop())
-            self._stream_task = asyncio.create_task(self._stream())
+            self._stream_task = asyncio.create_task(self._rounds())
             if self._stopping:  # a stop that came before the stream began
                 self._stream_task.cancel()
             await asyncio.wait([self._stream_task])
@@ -122,6 +167,8 @@ class Reply:
             await flusher
             checkpointer.cancel()
             await self._finish()
+            if self.plan.make_title and self.final_frame.get("type") == "done":
+                titles.start(self.plan, layer=self.layer, group=self.group)
             # Stay answerable for `resume` a little while, then let go.
             await asyncio.sleep(settings.STREAM_REPLAY_KEEP_S)
         finally:
@@ -134,19 +181,158 @@ class Reply:
             if _replies.get(self.conversation_id) is self:
                 del _replies[self.conversation_id]
 
-    async def _stream(self) -> None:
-        record = claude.CallRecord(model=self.model)
-        self._calls.append(record)
-        async for text in claude.stream_reply(
-            model=self.model,
-            system=self.system,
-            messages=self.messages,
-            max_tokens=self.max_tokens,
+    async def _rounds(self) -> None:
+        """Call the API until the turn ends: tool rounds and pause_turn continue it."""
+        plan = self.plan
+        if plan.fold:
+            plan = await self._fold_history(plan)
+        tool_rounds = 0
+        limit = settings.CLAUDE_MAX_TOOL_ITERATIONS
+        tool_choice = None
+        reservation = plan.reservation_id
+        purpose = plan.purpose
+        for index in range(limit + 3):
+            if reservation is None:
+                reservation = await self._reserve(plan, index)
+            record = claude.CallRecord(model=plan.model, purpose=purpose, round=index)
+            self._calls.append(record)
+            turn = context.split_turn("assistant", self.blocks) if self.blocks else []
+            messages = context.strip_trailing_whitespace(
+                context.mark_cache_breakpoint(plan.history + turn)
+            )
+            try:
+                await self._stream_round(plan, messages, record, tool_choice)
+            finally:
+                await self._settle(reservation, record)
+                reservation = None
+            self._end_round()
+            if record.stop_reason == "pause_turn":
+                purpose, self._merge_text = ApiCall.Purpose.CONTINUATION, True
+                continue
+            if record.stop_reason != "tool_use" or tool_choice is not None:
+                return
+            uses = [b for b in record.content if b.get("type") == "tool_use"]
+            if tool_rounds >= limit:
+                # The limit: answer what is pending, then one last call without tools.
+                self.blocks += [self._limit_result(use) for use in uses]
+                tool_choice = {"type": "none"}
+            else:
+                self.blocks += await self._run_tools(uses)
+                tool_rounds += 1
+            purpose = ApiCall.Purpose.TOOL_ROUND
+
+    async def _stream_round(
+        self, plan: services.TurnPlan, messages: list[dict], record, tool_choice
+    ) -> None:
+        self._round_blocks = record.content
+        first_text = True
+        async for text in claude.stream_round(
+            model=plan.model,
+            system=plan.system,
+            messages=messages,
+            max_tokens=plan.max_tokens,
             record=record,
+            tools=plan.tools,
+            tool_choice=tool_choice,
+            on_block=self._on_block,
         ):
-            self._parts.append(text)
+            if first_text:
+                first_text = False
+                if not self._merge_text and self.blocks_text_before(record):
+                    text = TEXT_BLOCK_SEPARATOR + text
             self._pending.append(text)
             self._has_text.set()
+
+    def blocks_text_before(self, record) -> bool:
+        """Whether visible text precedes the block now streaming (it then needs a separator)."""
+        earlier = self.blocks + [b for b in record.content[:-1] if b]
+        return any(b.get("type") == "text" and b.get("text") for b in earlier)
+
+    def _end_round(self) -> None:
+        self.blocks = self.content()
+        self._round_blocks = []
+        self._merge_text = False
+
+    def _on_block(self, block: dict) -> None:
+        if block.get("type") == "tool_use":
+            self._broadcast_soon(self._tool_frame(block, None))
+
+    def _tool_frame(self, use: dict, result: tools.ToolResult | None) -> dict:
+        return {
+            "type": "tool",
+            "message_id": self.message_id,
+            "id": use["id"],
+            "name": use["name"],
+            "input": use.get("input", {}),
+            "result": result.content if result else None,
+            "is_error": result.is_error if result else False,
+        }
+
+    async def _run_tools(self, uses: list[dict]) -> list[dict]:
+        """Run every tool_use of a response (in order) and bind each result to its id."""
+        results = []
+        ctx = tools.ToolContext(
+            user_id=self.plan.user_id,
+            conversation_id=self.conversation_id,
+            time_zone=self.plan.time_zone,
+        )
+        for use in uses:
+            result = await database_sync_to_async(self.registry.run)(
+                use["name"], use.get("input", {}), ctx
+            )
+            await self._broadcast(self._tool_frame(use, result))
+            results.append(result.block(use["id"]))
+        return results
+
+    def _limit_result(self, use: dict) -> dict:
+        limit = settings.CLAUDE_MAX_TOOL_ITERATIONS
+        return tools.ToolResult(
+            f"Not run: the limit of {limit} tool rounds per reply is reached. "
+            "Answer with what you have.",
+            is_error=True,
+        ).block(use["id"])
+
+    async def _reserve(self, plan: services.TurnPlan, index: int) -> int:
+        need = budgets.estimate(
+            model=plan.model,
+            input_tokens=plan.estimate + context.estimate_tokens(self.blocks),
+            max_tokens=plan.max_tokens,
+        )
+        try:
+            return await database_sync_to_async(budgets.reserve)(
+                user_id=plan.user_id, conversation_id=self.conversation_id, need=need
+            )
+        except budgets.BudgetExceeded as exc:
+            raise BudgetStop(exc.message) from None
+
+    async def _settle(self, reservation: int | None, record: claude.CallRecord) -> None:
+        try:
+            await database_sync_to_async(budgets.settle)(
+                reservation_id=reservation,
+                record=record,
+                user_id=self.plan.user_id,
+                conversation_id=self.conversation_id,
+                message_id=self.message_id,
+            )
+        except DatabaseError:
+            log.exception("usage of reply %s could not be recorded: %s", self.message_id, record)
+
+    async def _fold_history(self, plan: services.TurnPlan) -> services.TurnPlan:
+        """Summarise the turns that no longer fit, store the summary, and plan again."""
+        summary = await titles.summarize(plan, on_record=self._record_side_call)
+        await database_sync_to_async(services.store_summary)(
+            conversation_id=self.conversation_id, summary=summary, upto_id=plan.fold[-1].id
+        )
+        new_plan = await database_sync_to_async(services.plan_turn)(
+            conversation_id=self.conversation_id,
+            reply_message_id=self.message_id,
+            purpose=plan.purpose,
+        )
+        new_plan.reservation_id = plan.reservation_id
+        return new_plan
+
+    async def _record_side_call(self, record: claude.CallRecord) -> None:
+        await self._settle(None, record)
 
     async def _finish(self) -> None:
         task = self._stream_task
@@ -155,6 +341,9 @@ class Reply:
         if task.cancelled():
             stop_reason = "stopped" if self._stopping else ""
             status = Message.Status.DONE if self._stopping else Message.Status.INTERRUPTED
+        elif isinstance(task.exception(), BudgetStop):
+            error = claude.ClaudeError("budget_exceeded", str(task.exception()), retryable=False)
+            status = Message.Status.ERROR
         elif task.exception() is not None:
             exc = task.exception()
             error = claude.to_claude_error(exc)
@@ -166,7 +355,13 @@ class Reply:
             status = Message.Status.ERROR
         else:
             stop_reason = self._calls[-1].stop_reason if self._calls else ""
-        result = await self._save(status, stop_reason, error)
+        self._end_round()
+        content = context.answer_dangling_tool_uses(self.blocks)
+        await self._save(content, status, stop_reason, error)
+        usage = claude.Usage()
+        for call in self._calls:
+            usage.add(call.usage)
+        cost = await database_sync_to_async(services.cost_of_calls)(self._calls)
         if error is not None:
             self.final_frame = {
                 "type": "error",
@@ -180,43 +375,41 @@ class Reply:
                 "type": "done",
                 "message_id": self.message_id,
                 "stop_reason": stop_reason,
-                "usage": result.usage.as_api() if result else claude.Usage().as_api(),
-                "cost": str(result.cost) if result else "0",
+                "usage": usage.as_api(),
+                "cost": str(cost),
             }
         await self._broadcast(self.final_frame)
 
     async def _save(
-        self, status: str, stop_reason: str, error: claude.ClaudeError | None
-    ) -> services.TurnResult | None:
+        self, content: list[dict], status: str, stop_reason: str, error: claude.ClaudeError | None
+    ) -> None:
         """turn_finish, retried while the database is briefly away; never drops text silently."""
         delay = 0.5
         for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
-                return await database_sync_to_async(services.turn_finish)(
+                await database_sync_to_async(services.turn_finish)(
                     message_id=self.message_id,
                     conversation_id=self.conversation_id,
-                    user_id=self.user_id,
-                    text=self.text,
+                    content=content,
                     status=status,
                     stop_reason=stop_reason,
                     error_code=error.code if error else "",
                     error_message=error.message if error else "",
-                    calls=self._calls,
+                    output_tokens=sum(c.usage.output_tokens for c in self._calls),
+                    seq=self.seq,
                 )
+                return
             except DatabaseError:
                 if attempt == FINISH_ATTEMPTS:
                     log.exception(
                         "reply %s could not be saved; its text follows: %r",
                         self.message_id,
-                        self.text,
+                        Message(content=content).text,
                     )
-                    return None
-                log.warning(
-                    "saving reply %s failed (attempt %d), retrying", self.message_id, attempt
-                )
+                    return
+                log.warning("saving reply %s failed (attempt %d)", self.message_id, attempt)
                 await asyncio.sleep(delay)
                 delay *= 2
-        return None
 
     # --- helpers running beside the stream ----------------------------------------------------
 
@@ -240,19 +433,19 @@ class Reply:
                 return
 
     async def _checkpoint_loop(self) -> None:
-        """Save the partial text about once a second (and a heartbeat when nothing changed)."""
-        saved_len, saved_at = 0, time.monotonic()
+        """Save the partial turn about once a second (and a heartbeat when nothing changed)."""
+        saved_seq, saved_at = self.seq, time.monotonic()
         while True:
             await asyncio.sleep(settings.STREAM_CHECKPOINT_S)
-            text = self.text
             now = time.monotonic()
-            if len(text) == saved_len and now - saved_at < HEARTBEAT_S:
+            if self.seq == saved_seq and now - saved_at < HEARTBEAT_S:
                 continue
+            seq = self.seq
             try:
                 await database_sync_to_async(services.checkpoint)(
-                    message_id=self.message_id, text=text
+                    message_id=self.message_id, content=self.content(), seq=seq
                 )
-                saved_len, saved_at = len(text), now
+                saved_seq, saved_at = seq, now
             except DatabaseError:
                 log.warning("checkpoint of reply %s failed", self.message_id, exc_info=True)
 
@@ -271,6 +464,12 @@ class Reply:
                         "frames": self.replay_frames(int(event.get("after_seq", 0))),
                     },
                 )
+
+    def _broadcast_soon(self, frame: dict) -> None:
+        """Send a frame from inside the token loop without waiting for it."""
+        task = asyncio.get_running_loop().create_task(self._broadcast(frame))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     async def _broadcast(self, frame: dict) -> None:
         await self.layer.group_send(self.group, {"type": "chat.frame", "frame": frame})

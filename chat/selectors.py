@@ -45,6 +45,7 @@ def message_to_dict(message: Message) -> dict:
         "error_code": message.error_code,
         "error_message": message.error_message,
         "token_count": message.token_count,
+        "seq": message.stream_seq,
         "client_id": str(message.client_id) if message.client_id else None,
         "created_at": message.created_at.isoformat() if message.created_at else None,
     }

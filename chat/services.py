@@ -5,8 +5,9 @@ Sync functions; async callers wrap them with database_sync_to_async.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
@@ -16,9 +17,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chat import catalogue
+from chat import catalogue, claude, context
 from chat.claude import CallRecord, Usage
 from chat.models import ApiCall, Conversation, Message, SystemPrompt
+
+log = logging.getLogger(__name__)
 
 
 class Busy(Exception):
@@ -64,7 +67,12 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 
 def turn_start(
-    *, conversation: Conversation, text: str, client_id: uuid.UUID, model: str | None = None
+    *,
+    conversation: Conversation,
+    text: str,
+    client_id: uuid.UUID,
+    model: str | None = None,
+    image_blocks: list[dict] | None = None,
 ) -> TurnStart:
     """Save the user's message and an empty streaming reply, in one transaction.
 
@@ -82,11 +90,13 @@ def turn_start(
                 conversation.model = model
             conversation.updated_at = timezone.now()
             conversation.save(update_fields=["model", "updated_at"])
+            content = [{"type": "text", "text": text}, *(image_blocks or [])]
             user_message = Message.objects.create(
                 conversation=conversation,
                 role=Message.Role.USER,
-                content=[{"type": "text", "text": text}],
+                content=content,
                 client_id=client_id,
+                token_count=context.estimate_tokens(content),
             )
             assistant_message = Message.objects.create(
                 conversation=conversation,
@@ -102,33 +112,150 @@ def turn_start(
     return TurnStart(user_message=user_message, assistant_message=assistant_message)
 
 
-def request_messages(*, conversation_id: int, before_message_id: int) -> list[dict]:
-    """The history sent to Claude: saved turns before the reply, alternating roles.
+@dataclass
+class TurnPlan:
+    """Everything the runner needs to make a reply's requests."""
 
-    Replies that produced no text (failed before the first token) are left out, and adjacent
-    turns of one role are merged, so a failed reply never breaks the alternation.
-    """
-    rows = Message.objects.filter(
-        conversation_id=conversation_id, id__lt=before_message_id
-    ).order_by("id")
-    merged: list[dict] = []
-    for message in rows.only("role", "content"):
-        blocks = [b for b in message.content if not (b.get("type") == "text" and not b["text"])]
-        if not blocks:
-            continue
-        if merged and merged[-1]["role"] == message.role:
-            merged[-1]["content"].extend(blocks)
-        else:
-            merged.append({"role": message.role, "content": list(blocks)})
-    if merged and merged[-1]["role"] == "assistant":
-        merged.pop()
-    return merged
+    conversation_id: int
+    message_id: int
+    user_id: int
+    model: str
+    system: list[dict]
+    history: list[dict]  # API messages up to the user's turn (not the reply itself)
+    max_tokens: int
+    estimate: int  # input tokens of the request, estimated
+    tools: list[dict]
+    time_zone: str = "UTC"
+    purpose: str = ApiCall.Purpose.REPLY
+    base_blocks: list[dict] = field(default_factory=list)  # a continuation's saved blocks
+    seq_base: int = 0
+    fold: list[context.StoredTurn] = field(default_factory=list)  # to summarise first
+    summary: str = ""
+    make_title: bool = False
+    reservation_id: int | None = None
 
 
-def checkpoint(*, message_id: int, text: str) -> None:
-    """Save the partial text of a streaming reply (one UPDATE); also its heartbeat."""
+def _resolve_image(block: dict) -> dict | None:
+    """A stored image reference as the API block (fresh URL or base64), None if it is gone."""
+    from chat import attachments
+    from chat.models import Attachment
+
+    attachment = Attachment.objects.filter(
+        pk=block.get("attachment_id"), state=Attachment.State.VERIFIED
+    ).first()
+    if attachment is None:
+        return None
+    try:
+        return attachments.image_block(attachment)
+    except attachments.AttachmentError:
+        log.warning("image %s could not be read for a request", attachment.pk)
+        return None
+
+
+def plan_turn(
+    *, conversation_id: int, reply_message_id: int, purpose: str = ApiCall.Purpose.REPLY
+) -> TurnPlan:
+    """Build the request for a reply: pinned system prompt, fitted history, tools, limits."""
+    from chat import tools
+    from chat.models import UserSettings
+
+    conversation = Conversation.objects.select_related("system_prompt").get(pk=conversation_id)
+    reply = Message.objects.get(pk=reply_message_id)
+    info = catalogue.get_model(conversation.model)
+    max_tokens = min(settings.CLAUDE_MAX_TOKENS, info.max_output)
+    continuation = purpose == ApiCall.Purpose.CONTINUATION
+    if continuation:  # a Continue may write more than the first try
+        max_tokens = min(settings.CLAUDE_MAX_TOKENS * 2, info.max_output)
+    prompt = conversation.system_prompt or current_system_prompt()
+    rows = Message.objects.filter(conversation_id=conversation_id, id__lt=reply.pk)
+    if conversation.summary_upto_id:
+        rows = rows.filter(id__gt=conversation.summary_upto_id)
+    turns = [
+        context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
+        for m in rows.order_by("id").only("id", "role", "content", "token_count")
+    ]
+    fitted = context.fit(
+        turns=turns,
+        summary=conversation.summary,
+        system_tokens=len(prompt.text) // 4 + 1,
+        window=info.context_window,
+        max_tokens=max_tokens,
+        resolve_image=_resolve_image,
+    )
+    if not fitted.fold and not fitted.messages:
+        raise ContextTooLong
+    zone = (
+        UserSettings.objects.filter(user_id=conversation.owner_id)
+        .values_list("time_zone", flat=True)
+        .first()
+    )
+    base_blocks = (
+        context.strip_trailing_whitespace([{"role": "assistant", "content": reply.content}])[0][
+            "content"
+        ]
+        if continuation
+        else []
+    )
+    replies_before = sum(1 for t in turns if t.role == "assistant")
+    return TurnPlan(
+        conversation_id=conversation_id,
+        message_id=reply.pk,
+        user_id=conversation.owner_id,
+        model=conversation.model,
+        system=claude.system_blocks(prompt.text),
+        history=fitted.messages,
+        max_tokens=max_tokens,
+        estimate=fitted.estimate,
+        tools=tools.REGISTRY.definitions(),
+        time_zone=zone or "UTC",
+        purpose=purpose,
+        base_blocks=base_blocks,
+        seq_base=reply.stream_seq if continuation else 0,
+        fold=fitted.fold,
+        summary=conversation.summary,
+        make_title=not conversation.title and replies_before == 0 and not continuation,
+    )
+
+
+class ContextTooLong(Exception):
+    """Even the newest message alone does not fit the model's context window."""
+
+
+def store_summary(*, conversation_id: int, summary: str, upto_id: int) -> None:
+    Conversation.objects.filter(pk=conversation_id).update(summary=summary, summary_upto_id=upto_id)
+
+
+def continue_start(*, conversation: Conversation) -> Message:
+    """Reopen the last reply, cut short by max_tokens, for a Continue. Raises Busy or
+    NothingToContinue."""
+    reply = (
+        Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)
+        .order_by("-id")
+        .first()
+    )
+    if reply is None or reply.stop_reason not in ("max_tokens", "pause_turn"):
+        if reply is not None and reply.status == Message.Status.STREAMING:
+            raise Busy
+        raise NothingToContinue
+    try:
+        with transaction.atomic():
+            Message.objects.filter(pk=reply.pk).update(
+                status=Message.Status.STREAMING, stop_reason="", updated_at=timezone.now()
+            )
+    except IntegrityError:
+        raise Busy from None
+    reply.refresh_from_db()
+    return reply
+
+
+class NothingToContinue(Exception):
+    pass
+
+
+def checkpoint(*, message_id: int, content: list[dict], seq: int) -> None:
+    """Save the partial turn of a streaming reply (one UPDATE); also its heartbeat."""
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=[{"type": "text", "text": text}] if text else [], updated_at=timezone.now()
+        content=content, stream_seq=seq, updated_at=timezone.now()
     )
 
 
@@ -144,13 +271,15 @@ def record_calls(
     user_id: int,
     conversation_id: int | None,
     message_id: int | None,
-    purpose: str = ApiCall.Purpose.REPLY,
 ) -> TurnResult:
-    """One ApiCall row per upstream request, priced from the catalogue now; totals returned."""
+    """One ApiCall row per upstream request, priced from the catalogue now; totals returned.
+
+    Also one structured log line per call.
+    """
     total = Usage()
     total_cost = Decimal(0)
     rows = []
-    for index, call in enumerate(calls):
+    for call in calls:
         try:
             prices = catalogue.get_model(call.model).prices()
         except catalogue.UnknownModel:
@@ -175,10 +304,10 @@ def record_calls(
                 user_id=user_id,
                 conversation_id=conversation_id,
                 message_id=message_id,
-                purpose=purpose if index == 0 else ApiCall.Purpose.TOOL_ROUND,
+                purpose=call.purpose,
                 model=call.model,
                 request_id=call.request_id,
-                round=index,
+                round=call.round,
                 input_tokens=usage.input_tokens,
                 cache_write_5m_tokens=usage.cache_write_5m_tokens,
                 cache_write_1h_tokens=usage.cache_write_1h_tokens,
@@ -193,6 +322,27 @@ def record_calls(
             )
         )
     ApiCall.objects.bulk_create(rows)
+    for row in rows:
+        log.info(
+            "api_call model=%s purpose=%s round=%d input=%d cache_write=%d cache_read=%d "
+            "output=%d stop_reason=%s ttft_ms=%s duration_ms=%d request_id=%s error=%s "
+            "cost=%s user=%s conversation=%s",
+            row.model,
+            row.purpose,
+            row.round,
+            row.input_tokens,
+            row.cache_write_5m_tokens + row.cache_write_1h_tokens,
+            row.cache_read_tokens,
+            row.output_tokens,
+            row.stop_reason or "-",
+            row.ttft_ms,
+            row.duration_ms,
+            row.request_id or "-",
+            row.error_code or "-",
+            row.cost,
+            user_id,
+            conversation_id,
+        )
     if conversation_id is not None:
         Conversation.objects.filter(pk=conversation_id).update(
             input_tokens=F("input_tokens") + total.input_tokens,
@@ -204,38 +354,54 @@ def record_calls(
     return TurnResult(usage=total, cost=total_cost)
 
 
+def cost_of_calls(calls: list[CallRecord]) -> Decimal:
+    """The calls' cost as recorded in the ledger (prices in force when each was recorded)."""
+    total = Decimal(0)
+    for call in calls:
+        try:
+            prices = catalogue.get_model(call.model).prices()
+        except catalogue.UnknownModel:
+            continue
+        u = call.usage
+        total += catalogue.cost_of(
+            prices,
+            input_tokens=u.input_tokens,
+            cache_write_5m_tokens=u.cache_write_5m_tokens,
+            cache_write_1h_tokens=u.cache_write_1h_tokens,
+            cache_read_tokens=u.cache_read_tokens,
+            output_tokens=u.output_tokens,
+        )
+    return total
+
+
 def turn_finish(
     *,
     message_id: int,
     conversation_id: int,
-    user_id: int,
-    text: str,
+    content: list[dict],
     status: str,
     stop_reason: str = "",
     error_code: str = "",
     error_message: str = "",
-    calls: list[CallRecord],
-) -> TurnResult:
-    """Save the reply's final text and outcome and its ledger rows, in one transaction."""
+    output_tokens: int = 0,
+    seq: int = 0,
+) -> None:
+    """Save the reply's final blocks and outcome, in one transaction.
+
+    Usage is already in the ledger: each call settled when it ended (chat/budgets.py).
+    """
     with transaction.atomic():
-        output_tokens = sum(call.usage.output_tokens for call in calls)
         Message.objects.filter(pk=message_id).update(
-            content=[{"type": "text", "text": text}] if text else [],
+            content=content,
             status=status,
             stop_reason=stop_reason,
             error_code=error_code,
             error_message=error_message[:500],
             token_count=output_tokens or None,
+            stream_seq=seq,
             updated_at=timezone.now(),
         )
-        result = record_calls(
-            calls=calls,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            message_id=message_id,
-        )
         Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
-    return result
 
 
 def reap_stale_replies(*, stale_seconds: float, conversation_id: int | None = None) -> int:

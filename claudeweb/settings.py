@@ -238,6 +238,16 @@ IMAGE_DELIVERY = env("IMAGE_DELIVERY", "auto")
 # Attachments uploaded but never sent are removed after this many hours (cleanup command).
 ATTACHMENT_UNSENT_TTL_HOURS = envint("ATTACHMENT_UNSENT_TTL_HOURS", 24)
 
+# Budget alerts are mailed to DJANGO_ADMINS (comma-separated addresses) when EMAIL_HOST is set.
+EMAIL_HOST = env("EMAIL_HOST", "")
+ADMINS = [("", email) for email in envlist("DJANGO_ADMINS", "")] if EMAIL_HOST else []
+if EMAIL_HOST:
+    EMAIL_PORT = envint("EMAIL_PORT", 587)
+    EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+    EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+    EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
+    SERVER_EMAIL = env("SERVER_EMAIL", "claudeweb@localhost")
+
 # --- Budgets and limits -------------------------------------------------------------------------
 # Per-user defaults (admins can set each user's own); 0 means no limit of that kind.
 USER_DAILY_TOKEN_BUDGET = envint("USER_DAILY_TOKEN_BUDGET", 0)

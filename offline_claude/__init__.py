@@ -2,7 +2,7 @@
 
 The Django app reaches it only through the official ``anthropic`` SDK by pointing
 ``ANTHROPIC_BASE_URL`` at it. Replies are deterministic and can be steered from the
-last user message with an ``[[offline key=value ...]]`` directive; see
+user's latest text message with an ``[[offline key=value ...]]`` directive; see
 ``docs/offline-claude.md``. Run it with ``python -m offline_claude --port 8765``.
 """
 

@@ -39,7 +39,7 @@ from .errors import (
     new_id,
 )
 from .events import message_json, sse, stream_events
-from .replies import Conversation, ReplyPlan, last_user_message, message_text, plan_reply
+from .replies import Conversation, ReplyPlan, analyse_turn, message_text, plan_reply
 from .tokens import CacheUsage, PromptCache, count_tokens, request_segments
 from .validation import check_model, validate_messages_body
 
@@ -357,7 +357,8 @@ class OfflineClaude:
 
     async def _messages(self, request: Request, respond: Responder) -> None:
         body = validate_messages_body(request.json())
-        parsed = parse_text(message_text(last_user_message(body["messages"])))
+        turn = analyse_turn(body["messages"])
+        parsed = parse_text(message_text(body["messages"][turn.anchor]))
         directives = self._active_failures(parsed.directives)
         if directives.first_ms:
             await asyncio.sleep(directives.first_ms / 1000)
@@ -365,7 +366,7 @@ class OfflineClaude:
             raise _status_error(directives)
         segments = request_segments(body)
         plan = plan_reply(
-            Conversation(body, segments, parsed.visible, parsed.reply_text), directives
+            Conversation(body, segments, parsed.visible, parsed.reply_text, turn), directives
         )
         usage = self.cache.apply(segments)
         message_id = new_id("msg_")

@@ -1,15 +1,25 @@
 """Parsing of the ``[[offline key=value ...]]`` steering directive.
 
-The directive is read from the text of the LAST user message only (its text blocks
-joined by newlines). If that text holds several directives, the last one counts.
-Keys (all optional; unknown keys are ignored)::
+The directive is read from the user's latest TEXT message: the last ``user`` message
+that has text (its text blocks joined by newlines). A user message that holds only
+``tool_result`` blocks (no text) is skipped, so one directive steers the whole turn:
+its tool rounds and its continuations. The *current turn* is everything after that
+message. If the text holds several directives, the last one counts. Keys (all
+optional; unknown keys are ignored)::
 
     words=N          reply with exactly N filler chunks (N output tokens)
     reply            reply with exactly the text after the directive line
+    call=A[,B...]    tool rounds: a short text plus one tool_use per name (parallel
+                     calls, input from the offered tool's input_schema, {} for an
+                     unknown name), stop_reason tool_use, while the turn has completed
+                     fewer than ``rounds`` tool rounds; then the normal reply (the
+                     tool results report unless words/reply is given)
+    rounds=N         tool rounds ``call`` asks for (default 1)
+    pause_after=N    first round only: stop after N chunks with stop_reason pause_turn
     pace_ms=F        delay between streamed deltas (default env OFFLINE_CLAUDE_PACE_MS or 20)
     first_ms=F       delay before message_start (or before the non-stream response)
-    stop=REASON      end_turn|max_tokens|refusal|stop_sequence|pause_turn|tool_use
-                     |model_context_window_exceeded
+    stop=REASON      first round only: end_turn|max_tokens|refusal|stop_sequence
+                     |pause_turn|tool_use|model_context_window_exceeded
     status=N         fail with HTTP status N before any streaming
     error_type=T     error type for status/error_after (default derived from the status)
     message=TEXT     error message (no spaces; underscores are kept)
@@ -21,6 +31,10 @@ Keys (all optional; unknown keys are ignored)::
     stall_s=F        stall duration (default 600)
     fail_times=K     the failure keys above only apply to the first K requests that
                      carry this exact directive text; later ones succeed
+
+The *first round* of a turn is a request that neither continues a prefilled final
+assistant message nor answers tool results. The failure keys, ``pace_ms`` and
+``first_ms`` apply to every round of the turn.
 """
 
 from __future__ import annotations
@@ -45,7 +59,18 @@ STOP_REASONS = frozenset(
     }
 )
 
-_INT_KEYS = frozenset({"words", "status", "error_after", "drop_after", "stall_after", "fail_times"})
+_INT_KEYS = frozenset(
+    {
+        "words",
+        "rounds",
+        "pause_after",
+        "status",
+        "error_after",
+        "drop_after",
+        "stall_after",
+        "fail_times",
+    }
+)
 _FLOAT_KEYS = frozenset({"pace_ms", "first_ms", "stall_s"})
 _STR_KEYS = frozenset({"stop", "error_type", "message", "error_code", "retry_after"})
 _FLAGS = frozenset({"reply"})
@@ -58,6 +83,9 @@ class Directives:
     raw: str | None = None
     words: int | None = None
     reply: bool = False
+    call: tuple[str, ...] = ()
+    rounds: int = 1
+    pause_after: int | None = None
     pace_ms: float | None = None
     first_ms: float = 0.0
     stop: str | None = None
@@ -127,6 +155,11 @@ def parse_directive_args(raw: str, args: str) -> Directives:
             values[key] = value
         elif key in _FLAGS:
             values[key] = value.lower() not in ("0", "false", "no", "off")
+        elif key == "call":
+            names = tuple(n for n in value.split(",") if n)
+            if not names:
+                raise invalid("offline directive: call needs at least one tool name")
+            values[key] = names
     stop = values.get("stop")
     if stop is not None and stop not in STOP_REASONS:
         raise invalid(f"offline directive: unknown stop reason {stop!r}")

@@ -1,17 +1,24 @@
 """Deterministic reply planning: what offline Claude answers, as chunks.
 
 A reply is a list of :class:`PlannedBlock` (thinking, text, tool_use). Every chunk
-is one output token and one streamed delta. Priority of the modes:
+is one output token and one streamed delta. The *current turn* is everything after
+the user's latest text message (see :func:`analyse_turn`). Priority of the modes:
 
+0. ``[[offline call=A,B]]`` while the turn has completed fewer than ``rounds`` tool
+   rounds: a short text plus one ``tool_use`` block per name
 1. ``[[offline reply]]``: the text after the directive line, verbatim
 2. ``[[offline words=N]]``: N deterministic filler chunks
-3. the last user message carries ``tool_result`` blocks: a report of the results
-4. tools are offered and the last user text asks to calculate / for the time or
+3. the last message carries ``tool_result`` blocks: a report of the results
+4. tools are offered and the user's text asks to calculate / for the time or
    date (or ``tool_choice`` forces a tool): a short text plus a ``tool_use`` block
 5. the default markdown reply describing what was received
 
-``stop_sequences`` cut the text where they first occur; ``max_tokens`` caps the
-total number of chunks (a ``tool_use`` block that does not fit is dropped).
+When the request ends with an ``assistant`` message (a prefill), the reply is planned
+as without it and only the part of its text after the prefill is emitted (the whole
+reply if it does not start with the prefill). ``stop_sequences`` cut the text where
+they first occur; ``max_tokens`` caps the total number of chunks (a ``tool_use``
+block that does not fit is dropped); on the turn's first round ``pause_after`` does
+the same with ``stop_reason: "pause_turn"`` and ``stop`` overrides the stop reason.
 """
 
 from __future__ import annotations
@@ -129,6 +136,91 @@ class ReplyPlan:
         return "".join(b.text for b in self.blocks if b.type == "text")
 
 
+def has_text(message: dict[str, Any]) -> bool:
+    """Whether ``message`` has text: string content or at least one text block."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return True
+    return any(isinstance(b, dict) and b.get("type") == "text" for b in content or [])
+
+
+def has_tool_results(message: dict[str, Any] | None) -> bool:
+    """Whether ``message`` holds at least one ``tool_result`` block."""
+    content = message.get("content") if message is not None else None
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+
+
+def has_tool_use(message: dict[str, Any]) -> bool:
+    """Whether ``message`` holds at least one ``tool_use`` block."""
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_use" for b in content
+    )
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Where a request stands in the current turn."""
+
+    anchor: int
+    """Index of the user's latest text message (the one whose directive counts)."""
+    prefill: str | None
+    """Text of the final assistant message when the request continues it, else ``None``."""
+    tool_rounds: int
+    """Tool rounds completed in the turn: assistant messages with ``tool_use`` after the
+    anchor (a final prefilled assistant message is not counted)."""
+    after_tool_results: bool
+    """Whether the message before any prefill is a user message with ``tool_result``s."""
+
+    @property
+    def first_round(self) -> bool:
+        """Neither a continuation nor an answer to tool results."""
+        return self.prefill is None and not self.after_tool_results
+
+
+def analyse_turn(messages: list[dict[str, Any]]) -> Turn:
+    """Locate the current turn in a validated ``messages`` list.
+
+    The anchor is the last user message that has text; a user message without text
+    is skipped when it holds ``tool_result`` blocks (it answers tool calls, it does not
+    start a turn). A user message with neither (only images, say) is an anchor too.
+    """
+    continuing = messages[-1].get("role") == "assistant"
+    history = messages[:-1] if continuing else messages
+    anchor = 0
+    for index in range(len(history) - 1, -1, -1):
+        message = history[index]
+        if message.get("role") == "user" and (has_text(message) or not has_tool_results(message)):
+            anchor = index
+            break
+    rounds = sum(
+        1 for m in history[anchor + 1 :] if m.get("role") == "assistant" and has_tool_use(m)
+    )
+    last = history[-1] if history else None
+    return Turn(
+        anchor=anchor,
+        prefill=prefill_text(messages[-1]) if continuing else None,
+        tool_rounds=rounds,
+        after_tool_results=bool(
+            last is not None and last.get("role") == "user" and has_tool_results(last)
+        ),
+    )
+
+
+def prefill_text(message: dict[str, Any]) -> str:
+    """The text of a final assistant message: string content or its text blocks joined."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(
+        b["text"]
+        for b in content or []
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
+
+
 @dataclass(frozen=True)
 class Conversation:
     """The parts of a request the reply planner looks at."""
@@ -136,17 +228,15 @@ class Conversation:
     body: dict[str, Any]
     segments: list[Segment]
     user_text: str
-    """Visible text of the last user message (directive removed)."""
+    """Visible text of the user's latest text message (directive removed)."""
     reply_text: str
     """Text after the directive line (for ``reply`` mode)."""
+    turn: Turn | None = None
+    """Position in the current turn (computed from ``body`` when omitted)."""
 
-
-def last_user_message(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The last message with role ``user``, if any."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return message
-    return None
+    def current_turn(self) -> Turn:
+        """``turn``, or the analysis of ``body['messages']``."""
+        return self.turn if self.turn is not None else analyse_turn(self.body["messages"])
 
 
 def message_text(message: dict[str, Any] | None) -> str:
@@ -359,21 +449,43 @@ def _tool_choice(conv: Conversation) -> dict[str, Any] | None:
     return tool
 
 
-def _tool_use_blocks(conv: Conversation, tool: dict[str, Any]) -> list[PlannedBlock]:
+def _expression(conv: Conversation) -> str:
+    """What tool inputs are built from: the arithmetic in the user's text, else its start."""
     match = _ARITH_RE.search(conv.user_text)
     if match:
-        expression = match.group(0).replace("x", "*").replace("×", "*")
-    else:  # no arithmetic: string fields get (the start of) what the user wrote
-        expression = " ".join(conv.user_text.split())[:200]
-    name = str(tool.get("name"))
-    payload = tool_input(tool, expression)
+        return match.group(0).replace("x", "*").replace("×", "*")
+    return " ".join(conv.user_text.split())[:200]
+
+
+def _tool_use_block(name: str, payload: dict[str, Any]) -> PlannedBlock:
     encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     json_chunks = [encoded[i : i + _JSON_CHUNK] for i in range(0, len(encoded), _JSON_CHUNK)]
-    text = PlannedBlock("text", chunk_text(f"I'll use the `{name}` tool for that."))
-    use = PlannedBlock(
+    return PlannedBlock(
         "tool_use", [""] + json_chunks, tool_id=new_id("toolu_"), tool_name=name, tool_input=payload
     )
-    return [text, use]
+
+
+def _names_phrase(names: list[str]) -> str:
+    quoted = [f"`{n}`" for n in names]
+    if len(quoted) == 1:
+        return f"the {quoted[0]} tool"
+    return f"the {', '.join(quoted[:-1])} and {quoted[-1]} tools"
+
+
+def _tool_use_blocks(conv: Conversation, names: list[str]) -> list[PlannedBlock]:
+    """A short text plus one ``tool_use`` per name, in order (parallel tool calls).
+
+    The input follows the offered tool's ``input_schema``; a name that is not offered
+    gets ``{}``.
+    """
+    offered = {str(t.get("name")): t for t in conv.body.get("tools") or [] if isinstance(t, dict)}
+    expression = _expression(conv)
+    text = PlannedBlock("text", chunk_text(f"I'll use {_names_phrase(names)} for that."))
+    uses = [
+        _tool_use_block(name, tool_input(offered[name], expression) if name in offered else {})
+        for name in names
+    ]
+    return [text, *uses]
 
 
 def _thinking_block(conv: Conversation) -> PlannedBlock:
@@ -385,7 +497,14 @@ def _thinking_block(conv: Conversation) -> PlannedBlock:
     return PlannedBlock("thinking", chunk_text(text), signature=signature)
 
 
-def _apply_limits(plan: ReplyPlan, stop_sequences: list[str], max_tokens: int) -> None:
+def _apply_limits(
+    plan: ReplyPlan, stop_sequences: list[str], max_tokens: int, pause_after: int | None = None
+) -> None:
+    """Cut ``plan`` at the first stop sequence, then after ``max_tokens`` chunks.
+
+    With ``pause_after`` (not above ``max_tokens``) the cut happens after that many
+    chunks instead, with ``stop_reason: "pause_turn"``.
+    """
     for block in plan.blocks:
         if block.type != "text" or not stop_sequences:
             continue
@@ -396,7 +515,9 @@ def _apply_limits(plan: ReplyPlan, stop_sequences: list[str], max_tokens: int) -
             plan.blocks = plan.blocks[: plan.blocks.index(block) + 1]
             plan.stop_reason, plan.stop_sequence = "stop_sequence", sequence
             break
-    budget = max_tokens
+    budget, reason = max_tokens, "max_tokens"
+    if pause_after is not None and pause_after <= max_tokens:
+        budget, reason = pause_after, "pause_turn"
     kept: list[PlannedBlock] = []
     for block in plan.blocks:
         if len(block.chunks) <= budget:
@@ -406,37 +527,61 @@ def _apply_limits(plan: ReplyPlan, stop_sequences: list[str], max_tokens: int) -
         if block.type != "tool_use" and budget > 0:
             block.chunks = block.chunks[:budget]
             kept.append(block)
-        plan.stop_reason, plan.stop_sequence = "max_tokens", None
+        plan.stop_reason, plan.stop_sequence = reason, None
         break
     plan.blocks = kept or [PlannedBlock("text", [])]
 
 
-def plan_reply(conv: Conversation, directives: Directives) -> ReplyPlan:
-    """Build the full reply for a validated request (see module docstring)."""
+def _base_plan(conv: Conversation, directives: Directives, turn: Turn) -> ReplyPlan:
+    """The complete reply for this round, before any prefill, limit or ``stop``."""
     body = conv.body
     thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in (
         "enabled",
         "adaptive",
     )
+    blocks = [_thinking_block(conv)] if thinking else []
+    tools_allowed = (body.get("tool_choice") or {}).get("type") != "none"
+    if directives.call and turn.tool_rounds < directives.rounds and tools_allowed:
+        return ReplyPlan(blocks + _tool_use_blocks(conv, list(directives.call)), "tool_use")
     if directives.reply:
-        plan = ReplyPlan([PlannedBlock("text", chunk_text(conv.reply_text))])
-    elif directives.words is not None:
-        plan = ReplyPlan([PlannedBlock("text", filler_chunks(directives.words))])
-    else:
-        last_user = last_user_message(body["messages"])
-        report = tool_results_reply(conv, last_user) if last_user else None
-        blocks = [_thinking_block(conv)] if thinking else []
-        tool = None if report is not None else _tool_choice(conv)
-        if report is not None:
-            blocks.append(PlannedBlock("text", chunk_text(report)))
-            plan = ReplyPlan(blocks)
-        elif tool is not None:
-            plan = ReplyPlan(blocks + _tool_use_blocks(conv, tool), stop_reason="tool_use")
-        else:
-            blocks.append(PlannedBlock("text", chunk_text(default_reply(conv))))
-            plan = ReplyPlan(blocks)
-    _apply_limits(plan, list(body.get("stop_sequences") or []), int(body["max_tokens"]))
-    if directives.stop is not None:
+        return ReplyPlan([PlannedBlock("text", chunk_text(conv.reply_text))])
+    if directives.words is not None:
+        return ReplyPlan([PlannedBlock("text", filler_chunks(directives.words))])
+    messages = body["messages"]
+    last = messages[-2] if turn.prefill is not None else messages[-1]
+    report = tool_results_reply(conv, last) if last.get("role") == "user" else None
+    if report is not None:
+        return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(report))])
+    tool = _tool_choice(conv)
+    if tool is not None:
+        return ReplyPlan(blocks + _tool_use_blocks(conv, [str(tool.get("name"))]), "tool_use")
+    return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(default_reply(conv)))])
+
+
+def _continuation(plan: ReplyPlan, prefill: str) -> ReplyPlan:
+    """What follows ``prefill`` in ``plan``: the rest of its text, then its tool calls.
+
+    If the plan's text does not start with the prefill, the whole text is emitted.
+    Thinking blocks are not repeated.
+    """
+    full = plan.text
+    rest = full[len(prefill) :] if full.startswith(prefill) else full
+    blocks = [PlannedBlock("text", chunk_text(rest))] if rest else []
+    blocks += [b for b in plan.blocks if b.type == "tool_use"]
+    return ReplyPlan(blocks, plan.stop_reason)
+
+
+def plan_reply(conv: Conversation, directives: Directives) -> ReplyPlan:
+    """Build the reply for a validated request (see module docstring)."""
+    turn = conv.current_turn()
+    plan = _base_plan(conv, directives, turn)
+    if turn.prefill is not None:
+        plan = _continuation(plan, turn.prefill)
+    pause_after = directives.pause_after if turn.first_round else None
+    _apply_limits(
+        plan, list(conv.body.get("stop_sequences") or []), int(conv.body["max_tokens"]), pause_after
+    )
+    if directives.stop is not None and turn.first_round:
         plan.stop_reason = directives.stop
         plan.stop_sequence = "###" if directives.stop == "stop_sequence" else None
     return plan

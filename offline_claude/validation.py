@@ -3,7 +3,8 @@
 Errors raise :class:`~offline_claude.errors.ApiError`: 400 ``invalid_request_error``
 with messages in the real API's ``path: problem`` style, or 404 ``not_found_error``
 for a model id that does not start with ``claude-``. Unknown top-level fields are
-accepted (newer SDK features must not break the emulator).
+accepted (newer SDK features must not break the emulator). A final ``assistant``
+message (a prefill) must not end with whitespace, as in the real API.
 """
 
 from __future__ import annotations
@@ -175,6 +176,18 @@ def _check_messages(messages: Any) -> int:
     return breakpoints
 
 
+def _check_prefill(messages: list[dict[str, Any]]) -> None:
+    """A final assistant message (a prefill) must not end with whitespace."""
+    final = messages[-1]
+    if final["role"] != "assistant":
+        return
+    content = final["content"]
+    last = content if isinstance(content, str) else (content[-1] if content else None)
+    text = last.get("text") if isinstance(last, dict) and last.get("type") == "text" else last
+    if isinstance(text, str) and text != text.rstrip():
+        raise invalid("messages: final assistant content cannot end with trailing whitespace")
+
+
 def _check_system(system: Any) -> int:
     if system is None or isinstance(system, str):
         return 0
@@ -314,6 +327,8 @@ def validate_messages_body(body: Any, *, count_only: bool = False) -> dict[str, 
         if max_tokens < 1:
             raise invalid("max_tokens: Input should be greater than or equal to 1")
     breakpoints = _check_messages(body.get("messages"))
+    if not count_only:
+        _check_prefill(body["messages"])
     breakpoints += _check_system(body.get("system"))
     breakpoints += _check_tools(body.get("tools"), body.get("tool_choice"))
     if breakpoints > MAX_CACHE_BREAKPOINTS:

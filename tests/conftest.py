@@ -69,9 +69,16 @@ def offline_requests(offline_claude_url):
             req = urllib.request.Request(offline_claude_url + "/_offline/requests", method="DELETE")
             urllib.request.urlopen(req, timeout=5).read()
 
-        def all(self) -> list[dict]:
+        def everything(self) -> list[dict]:
             with urllib.request.urlopen(offline_claude_url + "/_offline/requests", timeout=5) as r:
                 return [rec for rec in json.load(r) if rec["path"] == "/v1/messages"]
+
+        def all(self) -> list[dict]:
+            """The reply requests (streamed); titles and summaries are not streamed."""
+            return [rec for rec in self.everything() if rec["body"].get("stream")]
+
+        def side(self) -> list[dict]:
+            return [rec for rec in self.everything() if not rec["body"].get("stream")]
 
     recorder = Recorder()
     recorder.clear()
@@ -148,8 +155,10 @@ async def recv_until(comm, *types: str, timeout: float = FRAME_TIMEOUT_S) -> lis
 async def finish_replies():
     """Stop and await replies still running when a test ends, so none leaks into the next."""
     yield
-    from chat import runner
+    from chat import runner, titles
 
+    for task in list(titles._background):
+        await asyncio.gather(task, return_exceptions=True)
     for reply in list(runner._replies.values()):
         reply.stop()
         if reply.task is not None:

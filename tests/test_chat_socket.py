@@ -59,7 +59,7 @@ async def test_it_streams_a_reply_in_order_and_saves_it(alice, conversation):
     ack, start = frames[0], frames[1]
     assert ack["type"] == "message" and ack["client_id"] == "c0ffee00-0000-4000-8000-000000000001"
     assert ack["message"]["role"] == "user" and text in ack["message"]["text"]
-    assert start == {"type": "start", "message_id": start["message_id"]}
+    assert start["type"] == "start" and start["model"] == conversation.model
     deltas = deltas_of(frames)
     assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
     assert all(d["message_id"] == start["message_id"] for d in deltas)
@@ -211,6 +211,8 @@ async def test_a_repeated_client_id_does_not_start_a_second_reply(
     alice, conversation, offline_requests
 ):
     frame = send_frame("[[offline words=3]]")
+    conversation.title = "Named"  # no title call: the socket stays quiet after the reply
+    await sync_to_async(conversation.save)()
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(frame)
         await recv_until(ws, "done")

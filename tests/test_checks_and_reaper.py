@@ -48,7 +48,9 @@ def test_startup_marks_orphaned_replies_interrupted_with_their_checkpoint(alice)
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content=[]
     )
-    services.checkpoint(message_id=reply.pk, text="partial answer")
+    services.checkpoint(
+        message_id=reply.pk, content=[{"type": "text", "text": "partial answer"}], seq=3
+    )
     call_command("reap_replies", "--stale-seconds", "0")
     reply.refresh_from_db()
     assert reply.status == Message.Status.INTERRUPTED
@@ -61,7 +63,9 @@ def test_a_live_reply_is_not_reaped(alice):
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content=[]
     )
-    services.checkpoint(message_id=reply.pk, text="still going")
+    services.checkpoint(
+        message_id=reply.pk, content=[{"type": "text", "text": "still going"}], seq=1
+    )
     assert services.reap_stale_replies(stale_seconds=30) == 0
     reply.refresh_from_db()
     assert reply.status == Message.Status.STREAMING

@@ -29,7 +29,7 @@ from anthropic.types import Message
 from PIL import Image
 
 from offline_claude.directives import parse_text
-from offline_claude.replies import chunk_text, filler_chunks
+from offline_claude.replies import analyse_turn, chunk_text, filler_chunks
 
 MODEL = "claude-sonnet-4-6"
 HEADERS = {"x-api-key": "test", "anthropic-version": "2023-06-01"}
@@ -162,6 +162,32 @@ def test_directive_parsing_and_chunking() -> None:
     text = " lead\n\nmany   spaces\ttabs ünïcode 🎉\n"
     assert "".join(chunk_text(text)) == text
     assert len(filler_chunks(37)) == 37 and len("".join(filler_chunks(37)).split()) == 37
+    tools = parse_text("[[offline call=calc,get_time rounds=3 pause_after=4]]").directives
+    assert tools.call == ("calc", "get_time") and tools.rounds == 3 and tools.pause_after == 4
+    assert parse_text("[[offline words=1]]").directives.rounds == 1
+
+
+def test_turn_analysis() -> None:
+    use = {"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "4"}
+    messages = [
+        {"role": "user", "content": "old [[offline words=2]]"},
+        {"role": "assistant", "content": "lorem ipsum."},
+        {"role": "user", "content": [{"type": "text", "text": "new"}]},
+        {"role": "assistant", "content": [use]},
+        {"role": "user", "content": [result]},
+    ]
+    turn = analyse_turn(messages)
+    assert (turn.anchor, turn.tool_rounds, turn.after_tool_results) == (2, 1, True)
+    assert turn.prefill is None and not turn.first_round
+    prefilled = analyse_turn([*messages, {"role": "assistant", "content": [use]}])
+    assert prefilled.tool_rounds == 1 and prefilled.prefill == "" and not prefilled.first_round
+    # Text next to tool results starts a new turn; so does an image-only message.
+    mixed = [*messages[:4], {"role": "user", "content": [result, {"type": "text", "text": "hi"}]}]
+    assert analyse_turn(mixed).anchor == 4 and analyse_turn(mixed).tool_rounds == 0
+    assert analyse_turn([*messages[:2], {"role": "user", "content": [BMP]}]).anchor == 2
+    first = analyse_turn(messages[:3])
+    assert first.first_round and first.anchor == 2
 
 
 # --- replies, streamed and not -------------------------------------------------------
@@ -506,6 +532,268 @@ async def test_tool_use_flow(client: anthropic.AsyncAnthropic, http: httpx2.Asyn
     deltas = [d["delta"] for n, d in events if n == "content_block_delta" and d["index"] == 1]
     assert {d["type"] for d in deltas} == {"input_json_delta"}
     assert json.loads("".join(d["partial_json"] for d in deltas)) == {"expression": "12 * 7"}
+
+
+# --- tool loops and continuations -------------------------------------------------
+
+
+def as_param(message: Message) -> dict[str, Any]:
+    """``message`` as the assistant turn of the next request."""
+    return {
+        "role": "assistant",
+        "content": [b.model_dump(exclude_none=True) for b in message.content],
+    }
+
+
+def results_for(message: Message) -> dict[str, Any]:
+    """The user message answering every ``tool_use`` of ``message`` (``"<name> ok"``)."""
+    uses = [b for b in message.content if b.type == "tool_use"]
+    content = [
+        {"type": "tool_result", "tool_use_id": b.id, "content": f"{b.name} ok"} for b in uses
+    ]
+    return {"role": "user", "content": content}
+
+
+async def tool_loop(
+    client: anthropic.AsyncAnthropic, messages: list[dict[str, Any]], limit: int, **kw: Any
+) -> list[Message]:
+    """Answer tool calls until the reply is not ``tool_use`` or ``limit`` requests were made.
+
+    Requests alternate between streamed and non-streamed.
+    """
+    replies: list[Message] = []
+    while len(replies) < limit:
+        send = ask_stream if len(replies) % 2 else ask
+        reply = await send(client, messages=messages, **kw)
+        replies.append(reply)
+        if reply.stop_reason != "tool_use":
+            break
+        messages = [*messages, as_param(reply), results_for(reply)]
+    return replies
+
+
+async def continue_(
+    client: anthropic.AsyncAnthropic,
+    messages: list[dict[str, Any]],
+    prefill: str | list[dict[str, Any]],
+    *,
+    stream: bool,
+    **kw: Any,
+) -> Message:
+    """Continue a prefilled final assistant message."""
+    send = ask_stream if stream else ask
+    return await send(client, messages=[*messages, {"role": "assistant", "content": prefill}], **kw)
+
+
+@pytest.mark.asyncio
+async def test_call_parallel_tools_then_results_report(
+    client: anthropic.AsyncAnthropic, http: httpx2.AsyncClient
+) -> None:
+    question = user("[[offline call=calculator,get_time]] Please calculate 3 + 4")
+    first = await ask_stream(client, messages=question, tools=[CALCULATOR, CLOCK])
+    assert first.stop_reason == "tool_use"
+    text, calc, clock = first.content
+    assert (
+        text.type == "text"
+        and text.text == "I'll use the `calculator` and `get_time` tools for that."
+    )
+    assert [calc.name, clock.name] == ["calculator", "get_time"]
+    assert calc.input == {"expression": "3 + 4"} and clock.input == {"timezone": "UTC"}
+    assert calc.id.startswith("toolu_") and clock.id.startswith("toolu_") and calc.id != clock.id
+
+    followup = [*question, as_param(first), results_for(first)]
+    second = await ask(client, messages=followup, tools=[CALCULATOR, CLOCK])
+    assert second.stop_reason == "end_turn" and len(second.content) == 1
+    report = second.content[0].text
+    assert "`calculator` returned: calculator ok" in report
+    assert "`get_time` returned: get_time ok" in report and "**get_time ok**" in report
+
+    # On the wire: each tool_use starts with empty input, then input_json_delta pieces.
+    request = body(question[0]["content"], max_tokens=200, stream=True, tools=[CALCULATOR, CLOCK])
+    events = parse_sse((await http.post("/v1/messages", headers=HEADERS, json=request)).text)
+    starts = [d for n, d in events if n == "content_block_start"]
+    assert [s["content_block"]["type"] for s in starts] == ["text", "tool_use", "tool_use"]
+    assert all(s["content_block"]["input"] == {} for s in starts[1:])
+    for index, expected in ((1, {"expression": "3 + 4"}), (2, {"timezone": "UTC"})):
+        deltas = [
+            d["delta"] for n, d in events if n == "content_block_delta" and d["index"] == index
+        ]
+        assert {d["type"] for d in deltas} == {"input_json_delta"}
+        assert json.loads("".join(d["partial_json"] for d in deltas)) == expected
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_call_unknown_tool_gets_empty_input(client: anthropic.AsyncAnthropic) -> None:
+    offered = await ask(client, "[[offline call=web_lookup]] find it", tools=[CALCULATOR])
+    assert offered.stop_reason == "tool_use"
+    assert (offered.content[1].name, offered.content[1].input) == ("web_lookup", {})
+    # Even without any tools in the request.
+    messages = user("[[offline call=web_lookup]] find it")
+    replies = await tool_loop(client, messages, limit=5)
+    assert [r.stop_reason for r in replies] == ["tool_use", "end_turn"]
+    assert replies[0].content[1].name == "web_lookup" and replies[0].content[1].input == {}
+    assert "`web_lookup` returned: web_lookup ok" in replies[1].content[0].text
+
+
+@pytest.mark.asyncio
+async def test_rounds_gives_that_many_tool_rounds(client: anthropic.AsyncAnthropic) -> None:
+    messages = user("[[offline call=calculator rounds=3]] calculate 6 * 7")
+    replies = await tool_loop(client, messages, limit=10, tools=[CALCULATOR])
+    assert [r.stop_reason for r in replies] == ["tool_use"] * 3 + ["end_turn"]
+    ids = [r.content[1].id for r in replies[:3]]
+    assert len(set(ids)) == 3 and all(
+        r.content[1].input == {"expression": "6 * 7"} for r in replies[:3]
+    )
+    assert "**calculator ok**" in replies[-1].content[0].text
+    # The directive keeps steering the turn: after its tool rounds, words=N applies.
+    words = await tool_loop(client, user("[[offline call=calculator words=5]] go"), limit=5)
+    assert [r.stop_reason for r in words] == ["tool_use", "end_turn"]
+    assert words[-1].content[0].text == "".join(filler_chunks(5))
+    # rounds=99: the model never stops calling tools, the client's cap ends the loop.
+    endless = await tool_loop(client, user("[[offline call=a,b rounds=99]] go"), limit=6)
+    assert [r.stop_reason for r in endless] == ["tool_use"] * 6
+    assert all([b.name for b in r.content[1:]] == ["a", "b"] for r in endless)
+
+
+@pytest.mark.asyncio
+async def test_directive_is_read_from_the_latest_user_text(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    older = [
+        {"role": "user", "content": "[[offline words=3]]"},
+        {"role": "assistant", "content": "lorem ipsum dolor."},
+    ]
+    fresh = await ask(client, messages=[*older, *user("no directive this time")], max_tokens=500)
+    assert (
+        "Offline Claude" in fresh.content[0].text
+        and "no directive this time" in fresh.content[0].text
+    )
+    # A user message with text next to tool results starts a new turn with its directive.
+    first = await ask(client, "[[offline call=calculator]] go")
+    answer = results_for(first)
+    answer["content"].append({"type": "text", "text": "[[offline words=2]]"})
+    second = await ask_stream(
+        client, messages=[*user("[[offline call=calculator]] go"), as_param(first), answer]
+    )
+    assert second.stop_reason == "end_turn" and second.content[0].text == "lorem ipsum."
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_pause_after_then_continuation(
+    client: anthropic.AsyncAnthropic, stream: bool
+) -> None:
+    prompt = "[[offline words=30 pause_after=7]]"
+    full = "".join(filler_chunks(30))
+    send = ask_stream if stream else ask
+    paused = await send(client, prompt)
+    assert paused.stop_reason == "pause_turn" and paused.usage.output_tokens == 7
+    partial = paused.content[0].text
+    assert partial == "".join(filler_chunks(30)[:7])
+    prefill = partial.rstrip()
+    rest = await continue_(client, user(prompt), prefill, stream=not stream)
+    assert rest.stop_reason == "end_turn"  # a continuation never pauses again
+    continuation = rest.content[0].text
+    assert continuation.startswith(" ") and prefill + continuation == full
+    assert rest.usage.output_tokens == 30 - 7
+    # The prefill counts as input.
+    assert rest.usage.input_tokens == math.ceil(len(prompt) / 4) + math.ceil(len(prefill) / 4)
+
+
+@pytest.mark.asyncio
+async def test_pause_after_in_a_tool_round(client: anthropic.AsyncAnthropic) -> None:
+    messages = user("[[offline call=calculator pause_after=3]] calculate 1 + 2")
+    paused = await ask_stream(client, messages=messages, tools=[CALCULATOR])
+    assert paused.stop_reason == "pause_turn" and [b.type for b in paused.content] == ["text"]
+    rest = await continue_(
+        client, messages, paused.content[0].text.rstrip(), stream=False, tools=[CALCULATOR]
+    )
+    assert rest.stop_reason == "tool_use"
+    assert (
+        paused.content[0].text.rstrip() + rest.content[0].text
+        == "I'll use the `calculator` tool for that."
+    )
+    assert rest.content[1].input == {"expression": "1 + 2"}
+
+
+@pytest.mark.asyncio
+async def test_max_tokens_continuations_join_to_the_full_text(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    prompt = "[[offline words=40]]"
+    full = "".join(filler_chunks(40))
+    pieces: list[str] = []
+    reasons: list[str | None] = []
+    for step in range(5):
+        if not pieces:
+            reply = await ask(client, prompt, max_tokens=15)
+        else:
+            # Earlier pieces as their own blocks (joined as is), only the last one stripped.
+            blocks = [{"type": "text", "text": p} for p in pieces[:-1]]
+            blocks.append({"type": "text", "text": pieces[-1].rstrip()})
+            pieces[-1] = pieces[-1].rstrip()
+            reply = await continue_(
+                client, user(prompt), blocks, stream=step % 2 == 1, max_tokens=15
+            )
+        pieces.append(reply.content[0].text)
+        reasons.append(reply.stop_reason)
+        if reply.stop_reason != "max_tokens":
+            break
+    assert reasons == ["max_tokens", "max_tokens", "end_turn"]
+    assert "".join(pieces) == full
+
+
+@pytest.mark.asyncio
+async def test_continuation_of_a_foreign_prefill_emits_the_whole_reply(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    rest = await continue_(client, user("[[offline words=4]]"), "Something else", stream=True)
+    assert rest.content[0].text == "".join(filler_chunks(4)) and rest.stop_reason == "end_turn"
+    reply = await continue_(
+        client, user("[[offline reply]]\nHello there, friend."), "Hello", stream=False
+    )
+    assert reply.content[0].text == " there, friend."
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("prefill", ["lorem ipsum ", [{"type": "text", "text": "lorem\n"}], "  "])
+async def test_prefill_with_trailing_whitespace_is_rejected(
+    client: anthropic.AsyncAnthropic, prefill: Any
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await continue_(client, user("[[offline words=5]]"), prefill, stream=False)
+    assert caught.value.type == "invalid_request_error"
+    assert caught.value.api_message == (
+        "messages: final assistant content cannot end with trailing whitespace"
+    )
+
+
+@pytest.mark.asyncio
+async def test_stop_applies_to_the_first_round_only(client: anthropic.AsyncAnthropic) -> None:
+    prompt = "[[offline words=20 stop=refusal]]"
+    refused = await ask_stream(client, prompt, max_tokens=8)
+    assert refused.stop_reason == "refusal" and refused.usage.output_tokens == 8
+    prefill = refused.content[0].text.rstrip()
+    rest = await continue_(client, user(prompt), prefill, stream=False)
+    assert rest.stop_reason == "end_turn" and rest.stop_details is None
+    assert prefill + rest.content[0].text == "".join(filler_chunks(20))
+    # stop=max_tokens: the continuation of the complete text ends normally, adding nothing.
+    cut = await ask(client, "[[offline words=6 stop=max_tokens]]")
+    assert cut.stop_reason == "max_tokens"
+    done = await continue_(
+        client, user("[[offline words=6 stop=max_tokens]]"), cut.content[0].text, stream=True
+    )
+    assert done.stop_reason == "end_turn" and "".join(b.text for b in done.content) == ""
+    # Not after tool results either.
+    question = user("[[offline call=calculator words=3 stop=refusal]] calculate 2 + 2")
+    calling = await ask(client, messages=question)
+    assert calling.stop_reason == "refusal" and calling.content[1].type == "tool_use"
+    answered = await ask_stream(
+        client, messages=[*question, as_param(calling), results_for(calling)]
+    )
+    assert answered.stop_reason == "end_turn"
+    assert answered.content[0].text == "".join(filler_chunks(3))
 
 
 # --- validation, auth, helpers ---------------------------------------------------

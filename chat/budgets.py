@@ -1,0 +1,169 @@
+"""Token and money budgets: reserve before a call, settle from the API's usage after it.
+
+A reservation holds the estimated input plus max_tokens (and their price) while a call is in
+flight, so concurrent sends by one user cannot together overspend: reserving locks the user's
+budget row, counts what is spent and held, and refuses what would pass a limit — before any API
+call is made. Settling replaces the hold with the ledger row in one transaction; a failed call
+releases it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.mail import mail_admins
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from chat import catalogue, services, usage
+from chat.claude import CallRecord
+from chat.models import BudgetReservation, Conversation, UserBudget
+
+log = logging.getLogger(__name__)
+
+# A hold older than this belongs to a process that died mid-call; it no longer counts.
+RESERVATION_TTL = timedelta(minutes=30)
+ALERT_LEVELS = (100, 80)
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Estimate:
+    tokens: int
+    cost: Decimal
+
+
+def estimate(*, model: str, input_tokens: int, max_tokens: int) -> Estimate:
+    """The most a call may use: its input plus max_tokens, at the uncached prices."""
+    info = catalogue.get_model(model)
+    cost = (input_tokens * info.price_input + max_tokens * info.price_output) / catalogue.MTOK
+    return Estimate(tokens=input_tokens + max_tokens, cost=cost)
+
+
+def _held(**filters) -> tuple[int, Decimal]:
+    live = BudgetReservation.objects.filter(
+        created_at__gte=timezone.now() - RESERVATION_TTL, **filters
+    )
+    sums = live.aggregate(tokens=Sum("tokens"), cost=Sum("cost"))
+    return sums["tokens"] or 0, sums["cost"] or Decimal(0)
+
+
+def _fmt_tokens(n: int) -> str:
+    return f"{n:,}"
+
+
+def reserve(*, user_id: int, conversation_id: int, need: Estimate) -> int:
+    """Hold `need` against the conversation's and the user's budgets; the reservation's id.
+
+    Raises BudgetExceeded (with a message for the user) when a limit would be passed.
+    """
+    UserBudget.objects.get_or_create(user_id=user_id)
+    with transaction.atomic():
+        budget = UserBudget.objects.select_for_update().get(user_id=user_id)
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        limit = conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET
+        spent = (
+            conversation.input_tokens
+            + conversation.output_tokens
+            + conversation.cache_creation_tokens
+            + conversation.cache_read_tokens
+        )
+        held_tokens, _ = _held(conversation_id=conversation_id)
+        if spent + held_tokens + need.tokens > limit:
+            raise BudgetExceeded(
+                f"This conversation has used {_fmt_tokens(spent)} of its "
+                f"{_fmt_tokens(limit)}-token budget; the next reply may need up to "
+                f"{_fmt_tokens(need.tokens)}. Start a new conversation to go on."
+            )
+        _check_user_limits(budget, need)
+        return BudgetReservation.objects.create(
+            user_id=user_id, conversation_id=conversation_id, tokens=need.tokens, cost=need.cost
+        ).pk
+
+
+def _check_user_limits(budget: UserBudget, need: Estimate) -> None:
+    limits = usage.limits_for(budget)
+    if not any(
+        (limits.daily_tokens, limits.monthly_tokens, limits.daily_cost, limits.monthly_cost)
+    ):
+        return
+    day_start, month_start = usage.period_starts()
+    held_tokens, held_cost = _held(user_id=budget.user_id)
+    for label, since, token_limit, cost_limit in (
+        ("daily", day_start, limits.daily_tokens, limits.daily_cost),
+        ("monthly", month_start, limits.monthly_tokens, limits.monthly_cost),
+    ):
+        if token_limit is None and cost_limit is None:
+            continue
+        used = usage.usage_since([budget.user_id], since)[budget.user_id]
+        if token_limit is not None and used.tokens + held_tokens + need.tokens > token_limit:
+            raise BudgetExceeded(
+                f"Your {label} budget of {_fmt_tokens(token_limit)} tokens is used up "
+                f"({_fmt_tokens(used.tokens)} used, {_fmt_tokens(held_tokens)} in replies "
+                f"running). Ask an admin to raise it, or wait for the next period."
+            )
+        if cost_limit is not None and used.cost + held_cost + need.cost > cost_limit:
+            raise BudgetExceeded(
+                f"Your {label} budget of ${cost_limit:.2f} is used up (${used.cost:.2f} used). "
+                f"Ask an admin to raise it, or wait for the next period."
+            )
+
+
+def release(reservation_id: int | None) -> None:
+    if reservation_id is not None:
+        BudgetReservation.objects.filter(pk=reservation_id).delete()
+
+
+def settle(
+    *,
+    reservation_id: int | None,
+    record: CallRecord,
+    user_id: int,
+    conversation_id: int | None,
+    message_id: int | None,
+) -> services.TurnResult:
+    """Replace the hold with the call's ledger row (the API's own usage), atomically."""
+    with transaction.atomic():
+        release(reservation_id)
+        result = services.record_calls(
+            calls=[record],
+            user_id=user_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+        )
+    check_alerts(user_id=user_id)
+    return result
+
+
+def check_alerts(*, user_id: int) -> int:
+    """Tell admins once per day and level when a user reaches 80 % or 100 % of a budget."""
+    percent = usage.budget_percent([user_id]).get(user_id, 0)
+    level = next((lvl for lvl in ALERT_LEVELS if percent >= lvl), 0)
+    if not level:
+        return percent
+    period = timezone.localdate().isoformat()
+    with transaction.atomic():
+        budget, _ = UserBudget.objects.select_for_update().get_or_create(user_id=user_id)
+        if budget.alerted_period == period and budget.alerted_level >= level:
+            return percent
+        budget.alerted_level, budget.alerted_period = level, period
+        budget.save(update_fields=["alerted_level", "alerted_period"])
+    name = budget.user.get_username()
+    log.warning("budget_alert user=%s level=%d percent=%d", name, level, percent)
+    if settings.ADMINS:
+        mail_admins(
+            f"{name} has used {percent}% of a budget",
+            f"User {name} has reached {level}% of a token or money budget ({percent}% used).",
+            fail_silently=True,
+        )
+    return percent

@@ -1,0 +1,222 @@
+"""What goes into a request: stored messages in the API's shape, fitted to the context window.
+
+Stored assistant messages hold a whole turn — text, tool_use and tool_result blocks in order —
+and are split here into the alternating assistant / user messages the API expects. When the
+history passes FOLD_THRESHOLD of the window, images in older turns are dropped first; if that is
+not enough, older turns are folded into a summary (made by the fast model, stored on the
+conversation) and the summary plus recent turns are sent.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+FOLD_THRESHOLD = 0.75
+# After folding, recent turns take at most this share of the window.
+RECENT_SHARE = 0.40
+KEEP_IMAGES_TURNS = 2
+IMAGE_TOKENS_DEFAULT = 1600
+SUMMARY_PREFIX = "Summary of the earlier part of this conversation:\n"
+
+ImageResolver = Callable[[dict], dict | None]
+
+
+def estimate_block_tokens(block: dict) -> int:
+    """A cheap, deterministic estimate: ~4 characters a token; images width × height / 750."""
+    kind = block.get("type")
+    if kind == "text":
+        return len(block.get("text", "")) // 4 + 1
+    if kind == "image":
+        width, height = block.get("width"), block.get("height")
+        return (width * height + 749) // 750 if width and height else IMAGE_TOKENS_DEFAULT
+    return len(json.dumps(block, separators=(",", ":"))) // 4 + 1
+
+
+def estimate_tokens(content: Iterable[dict]) -> int:
+    return sum(estimate_block_tokens(block) for block in content)
+
+
+@dataclass
+class StoredTurn:
+    """A saved message as the request builder needs it."""
+
+    id: int
+    role: str
+    content: list[dict]
+    token_count: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.token_count or estimate_tokens(self.content)
+
+
+def split_turn(role: str, content: list[dict]) -> list[dict]:
+    """A stored message as API messages: an assistant turn splits around its tool results."""
+    if role == "user":
+        return [{"role": "user", "content": list(content)}]
+    messages: list[dict] = []
+    for block in content:
+        want = "user" if block.get("type") == "tool_result" else "assistant"
+        if not messages or messages[-1]["role"] != want:
+            messages.append({"role": want, "content": []})
+        messages[-1]["content"].append(block)
+    return messages
+
+
+def _drop_empty_text(content: list[dict]) -> list[dict]:
+    return [b for b in content if not (b.get("type") == "text" and not b.get("text"))]
+
+
+def answer_dangling_tool_uses(content: list[dict]) -> list[dict]:
+    """A turn that ended between a tool_use and its result gets error results, so the history
+    stays valid (the API refuses a tool_use without a tool_result after it)."""
+    answered = {b.get("tool_use_id") for b in content if b.get("type") == "tool_result"}
+    missing = [
+        b["id"] for b in content if b.get("type") == "tool_use" and b.get("id") not in answered
+    ]
+    if not missing:
+        return content
+    return content + [
+        {
+            "type": "tool_result",
+            "tool_use_id": tool_id,
+            "content": "Not run: the reply ended first.",
+            "is_error": True,
+        }
+        for tool_id in missing
+    ]
+
+
+def to_api_messages(
+    turns: Iterable[StoredTurn], resolve_image: ImageResolver, *, keep_images_from: int = 0
+) -> list[dict]:
+    """Saved turns as alternating API messages.
+
+    Image references of turns before `keep_images_from` (a message id) are dropped; the rest
+    go through `resolve_image`. A reply that failed before any text is left out, and adjacent
+    messages of one role are merged, so a failure never breaks the alternation.
+    """
+    merged: list[dict] = []
+    for turn in turns:
+        content = []
+        for block in _drop_empty_text(turn.content):
+            if block.get("type") == "image":
+                if turn.id < keep_images_from:
+                    continue
+                resolved = resolve_image(block)
+                if resolved is None:
+                    continue
+                block = resolved
+            content.append(block)
+        if turn.role == "assistant":
+            content = answer_dangling_tool_uses(content)
+        if not content:
+            continue
+        for message in split_turn(turn.role, content):
+            if merged and merged[-1]["role"] == message["role"]:
+                merged[-1]["content"].extend(message["content"])
+            else:
+                merged.append(message)
+    return merged
+
+
+def with_summary(summary: str, messages: list[dict]) -> list[dict]:
+    """Put the summary in front of the first (user) message."""
+    if not summary:
+        return messages
+    block = {"type": "text", "text": SUMMARY_PREFIX + summary}
+    if messages and messages[0]["role"] == "user":
+        first = {"role": "user", "content": [block, *messages[0]["content"]]}
+        return [first, *messages[1:]]
+    return [{"role": "user", "content": [block]}, *messages]
+
+
+def mark_cache_breakpoint(messages: list[dict]) -> list[dict]:
+    """A cache breakpoint on the last block before the newest user turn (the stable prefix).
+
+    With the one on the system prompt that makes two of the API's four. The marked block is a
+    copy: stored content never carries cache_control.
+    """
+    if len(messages) < 2:
+        return messages
+    messages = [dict(m) for m in messages]
+    target = messages[-2]
+    content = [copy.copy(b) for b in target["content"]]
+    content[-1]["cache_control"] = {"type": "ephemeral"}
+    target["content"] = content
+    return messages
+
+
+def strip_trailing_whitespace(messages: list[dict]) -> list[dict]:
+    """A final assistant message (a prefill) may not end with white space."""
+    if not messages or messages[-1]["role"] != "assistant":
+        return messages
+    last = dict(messages[-1])
+    content = [dict(b) for b in last["content"]]
+    while content and content[-1].get("type") == "text" and not content[-1]["text"].strip():
+        content.pop()
+    if content and content[-1].get("type") == "text":
+        content[-1]["text"] = content[-1]["text"].rstrip()
+    last["content"] = content
+    return [*messages[:-1], last]
+
+
+@dataclass
+class Fit:
+    """The outcome of fitting a history to the window."""
+
+    messages: list[dict]
+    estimate: int
+    fold: list[StoredTurn] = field(default_factory=list)  # turns to summarise first
+    images_dropped: bool = False
+
+
+def fit(
+    *,
+    turns: list[StoredTurn],
+    summary: str,
+    system_tokens: int,
+    window: int,
+    max_tokens: int,
+    resolve_image: ImageResolver,
+) -> Fit:
+    """Fit `turns` (oldest first, already after any earlier summary) into the window.
+
+    Returns the request messages, or the turns to fold into the summary when dropping old images
+    is not enough; the caller summarises them and calls again.
+    """
+    limit = min(int(window * FOLD_THRESHOLD), window - max_tokens)
+    summary_tokens = len(summary) // 4 + 1 if summary else 0
+    base = system_tokens + summary_tokens
+    total = base + sum(t.tokens for t in turns)
+    if total <= limit:
+        return Fit(with_summary(summary, to_api_messages(turns, resolve_image)), total)
+    # 1. Drop images of older turns.
+    user_ids = [t.id for t in turns if t.role == "user"]
+    keep_from = user_ids[-KEEP_IMAGES_TURNS] if len(user_ids) >= KEEP_IMAGES_TURNS else 0
+    lighter = sum(
+        t.tokens
+        if t.id >= keep_from
+        else estimate_tokens([b for b in t.content if b.get("type") != "image"])
+        for t in turns
+    )
+    if base + lighter <= limit:
+        messages = to_api_messages(turns, resolve_image, keep_images_from=keep_from)
+        return Fit(with_summary(summary, messages), base + lighter, images_dropped=True)
+    # 2. Fold the oldest turns: keep recent turns, starting at a user message, within the share.
+    budget = int(window * RECENT_SHARE)
+    kept: list[StoredTurn] = []
+    used = 0
+    for turn in reversed(turns):
+        if used + turn.tokens > budget and kept and kept[-1].role == "user":
+            break
+        kept.append(turn)
+        used += turn.tokens
+    kept.reverse()
+    while len(kept) > 1 and kept[0].role != "user":
+        kept.pop(0)
+    fold = turns[: len(turns) - len(kept)]
+    return Fit([], base + used, fold=fold)
