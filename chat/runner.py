@@ -362,6 +362,7 @@ class Reply:
         for call in self._calls:
             usage.add(call.usage)
         cost = await database_sync_to_async(services.cost_of_calls)(self._calls)
+        meters = await database_sync_to_async(self._meters)()
         if error is not None:
             self.final_frame = {
                 "type": "error",
@@ -377,8 +378,15 @@ class Reply:
                 "stop_reason": stop_reason,
                 "usage": usage.as_api(),
                 "cost": str(cost),
+                "meters": meters,
             }
         await self._broadcast(self.final_frame)
+
+    def _meters(self) -> dict | None:
+        from chat.models import Conversation
+
+        conversation = Conversation.objects.filter(pk=self.conversation_id).first()
+        return services.conversation_meters(conversation) if conversation else None
 
     async def _save(
         self, content: list[dict], status: str, stop_reason: str, error: claude.ClaudeError | None

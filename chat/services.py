@@ -344,6 +344,17 @@ def record_calls(
             conversation_id,
         )
     if conversation_id is not None:
+        replies = [
+            c for c in calls if c.purpose not in (ApiCall.Purpose.TITLE, ApiCall.Purpose.SUMMARY)
+        ]
+        if replies and not replies[-1].error_code:
+            last = replies[-1].usage  # the whole prompt of the latest request: the gauge
+            Conversation.objects.filter(pk=conversation_id).update(
+                context_tokens=last.input_tokens
+                + last.cache_creation_tokens
+                + last.cache_read_tokens
+                + last.output_tokens
+            )
         Conversation.objects.filter(pk=conversation_id).update(
             input_tokens=F("input_tokens") + total.input_tokens,
             output_tokens=F("output_tokens") + total.output_tokens,
@@ -415,3 +426,24 @@ def reap_stale_replies(*, stale_seconds: float, conversation_id: int | None = No
         error_code="interrupted",
         error_message="The server stopped while writing this reply; the text so far is kept.",
     )
+
+
+def conversation_meters(conversation: Conversation) -> dict:
+    """What the composer shows: the context window in use and the token budget left."""
+    info = catalogue.get_model(conversation.model)
+    spent = (
+        conversation.input_tokens
+        + conversation.output_tokens
+        + conversation.cache_creation_tokens
+        + conversation.cache_read_tokens
+    )
+    cached = conversation.cache_read_tokens
+    prompt = conversation.input_tokens + conversation.cache_creation_tokens + cached
+    return {
+        "context_tokens": conversation.context_tokens,
+        "context_window": info.context_window,
+        "budget_used": spent,
+        "budget_limit": conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET,
+        "cache_hit_ratio": round(cached / prompt, 3) if prompt else None,
+        "cost": str(conversation.cost),
+    }

@@ -22,6 +22,9 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         "conversation_id": conversation.pk if conversation else None,
         "ws_path": f"/ws/conversations/{conversation.pk}/" if conversation else None,
         "max_chars": settings.MESSAGE_MAX_CHARS,
+        "meters": services.conversation_meters(conversation) if conversation else None,
+        "models": [{"id": m.id, "label": m.label} for m in catalogue.all_models()],
+        "model": conversation.model if conversation else None,
         "messages": [selectors.message_to_dict(m) for m in selectors.history(conversation)]
         if conversation
         else [],

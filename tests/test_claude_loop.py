@@ -200,3 +200,18 @@ async def test_a_failed_reply_with_tool_uses_keeps_the_history_valid(
     await turn(alice, conversation, "[[offline call=calculator error_after=0 rounds=1]] 1+1")
     frames = await turn(alice, conversation, "again [[offline words=3]]")
     assert frames[-1]["type"] == "done"
+
+
+async def test_done_carries_the_context_gauge_and_budget_left(alice, conversation, settings):
+    frames = await turn(alice, conversation, "[[offline words=8]]")
+    meters = frames[-1]["meters"]
+    usage = frames[-1]["usage"]
+    prompt = (
+        usage["input_tokens"]
+        + usage["cache_creation_input_tokens"]
+        + usage["cache_read_input_tokens"]
+    )
+    assert meters["context_tokens"] == prompt + usage["output_tokens"]
+    assert meters["context_window"] == 200_000
+    assert meters["budget_used"] == prompt + usage["output_tokens"]
+    assert meters["budget_limit"] == settings.CONVERSATION_TOKEN_BUDGET
