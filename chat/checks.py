@@ -66,4 +66,12 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[Error]:
                 "STREAM_COALESCE_MS must be ≥ 0 and STREAM_CHECKPOINT_S > 0.", id="claudeweb.E008"
             )
         )
+    if settings.IMAGE_DELIVERY not in ("auto", "url", "base64"):
+        errors.append(
+            Error(
+                f"IMAGE_DELIVERY is {settings.IMAGE_DELIVERY!r}.",
+                hint="Use auto, url or base64.",
+                id="claudeweb.E009",
+            )
+        )
     return errors

@@ -3,27 +3,62 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-# Scripts and styles only from this origin, no inline script; the socket to this host only.
-APP_CSP = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data: blob:",
-        "connect-src 'self'",
-        "font-src 'self'",
-        "object-src 'none'",
-        "base-uri 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
-# Django's admin sets inline style attributes; it still runs no inline or foreign script.
-ADMIN_CSP = APP_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+def storage_origins(
+    endpoint_url: str | None, bucket: str, region: str, addressing_style: str
+) -> list[str]:
+    """The origins browsers reach the image bucket at: uploads post there, images load from it."""
+    if endpoint_url:
+        parts = urlsplit(endpoint_url)
+        origins = [f"{parts.scheme}://{parts.netloc}"]
+        if addressing_style == "virtual":
+            origins.append(f"{parts.scheme}://{bucket}.{parts.netloc}")
+        return origins
+    if addressing_style == "path":
+        return ["https://s3.amazonaws.com", f"https://s3.{region}.amazonaws.com"]
+    # boto3 signs with the global name; S3 may redirect a new bucket to its regional name.
+    return [f"https://{bucket}.s3.amazonaws.com", f"https://{bucket}.s3.{region}.amazonaws.com"]
+
+
+@lru_cache(maxsize=4)
+def _policies(s3_origins: tuple[str, ...]) -> tuple[str, str]:
+    s3 = " ".join(s3_origins)
+    # Scripts and styles only from this origin, no inline script; the socket to this host;
+    # presigned uploads and images from the bucket.
+    app = "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' data: blob: {s3}",
+            f"connect-src 'self' {s3}",
+            "font-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    # Django's admin sets inline style attributes; it still runs no inline or foreign script.
+    admin = app.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+    return app, admin
+
+
+def content_security_policies() -> tuple[str, str]:
+    """(app policy, admin policy) for the current settings."""
+    origins = storage_origins(
+        settings.AWS_S3_ENDPOINT_URL,
+        settings.AWS_STORAGE_BUCKET_NAME,
+        settings.AWS_S3_REGION_NAME,
+        settings.AWS_S3_ADDRESSING_STYLE,
+    )
+    return _policies(tuple(origins))
 
 
 class ContentSecurityPolicyMiddleware:
@@ -33,6 +68,7 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if "Content-Security-Policy" not in response:
+            app_csp, admin_csp = content_security_policies()
             admin = request.path.startswith("/" + settings.ADMIN_URL_PREFIX)
-            response["Content-Security-Policy"] = ADMIN_CSP if admin else APP_CSP
+            response["Content-Security-Policy"] = admin_csp if admin else app_csp
         return response

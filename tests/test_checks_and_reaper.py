@@ -79,3 +79,8 @@ def test_one_streaming_reply_per_conversation_is_enforced(alice):
     Message.objects.create(conversation=conversation, role="assistant", status="streaming")
     with pytest.raises(IntegrityError), transaction.atomic():
         Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+
+
+def test_a_bad_image_delivery_is_reported(settings):
+    settings.IMAGE_DELIVERY = "carrier-pigeon"
+    assert "claudeweb.E009" in codes(settings)

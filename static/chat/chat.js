@@ -4,6 +4,7 @@
 import { ChatSocket, socketUrl } from "./socket.js";
 import { MessageList, withRetryHint } from "./messages.js";
 import { installCopyHandler } from "./render.js";
+import { AttachmentTray } from "./attachments.js";
 
 // A delta that skips ahead waits this long for the missing ones before asking for a replay.
 const GAP_RESUME_DELAY_MS = 700;
@@ -85,6 +86,10 @@ class ChatPage {
     this.statusEl = root.querySelector("#connection-status");
     this.reconnectButton = root.querySelector("#reconnect");
     this.noticeEl = root.querySelector("#composer-notice");
+    this.attachments = new AttachmentTray(root, {
+      onChange: () => this.updateControls(),
+      notice: (text) => this.notice(text),
+    });
     // The message being sent: kept until its ack so nothing typed is lost while offline.
     this.pending = null;
     this.gapTimer = null;
@@ -153,9 +158,14 @@ class ChatPage {
       this.notice("A reply is still being written. Wait for it to finish, or press Stop.");
       return;
     }
+    if (this.attachments.hasUploadsInFlight()) {
+      this.notice("Images are still uploading. Send when they are ready.", "info");
+      return;
+    }
+    const attachments = this.attachments.pendingAttachmentIds();
     // Sending the same draft again reuses its client_id, so the server starts at most one reply.
-    if (!this.pending || this.pending.raw !== raw) {
-      this.pending = { clientId: newClientId(), raw, text, transmitted: false };
+    if (!this.pending || this.pending.raw !== raw || this.pending.attachments.join() !== attachments.join()) {
+      this.pending = { clientId: newClientId(), raw, text, attachments, transmitted: false };
     }
     this.notice("");
     this.transmitPending();
@@ -164,7 +174,7 @@ class ChatPage {
   transmitPending() {
     const p = this.pending;
     if (!p) return;
-    if (this.socket.send({ type: "send", client_id: p.clientId, text: p.text })) {
+    if (this.socket.send({ type: "send", client_id: p.clientId, text: p.text, attachments: p.attachments })) {
       p.transmitted = true;
     } else if (this.connectionState === "not_found") {
       this.pending = null;
@@ -178,6 +188,7 @@ class ChatPage {
   acknowledge(clientId) {
     if (!this.pending || this.pending.clientId !== clientId) return;
     if (this.input.value === this.pending.raw) this.input.value = "";
+    this.attachments.clearAttachments(this.pending.attachments);
     this.pending = null;
     this.list.scrollToBottom();
     this.notice("");
@@ -205,7 +216,8 @@ class ChatPage {
     this.stopButton.hidden = !streaming;
     this.stopButton.disabled = this.stopping;
     this.stopButton.textContent = this.stopping ? "Stopping…" : "Stop";
-    this.sendButton.disabled = streaming || this.connectionState === "not_found";
+    this.sendButton.disabled =
+      streaming || this.connectionState === "not_found" || Boolean(this.attachments?.hasUploadsInFlight());
     this.sendButton.textContent = this.pending?.transmitted ? "Sending…" : "Send";
     this.input.disabled = this.connectionState === "not_found";
   }

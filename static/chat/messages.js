@@ -19,6 +19,35 @@ const STOP_NOTES = {
   pause_turn: "Paused",
 };
 
+const ATTACHMENT_URL = "/attachments/";
+
+/** The id of an image block stored by us ({type: "image", attachment_id, …}), else 0. */
+function attachmentId(block) {
+  return Number.isInteger(block?.attachment_id) && block.attachment_id > 0 ? block.attachment_id : 0;
+}
+
+/** A larger view of an image in a modal dialog; Escape, the button or a click outside closes it. */
+function showImage(url, alt) {
+  let dialog = document.getElementById("image-viewer");
+  if (!dialog) {
+    dialog = el("dialog", "image-viewer");
+    dialog.id = "image-viewer";
+    dialog.dataset.testid = "image-viewer";
+    const close = el("button", "button button-small image-viewer-close", "Close");
+    close.type = "button";
+    close.addEventListener("click", () => dialog.close());
+    dialog.addEventListener("click", (event) => {
+      if (event.target === dialog) dialog.close();
+    });
+    dialog.append(close, el("img"));
+    document.body.append(dialog);
+  }
+  const img = dialog.querySelector("img");
+  img.src = url;
+  img.alt = alt;
+  dialog.showModal();
+}
+
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -63,16 +92,16 @@ function toolResultText(content) {
   return JSON.stringify(content, null, 2);
 }
 
-/** Thinking text, tools (by id) and image count found in a message's content blocks. */
+/** Thinking text, tools (by id) and image blocks found in a message's content blocks. */
 function extrasFromContent(content) {
   const thinking = [];
   const tools = new Map();
-  let images = 0;
+  const images = [];
   for (const block of Array.isArray(content) ? content : []) {
     if (!block || typeof block !== "object") continue;
     if (block.type === "thinking" && block.thinking) thinking.push(block.thinking);
     else if (block.type === "redacted_thinking") thinking.push("[redacted]");
-    else if (block.type === "image") images += 1;
+    else if (block.type === "image") images.push(block);
     else if (block.type === "tool_use" || block.type === "server_tool_use") {
       const prev = tools.get(block.id) || {};
       tools.set(block.id, { ...prev, id: block.id, name: block.name, input: block.input });
@@ -92,6 +121,12 @@ export class MessageList {
     this.emptyNote = emptyNote;
     this.byId = new Map();
     this.pinned = true;
+    container.addEventListener("click", (event) => {
+      const link = event.target.closest?.("a.message-image");
+      if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+      event.preventDefault();
+      showImage(link.href, link.querySelector("img")?.alt || "");
+    });
     container.addEventListener("scroll", () => {
       const gap = container.scrollHeight - container.scrollTop - container.clientHeight;
       this.pinned = gap < PIN_THRESHOLD_PX;
@@ -134,6 +169,7 @@ export class MessageList {
     if (extras.thinking || !m.thinking) m.thinking = extras.thinking;
     if (extras.tools.size || !m.tools.size) m.tools = extras.tools;
     m.images = extras.images;
+    this.renderImages(m);
     this.renderAll(m, { final: !stillStreaming });
     return m;
   }
@@ -153,7 +189,7 @@ export class MessageList {
     const m = {
       id: Number(id), role, text: "", baseText: "", status: "done", stopReason: "",
       errorCode: "", errorMessage: "", retryable: false, tokenCount: null, usage: null,
-      cost: null, thinking: "", tools: new Map(), images: 0, lastSeq: 0, maxSeenSeq: 0,
+      cost: null, thinking: "", tools: new Map(), images: [], imagesKey: "", lastSeq: 0, maxSeenSeq: 0,
       note: "", renderTimer: null, lastRenderAt: 0, clientId: null,
     };
     const article = el("article", `message message-${role}`);
@@ -162,11 +198,14 @@ export class MessageList {
     article.dataset.messageId = String(m.id);
     const author = el("div", "message-author", role === "user" ? "You" : this.assistantName);
     m.extrasEl = el("div", "message-extras");
+    m.imagesEl = el("div", "message-images");
+    m.imagesEl.dataset.testid = "message-images";
+    m.imagesEl.hidden = true;
     m.bodyEl = el("div", role === "assistant" ? "message-body markdown" : "message-body plain");
     m.bodyEl.dataset.testid = "message-body";
     m.statusEl = el("div", "message-status");
     m.statusEl.dataset.testid = "message-status";
-    article.append(author, m.extrasEl, m.bodyEl, m.statusEl);
+    article.append(author, m.extrasEl, m.imagesEl, m.bodyEl, m.statusEl);
     m.el = article;
     this.byId.set(m.id, m);
     this.insertInOrder(article, m.id);
@@ -214,12 +253,39 @@ export class MessageList {
       renderInto(m.bodyEl, m.text, { final });
     } else {
       m.bodyEl.textContent = m.text;
-      if (m.images) {
-        const chip = el("span", "attachment-chip", m.images === 1 ? "1 image" : `${m.images} images`);
-        m.bodyEl.prepend(chip);
-      }
+      // Images stored by us are shown as thumbnails (renderImages); others only as a count.
+      const other = m.images.filter((image) => !attachmentId(image)).length;
+      if (other) m.bodyEl.prepend(el("span", "attachment-chip", other === 1 ? "1 image" : `${other} images`));
     }
     if (keepPinned) this.scrollToBottom();
+  }
+
+  /** Thumbnails of the message's images; rebuilt only when the images change. */
+  renderImages(m) {
+    const ids = m.images.map(attachmentId).filter(Boolean);
+    const key = ids.join(",");
+    if (key === m.imagesKey) return;
+    m.imagesKey = key;
+    const links = m.images.filter(attachmentId).map((image, index) => {
+      const url = `${ATTACHMENT_URL}${attachmentId(image)}/`;
+      const link = el("a", "message-image");
+      link.href = url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.dataset.testid = "message-image";
+      const img = el("img");
+      img.src = url;
+      img.alt = `Attached image ${index + 1}`;
+      img.loading = "lazy";
+      if (Number.isInteger(image.width) && Number.isInteger(image.height)) {
+        img.width = image.width;
+        img.height = image.height;
+      }
+      link.append(img);
+      return link;
+    });
+    m.imagesEl.replaceChildren(...links);
+    m.imagesEl.hidden = links.length === 0;
   }
 
   renderExtras(m) {

@@ -62,13 +62,12 @@ def _fresh_database(tmp: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def app_server(offline_claude_url, tmp_path_factory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
-    env = dict(
+def app_env(offline_claude_url, tmp_path_factory) -> dict[str, str]:
+    """The server's environment, for `manage.py` subprocesses that seed its database."""
+    return dict(
         os.environ,
         DJANGO_DEBUG="true",
-        DATABASE_URL=_fresh_database(tmp),
+        DATABASE_URL=_fresh_database(tmp_path_factory.mktemp("e2e-db")),
         ANTHROPIC_BASE_URL=offline_claude_url,
         ANTHROPIC_API_KEY="test-key",
         CLAUDE_MAX_RETRIES="0",
@@ -76,6 +75,13 @@ def app_server(offline_claude_url, tmp_path_factory) -> Iterator[str]:
         DEMO_PASSWORD=E2E_PASSWORD,
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
     )
+
+
+@pytest.fixture(scope="session")
+def app_server(app_env, tmp_path_factory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = _free_port()
+    env = app_env
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, cwd=ROOT)
     subprocess.run([*manage, "ensure_demo_user"], env=env, check=True, cwd=ROOT)

@@ -1,0 +1,30 @@
+"""Delete images that were uploaded but never sent: their S3 objects and their rows."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from chat import attachments
+
+
+class Command(BaseCommand):
+    help = "Delete attachments never sent with a message, older than the given age."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--older-than-hours",
+            type=int,
+            default=None,
+            help="age in hours (default: ATTACHMENT_UNSENT_TTL_HOURS, "
+            f"{settings.ATTACHMENT_UNSENT_TTL_HOURS})",
+        )
+
+    def handle(self, *args, **options) -> None:
+        hours = options["older_than_hours"]
+        if hours is None:
+            hours = settings.ATTACHMENT_UNSENT_TTL_HOURS
+        if hours < 0:
+            raise CommandError("--older-than-hours must be 0 or more.")
+        deleted = attachments.cleanup_unsent(older_than_hours=hours)
+        self.stdout.write(f"Deleted {deleted} unsent attachment(s) older than {hours} h.")
