@@ -54,6 +54,8 @@ def _client_errors() -> Iterator[None]:
             "A reply is already being written in this conversation. Wait or stop it.",
             retryable=True,
         ) from None
+    except services.NotEditable as exc:
+        raise _invalid(exc.message) from None
     except services.NothingToContinue:
         raise _invalid(
             "The last reply was not cut short, so there is nothing to continue."
@@ -113,6 +115,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "stop": self.cmd_stop,
                 "resume": self.cmd_resume,
                 "continue": self.cmd_continue,
+                "regenerate": self.cmd_regenerate,
+                "edit": self.cmd_edit,
+                "switch": self.cmd_switch,
             }.get(frame.get("type"))
             if handler is None:
                 raise _invalid(f"Unknown frame type {str(frame.get('type'))[:40]!r}.")
@@ -153,6 +158,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def cmd_continue(self, frame: dict) -> None:
         plan = await self._continue_turn()
         runner.Reply(plan).start()
+
+    async def cmd_regenerate(self, frame: dict) -> None:
+        branch, plan = await self._branch_turn("regenerate")
+        await self._broadcast(branch)
+        runner.Reply(plan).start()
+
+    async def cmd_edit(self, frame: dict) -> None:
+        message_id = frame.get("message_id")
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise _invalid("edit needs the message_id of one of your messages.")
+        client_id, text, _, _ = self._validate_send(
+            {"client_id": str(uuid.uuid4()), **frame, "attachments": []}
+        )
+        branch, plan = await self._branch_turn(
+            "edit", message_id=message_id, text=text, client_id=client_id
+        )
+        await self._broadcast(branch)
+        if plan is not None:
+            runner.Reply(plan).start()
+
+    async def cmd_switch(self, frame: dict) -> None:
+        message_id = frame.get("message_id")
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise _invalid("switch needs a message_id.")
+        branch, _ = await self._branch_turn("switch", message_id=message_id)
+        await self._broadcast(branch)
+
+    async def _broadcast(self, frame: dict) -> None:
+        await self.channel_layer.group_send(self.group, {"type": "chat.frame", "frame": frame})
 
     def _validate_send(self, frame: dict) -> tuple[uuid.UUID, str, str | None, list]:
         raw_id = frame.get("client_id")
@@ -318,6 +352,49 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             plan.reservation_id = self._reserve(plan)
             return started, plan
+
+    @database_sync_to_async
+    def _branch_turn(
+        self, kind: str, *, message_id: int = 0, text: str = "", client_id: uuid.UUID | None = None
+    ) -> tuple[dict, services.TurnPlan | None]:
+        """Regenerate, edit or switch: the new active branch from the changed point (a
+        `history` frame for every tab) and the plan of the reply to run, if any."""
+        with _client_errors(), transaction.atomic():
+            conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            reply = None
+            if kind == "regenerate":
+                reply = services.regenerate_start(conversation=conversation)
+                changed_parent = reply.parent_id
+            elif kind == "edit":
+                started = services.edit_start(
+                    conversation=conversation,
+                    message_id=message_id,
+                    text=text,
+                    client_id=client_id,
+                )
+                reply = started.assistant_message
+                changed_parent = started.user_message.parent_id
+            else:
+                target = services.switch_version(conversation=conversation, message_id=message_id)
+                changed_parent = target.parent_id
+            conversation.refresh_from_db(fields=["leaf"])
+            path = selectors.active_path(conversation)
+            ids = [m.pk for m in path.messages]
+            start = ids.index(changed_parent) + 1 if changed_parent in ids else 0
+            frame = {
+                "type": "history",
+                "from_parent_id": changed_parent,
+                "messages": [
+                    selectors.message_to_dict(m, path.versions[m.pk]) for m in path.messages[start:]
+                ],
+            }
+            plan = None
+            if reply is not None:
+                plan = services.plan_turn(
+                    conversation_id=self.conversation_id, reply_message_id=reply.pk
+                )
+                plan.reservation_id = self._reserve(plan)
+            return frame, plan
 
     @database_sync_to_async
     def _continue_turn(self) -> services.TurnPlan:

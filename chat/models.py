@@ -62,6 +62,11 @@ class Conversation(models.Model):
     summary_upto_id = models.BigIntegerField(null=True, blank=True)
     # Input size of the last request (all input tokens, cached or not), for the context gauge.
     context_tokens = models.PositiveIntegerField(default=0)
+    # The newest message of the active branch: the conversation shown and sent is the path from
+    # the root to it (edits and regenerations make siblings, kept as versions).
+    leaf = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         indexes = [
@@ -90,6 +95,11 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    # The message this one follows (null: the first); siblings with the same parent and role
+    # are versions of each other (an edit, a regeneration).
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     # Content blocks shaped as the Messages API shapes them (text, image, tool_use, tool_result).

@@ -66,6 +66,36 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
+def _leaf_id(conversation: Conversation) -> int | None:
+    if conversation.leaf_id is not None:
+        return conversation.leaf_id
+    last = Message.objects.filter(conversation=conversation).order_by("-id").first()
+    return last.pk if last else None
+
+
+def _open_reply(conversation: Conversation, *, parent: Message) -> Message:
+    """Create the streaming reply under `parent` and make it the leaf. Raises Busy."""
+    try:
+        with transaction.atomic():
+            reply = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=Message.Role.ASSISTANT,
+                content=[],
+                status=Message.Status.STREAMING,
+            )
+    except IntegrityError:
+        raise Busy from None
+    conversation.leaf = reply
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=["leaf", "updated_at", "model"])
+    return reply
+
+
+# turn_start's default: the new message follows the active branch's newest message.
+FOLLOW_LEAF = object()
+
+
 def turn_start(
     *,
     conversation: Conversation,
@@ -73,43 +103,97 @@ def turn_start(
     client_id: uuid.UUID,
     model: str | None = None,
     image_blocks: list[dict] | None = None,
+    parent_id: int | None | object = FOLLOW_LEAF,
 ) -> TurnStart:
     """Save the user's message and an empty streaming reply, in one transaction.
 
-    A client_id seen before returns the saved message with duplicate=True and starts nothing.
-    Raises Busy when a reply is already streaming (the unique constraint decides, so two
-    processes cannot both start one).
+    The message follows the active leaf (or `parent_id`, for an edit). A client_id seen before
+    returns the saved message with duplicate=True and starts nothing. Raises Busy when a reply
+    is already streaming (the unique constraint decides, so two processes cannot both start
+    one).
     """
     existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
     if existing is not None:
         return TurnStart(user_message=existing, assistant_message=None, duplicate=True)
+    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
+        raise Busy
     try:
         with transaction.atomic():
             if model and model != conversation.model:
                 catalogue.get_model(model)
                 conversation.model = model
-            conversation.updated_at = timezone.now()
-            conversation.save(update_fields=["model", "updated_at"])
             content = [{"type": "text", "text": text}, *(image_blocks or [])]
             user_message = Message.objects.create(
                 conversation=conversation,
+                parent_id=_leaf_id(conversation) if parent_id is FOLLOW_LEAF else parent_id,
                 role=Message.Role.USER,
                 content=content,
                 client_id=client_id,
                 token_count=context.estimate_tokens(content),
             )
-            assistant_message = Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.ASSISTANT,
-                content=[],
-                status=Message.Status.STREAMING,
-            )
+            assistant_message = _open_reply(conversation, parent=user_message)
     except IntegrityError:
         existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
         if existing is not None:
             return TurnStart(user_message=existing, assistant_message=None, duplicate=True)
         raise Busy from None
     return TurnStart(user_message=user_message, assistant_message=assistant_message)
+
+
+class NotEditable(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def regenerate_start(*, conversation: Conversation) -> Message:
+    """A new version of the last reply on the active branch; the old one is kept."""
+    leaf = Message.objects.filter(pk=_leaf_id(conversation)).first()
+    if leaf is None or leaf.role != Message.Role.ASSISTANT:
+        raise NotEditable("There is no reply to regenerate.")
+    if leaf.status == Message.Status.STREAMING:
+        raise Busy
+    with transaction.atomic():
+        return _open_reply(conversation, parent=leaf.parent)
+
+
+def edit_start(
+    *, conversation: Conversation, message_id: int, text: str, client_id: uuid.UUID
+) -> TurnStart:
+    """A new version of a user message on the active branch, and a reply to it.
+
+    The conversation continues from the edited message; the old branch is kept as a version.
+    The images of the edited message go with the new version.
+    """
+    from chat.selectors import active_path
+
+    path = active_path(conversation)
+    original = next((m for m in path.messages if m.pk == message_id), None)
+    if original is None or original.role != Message.Role.USER:
+        raise NotEditable("Only your own messages in this conversation can be edited.")
+    images = [b for b in original.content if b.get("type") == "image"]
+    with transaction.atomic():
+        return turn_start(
+            conversation=conversation,
+            text=text,
+            client_id=client_id,
+            image_blocks=images,
+            parent_id=original.parent_id,
+        )
+
+
+def switch_version(*, conversation: Conversation, message_id: int) -> Message:
+    """Show another version: the active branch becomes the newest one through `message_id`."""
+    from chat.selectors import latest_leaf_under
+
+    target = Message.objects.filter(conversation=conversation, pk=message_id).first()
+    if target is None:
+        raise NotEditable("That version does not exist.")
+    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
+        raise Busy
+    conversation.leaf_id = latest_leaf_under(conversation, target.pk)
+    conversation.save(update_fields=["leaf"])
+    return target
 
 
 @dataclass
@@ -167,16 +251,22 @@ def plan_turn(
     if continuation:  # a Continue may write more than the first try
         max_tokens = min(settings.CLAUDE_MAX_TOKENS * 2, info.max_output)
     prompt = conversation.system_prompt or current_system_prompt()
-    rows = Message.objects.filter(conversation_id=conversation_id, id__lt=reply.pk)
-    if conversation.summary_upto_id:
-        rows = rows.filter(id__gt=conversation.summary_upto_id)
+    from chat.selectors import active_path
+
+    path = active_path(conversation, upto_id=reply.pk).messages[:-1]  # up to the reply
+    ids = [m.pk for m in path]
+    summary = conversation.summary
+    if conversation.summary_upto_id in ids:  # a summary of this branch's older turns
+        path = path[ids.index(conversation.summary_upto_id) + 1 :]
+    else:
+        summary = ""
     turns = [
         context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
-        for m in rows.order_by("id").only("id", "role", "content", "token_count")
+        for m in path
     ]
     fitted = context.fit(
         turns=turns,
-        summary=conversation.summary,
+        summary=summary,
         system_tokens=len(prompt.text) // 4 + 1,
         window=info.context_window,
         max_tokens=max_tokens,
@@ -212,7 +302,7 @@ def plan_turn(
         base_blocks=base_blocks,
         seq_base=reply.stream_seq if continuation else 0,
         fold=fitted.fold,
-        summary=conversation.summary,
+        summary=summary,
         make_title=not conversation.title and replies_before == 0 and not continuation,
     )
 
@@ -228,12 +318,10 @@ def store_summary(*, conversation_id: int, summary: str, upto_id: int) -> None:
 def continue_start(*, conversation: Conversation) -> Message:
     """Reopen the last reply, cut short by max_tokens, for a Continue. Raises Busy or
     NothingToContinue."""
-    reply = (
-        Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)
-        .order_by("-id")
-        .first()
-    )
-    if reply is None or reply.stop_reason not in ("max_tokens", "pause_turn"):
+    reply = Message.objects.filter(pk=_leaf_id(conversation)).first()
+    if reply is None or reply.role != Message.Role.ASSISTANT:
+        raise NothingToContinue
+    if reply.stop_reason not in ("max_tokens", "pause_turn"):
         if reply is not None and reply.status == Message.Status.STREAMING:
             raise Busy
         raise NothingToContinue

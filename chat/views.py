@@ -15,6 +15,11 @@ from chat.models import Conversation
 TITLE_MAX_CHARS = 200
 
 
+def _path_dicts(conversation: Conversation) -> list[dict]:
+    path = selectors.active_path(conversation)
+    return [selectors.message_to_dict(m, path.versions[m.pk]) for m in path.messages]
+
+
 def _page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
     paginator = Paginator(selectors.conversations_of(request.user), settings.CONVERSATIONS_PER_PAGE)
     conversations = paginator.get_page(request.GET.get("page"))
@@ -25,9 +30,7 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         "meters": services.conversation_meters(conversation) if conversation else None,
         "models": [{"id": m.id, "label": m.label} for m in catalogue.all_models()],
         "model": conversation.model if conversation else None,
-        "messages": [selectors.message_to_dict(m) for m in selectors.history(conversation)]
-        if conversation
-        else [],
+        "messages": _path_dicts(conversation) if conversation else [],
     }
     model = catalogue.get_model(conversation.model) if conversation else None
     return render(

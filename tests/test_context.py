@@ -48,11 +48,15 @@ async def test_older_turns_are_folded_into_a_stored_summary(alice, tiny_model, o
     def seed():
         conversation.title = "Long"
         conversation.save()
+        parent = None
         for i in range(8):  # 8 × 2 × ~300 tokens ≈ 4,800: over 75 % of a 4,000 window
             for role in ("user", "assistant"):
                 text = filler(200, f"{role[0]}{i}w")
-                Message.objects.create(
-                    conversation=conversation, role=role, content=[{"type": "text", "text": text}]
+                parent = Message.objects.create(
+                    conversation=conversation,
+                    parent=parent,
+                    role=role,
+                    content=[{"type": "text", "text": text}],
                 )
 
     await seed()
@@ -80,7 +84,9 @@ async def test_older_turns_are_folded_into_a_stored_summary(alice, tiny_model, o
     sent = call.input_tokens + call.cache_write_5m_tokens + call.cache_read_tokens
     assert sent <= TINY["context_window"] * context.FOLD_THRESHOLD
     purposes = await sync_to_async(
-        lambda: sorted(ApiCall.objects.filter(conversation=conversation).values_list("purpose", flat=True))
+        lambda: sorted(
+            ApiCall.objects.filter(conversation=conversation).values_list("purpose", flat=True)
+        )
     )()
     assert purposes == ["reply", "summary"]
 
@@ -106,7 +112,11 @@ def test_images_in_old_turns_are_dropped_before_text_is_folded():
         turn(5, "user", text("e"), image(2)),
     ]
     fit = context.fit(
-        turns=turns, summary="", system_tokens=10, window=4000, max_tokens=300,
+        turns=turns,
+        summary="",
+        system_tokens=10,
+        window=4000,
+        max_tokens=300,
         resolve_image=lambda block: {"type": "image", "source": {"id": block["attachment_id"]}},
     )
     assert fit.images_dropped and not fit.fold
@@ -137,8 +147,11 @@ def test_a_dangling_tool_use_gets_an_error_result():
 
 def test_the_cache_breakpoint_is_on_the_stable_prefix_and_never_stored():
     stored = [text("old reply")]
-    messages = [{"role": "user", "content": [text("q")]}, {"role": "assistant", "content": stored},
-                {"role": "user", "content": [text("new")]}]
+    messages = [
+        {"role": "user", "content": [text("q")]},
+        {"role": "assistant", "content": stored},
+        {"role": "user", "content": [text("new")]},
+    ]
     marked = context.mark_cache_breakpoint(messages)
     assert marked[1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in stored[0]
@@ -154,8 +167,15 @@ def test_the_calculator_computes(expression, value):
 
 @pytest.mark.parametrize(
     "expression",
-    ["__import__('os').system('id')", "().__class__", "open('/etc/passwd')", "9**9**9", "1/0",
-     "a" * 600, "lambda: 1"],
+    [
+        "__import__('os').system('id')",
+        "().__class__",
+        "open('/etc/passwd')",
+        "9**9**9",
+        "1/0",
+        "a" * 600,
+        "lambda: 1",
+    ],
 )
 def test_the_calculator_refuses_anything_else(expression):
     with pytest.raises(tools.ToolError):
