@@ -30,6 +30,7 @@ from django.core.files.storage import storages
 from django.db import transaction
 from django.utils import timezone
 
+from chat import limits
 from chat.image_codec import (
     ALLOWED_LABEL,
     KINDS,
@@ -197,6 +198,10 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
         raise _invalid(
             f"The image is {_size_text(byte_size)}; the limit is {_size_text(max_bytes)}."
         )
+    try:
+        limits.check_upload_start(user_id=owner.pk)
+    except limits.RateLimited as exc:
+        raise AttachmentError(RATE_LIMITED, exc.message) from None
     since = timezone.now() - timedelta(seconds=settings.PRESIGN_POST_EXPIRY_SECONDS)
     in_flight = Attachment.objects.filter(
         owner=owner, state=Attachment.State.PENDING, created_at__gte=since

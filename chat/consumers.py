@@ -19,7 +19,7 @@ from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from chat import budgets, catalogue, context, runner, selectors, services
+from chat import budgets, catalogue, context, limits, runner, selectors, services
 from chat.models import ApiCall, Conversation, Message
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -54,6 +54,8 @@ def _client_errors() -> Iterator[None]:
             "A reply is already being written in this conversation. Wait or stop it.",
             retryable=True,
         ) from None
+    except limits.RateLimited as exc:
+        raise ClientError("rate_limited", exc.message, retryable=True) from None
     except services.NotEditable as exc:
         raise _invalid(exc.message) from None
     except services.NothingToContinue:
@@ -328,6 +330,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Save the turn, plan its request and reserve its budget — all or nothing."""
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            if not services.is_duplicate(conversation=conversation, client_id=client_id):
+                limits.check_reply_start(user_id=self.user.pk, sending=True)
             images, image_blocks = [], []
             if attachment_ids:
                 from chat import attachments
@@ -362,6 +366,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
             reply = None
+            if kind != "switch":
+                limits.check_reply_start(user_id=self.user.pk, sending=kind == "edit")
             if kind == "regenerate":
                 reply = services.regenerate_start(conversation=conversation)
                 changed_parent = reply.parent_id
@@ -400,6 +406,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def _continue_turn(self) -> services.TurnPlan:
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            limits.check_reply_start(user_id=self.user.pk, sending=False)
             reply = services.continue_start(conversation=conversation)
             plan = services.plan_turn(
                 conversation_id=self.conversation_id,

@@ -92,6 +92,10 @@ def _open_reply(conversation: Conversation, *, parent: Message) -> Message:
     return reply
 
 
+def is_duplicate(*, conversation: Conversation, client_id: uuid.UUID) -> bool:
+    return Message.objects.filter(conversation=conversation, client_id=client_id).exists()
+
+
 # turn_start's default: the new message follows the active branch's newest message.
 FOLLOW_LEAF = object()
 

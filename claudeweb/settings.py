@@ -249,6 +249,11 @@ if EMAIL_HOST:
     EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
     SERVER_EMAIL = env("SERVER_EMAIL", "claudeweb@localhost")
 
+# --- Abuse limits (per user) -------------------------------------------------------------------------
+RATE_SENDS_PER_MINUTE = envint("RATE_SENDS_PER_MINUTE", 20)
+RATE_UPLOADS_PER_MINUTE = envint("RATE_UPLOADS_PER_MINUTE", 30)
+RATE_MAX_CONCURRENT_REPLIES = envint("RATE_MAX_CONCURRENT_REPLIES", 3)
+
 # --- Budgets and limits -------------------------------------------------------------------------
 # Per-user defaults (admins can set each user's own); 0 means no limit of that kind.
 USER_DAILY_TOKEN_BUDGET = envint("USER_DAILY_TOKEN_BUDGET", 0)

@@ -84,3 +84,41 @@ def test_one_streaming_reply_per_conversation_is_enforced(alice):
 def test_a_bad_image_delivery_is_reported(settings):
     settings.IMAGE_DELIVERY = "carrier-pigeon"
     assert "claudeweb.E009" in codes(settings)
+
+
+def test_production_settings_pass_check_deploy_with_no_warnings():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(
+        os.environ,
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="x" * 20 + "-a-long-random-production-secret-key-0123456789",
+        DJANGO_ALLOWED_HOSTS="chat.example.com",
+        ANTHROPIC_API_KEY="sk-placeholder",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_pages_send_the_security_headers(client, alice):
+    client.force_login(alice)
+    response = client.get("/")
+    csp = response["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("style-src")[0]
+    assert "frame-ancestors 'none'" in csp
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Content-Type-Options"] == "nosniff"
