@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anthropic
@@ -95,6 +95,7 @@ class CallRecord:
     error_code: str = ""
     purpose: str = "reply"
     round: int = 0
+    ledger_id: int | None = None  # its ApiCall row, once written at message_start
     content: list[dict] = field(default_factory=list)
 
     @property
@@ -335,14 +336,16 @@ async def stream_round(
     tools: list[dict] | None = None,
     tool_choice: dict | None = None,
     on_block: Callable[[dict], None] | None = None,
+    on_start: Callable[[CallRecord], Awaitable[None]] | None = None,
 ) -> AsyncIterator[str]:
     """Stream one request; yield its text deltas.
 
     Fills `record` as events arrive: request id, usage, stop_reason, timings, and the complete
     content blocks (text, tool_use with parsed input, thinking) in `record.content`. `on_block`
-    is called with each block as it completes. Raises ClaudeError on any upstream failure;
-    `record` then holds what the API had reported. Cancelling the consumer of this generator
-    closes the upstream connection.
+    is called with each block as it completes; `on_start` is awaited once, after message_start
+    (the API has then reported the input usage), before any text. Raises ClaudeError on any
+    upstream failure; `record` then holds what the API had reported. Cancelling the consumer of
+    this generator closes the upstream connection.
     """
     client = get_client()
     extra: dict = {}
@@ -388,6 +391,8 @@ async def stream_round(
                 elif kind == "message_start":
                     record.message_id = event.message.id
                     _usage_from(event.message.usage, record.usage)
+                    if on_start is not None:
+                        await on_start(record)
                 elif kind == "message_delta":
                     record.stop_reason = event.delta.stop_reason or ""
                     _usage_from(event.usage, record.usage, output_only=True)

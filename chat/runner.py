@@ -235,6 +235,7 @@ class Reply:
             tools=plan.tools,
             tool_choice=tool_choice,
             on_block=self._on_block,
+            on_start=self._open_call,
         ):
             if first_text:
                 first_text = False
@@ -304,6 +305,17 @@ class Reply:
             )
         except budgets.BudgetExceeded as exc:
             raise BudgetStop(exc.message) from None
+
+    async def _open_call(self, record: claude.CallRecord) -> None:
+        try:
+            record.ledger_id = await database_sync_to_async(services.open_call)(
+                record=record,
+                user_id=self.plan.user_id,
+                conversation_id=self.conversation_id,
+                message_id=self.message_id,
+            )
+        except DatabaseError:  # settle will insert the row instead
+            log.warning("could not open the ledger row of reply %s", self.message_id)
 
     async def _settle(self, reservation: int | None, record: claude.CallRecord) -> None:
         try:

@@ -54,11 +54,19 @@ def current_system_prompt(*, name: str = "default") -> SystemPrompt:
 
 
 def conversation_create(*, owner: AbstractBaseUser, model: str | None = None) -> Conversation:
-    model_id = model or settings.CLAUDE_DEFAULT_MODEL
+    """A new conversation: the owner's default model and own system prompt when they set them."""
+    from chat.models import UserSettings
+
+    prefs = UserSettings.objects.select_related("system_prompt").filter(user=owner).first()
+    model_id = model or (prefs and prefs.default_model) or settings.CLAUDE_DEFAULT_MODEL
+    if not model and model_id != settings.CLAUDE_DEFAULT_MODEL:
+        try:
+            catalogue.get_model(model_id)
+        except catalogue.UnknownModel:  # a default that has left the catalogue
+            model_id = settings.CLAUDE_DEFAULT_MODEL
     catalogue.get_model(model_id)  # raises UnknownModel
-    return Conversation.objects.create(
-        owner=owner, model=model_id, system_prompt=current_system_prompt()
-    )
+    prompt = (prefs and prefs.system_prompt) or current_system_prompt()
+    return Conversation.objects.create(owner=owner, model=model_id, system_prompt=prompt)
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
@@ -351,6 +359,60 @@ def checkpoint(*, message_id: int, content: list[dict], seq: int) -> None:
     )
 
 
+# What record_calls fills in on a row open_call wrote.
+COMPLETED_FIELDS = (
+    "request_id",
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+    "stop_reason",
+    "ttft_ms",
+    "duration_ms",
+    "prices",
+    "cost",
+    "error_code",
+)
+
+
+def open_call(
+    *, record: CallRecord, user_id: int, conversation_id: int | None, message_id: int | None
+) -> int:
+    """Write a call's ledger row as soon as the API reports its input (message_start).
+
+    Its error_code says `interrupted` until record_calls completes it, so a process killed
+    mid-reply still leaves the usage the API had reported. Returns the row's id.
+    """
+    prices = catalogue.get_model(record.model).prices()
+    usage = record.usage
+    row = ApiCall.objects.create(
+        user_id=user_id,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        purpose=record.purpose,
+        model=record.model,
+        request_id=record.request_id,
+        round=record.round,
+        input_tokens=usage.input_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        output_tokens=usage.output_tokens,
+        prices=prices,
+        cost=catalogue.cost_of(
+            prices,
+            input_tokens=usage.input_tokens,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            output_tokens=usage.output_tokens,
+        ),
+        error_code="interrupted",
+    )
+    return row.pk
+
+
 @dataclass
 class TurnResult:
     usage: Usage
@@ -413,7 +475,12 @@ def record_calls(
                 error_code=call.error_code,
             )
         )
-    ApiCall.objects.bulk_create(rows)
+    for row, call in zip(rows, calls, strict=True):
+        if call.ledger_id:  # written when the call began: complete it
+            ApiCall.objects.filter(pk=call.ledger_id).update(
+                **{name: getattr(row, name) for name in COMPLETED_FIELDS}
+            )
+    ApiCall.objects.bulk_create([r for r, c in zip(rows, calls, strict=True) if not c.ledger_id])
     for row in rows:
         log.info(
             "api_call model=%s purpose=%s round=%d input=%d cache_write=%d cache_read=%d "
@@ -539,3 +606,148 @@ def conversation_meters(conversation: Conversation) -> dict:
         "cache_hit_ratio": round(cached / prompt, 3) if prompt else None,
         "cost": str(conversation.cost),
     }
+
+
+# --- the conversation list: soft delete with undo, pin, archive ------------------------------
+
+# A deleted conversation can be restored this long; after it, the next purge removes it.
+UNDO_DELETE_SECONDS = 10
+PURGE_AFTER_SECONDS = 60
+
+
+def conversation_trash(*, conversation: Conversation) -> None:
+    """Soft-delete: hidden and unreachable at once, restorable for UNDO_DELETE_SECONDS.
+
+    Also purges conversations deleted long enough ago, so soft-deleted rows do not pile up.
+    """
+    conversation.deleted_at = timezone.now()
+    conversation.save(update_fields=["deleted_at"])
+    purge_deleted_conversations()
+
+
+def conversation_restore(*, conversation: Conversation) -> bool:
+    """Undo a delete; False when the undo window has passed (the conversation stays deleted)."""
+    if conversation.deleted_at is None:
+        return True
+    if timezone.now() - conversation.deleted_at > timedelta(seconds=UNDO_DELETE_SECONDS):
+        return False
+    conversation.deleted_at = None
+    conversation.save(update_fields=["deleted_at"])
+    return True
+
+
+def purge_deleted_conversations(*, older_than_seconds: float = PURGE_AFTER_SECONDS) -> int:
+    """Delete for good conversations soft-deleted more than `older_than_seconds` ago."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    count, _ = Conversation.objects.filter(deleted_at__lt=cutoff).delete()
+    return count
+
+
+def conversation_set_flags(
+    *, conversation: Conversation, pinned: bool | None = None, archived: bool | None = None
+) -> Conversation:
+    """Pin / unpin, archive / unarchive. Archiving unpins (archived ones are listed apart)."""
+    fields = []
+    if archived is not None:
+        conversation.archived = archived
+        fields.append("archived")
+        if archived:
+            conversation.pinned = False
+            fields.append("pinned")
+    if pinned is not None and not conversation.archived:
+        conversation.pinned = pinned
+        fields.append("pinned")
+    if fields:
+        conversation.save(update_fields=sorted(set(fields)))
+    return conversation
+
+
+# --- user settings -----------------------------------------------------------------------------
+
+
+def user_prompt_name(user: AbstractBaseUser) -> str:
+    return f"user:{user.pk}"
+
+
+def settings_save(
+    *,
+    user: AbstractBaseUser,
+    default_model: str,
+    system_prompt: str,
+    time_zone: str,
+    theme: str,
+):
+    """Save a user's preferences. A changed system prompt becomes a new version of the user's
+    prompt (`user:<id>`); an empty one goes back to the site's prompt. Callers validate."""
+    from chat.models import UserSettings
+
+    with transaction.atomic():
+        prefs, _ = UserSettings.objects.select_for_update().get_or_create(user=user)
+        text = system_prompt.strip()
+        if not text:
+            prefs.system_prompt = None
+        elif prefs.system_prompt is None or prefs.system_prompt.text != text:
+            name = user_prompt_name(user)
+            latest = SystemPrompt.objects.filter(name=name).order_by("-version").first()
+            prefs.system_prompt = SystemPrompt.objects.create(
+                name=name, version=(latest.version if latest else 0) + 1, text=text
+            )
+        prefs.default_model = default_model
+        prefs.time_zone = time_zone
+        prefs.theme = theme
+        prefs.save()
+    return prefs
+
+
+# --- import of a conversation exported as Messages API JSON -----------------------------------
+
+
+def conversation_import(
+    *, owner: AbstractBaseUser, model: str, system: str, messages: list[dict], title: str = ""
+) -> Conversation:
+    """A new conversation from validated API-shaped messages (chat/export.py validates them).
+
+    A user message holding only tool results belongs to the assistant turn around it, as the
+    app stores a whole turn in one message. Parents are chained and the leaf is set.
+    """
+    stored: list[tuple[str, list[dict]]] = []
+    for message in messages:
+        blocks = message["content"]
+        tool_results_only = all(b.get("type") == "tool_result" for b in blocks)
+        if (
+            message["role"] == "user"
+            and tool_results_only
+            and stored
+            and stored[-1][0] == "assistant"
+        ):
+            stored[-1][1].extend(blocks)
+        elif message["role"] == "assistant" and stored and stored[-1][0] == "assistant":
+            stored[-1][1].extend(blocks)
+        else:
+            stored.append((message["role"], list(blocks)))
+    with transaction.atomic():
+        prompt = None
+        if system:
+            name = f"import:{owner.pk}"
+            prompt = SystemPrompt.objects.filter(name=name, text=system).first()
+            if prompt is None:
+                latest = SystemPrompt.objects.filter(name=name).order_by("-version").first()
+                prompt = SystemPrompt.objects.create(
+                    name=name, version=(latest.version if latest else 0) + 1, text=system
+                )
+        conversation = conversation_create(owner=owner, model=model)
+        if prompt is not None:
+            conversation.system_prompt = prompt
+        conversation.title = title
+        parent = None
+        for role, blocks in stored:
+            parent = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=role,
+                content=blocks,
+                token_count=context.estimate_tokens(blocks),
+            )
+        conversation.leaf = parent
+        conversation.save(update_fields=["system_prompt", "title", "leaf"])
+    return conversation

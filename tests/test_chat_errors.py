@@ -100,3 +100,23 @@ async def test_after_an_error_the_conversation_goes_on(alice, conversation, offl
     last_request = offline_requests.all()[-1]["body"]
     # The failed reply had no text: the two user turns are merged, roles still alternate.
     assert [m["role"] for m in last_request["messages"]] == ["user"]
+
+
+async def test_a_calls_ledger_row_is_written_when_the_api_reports_its_input(alice, conversation):
+    # A process killed mid-reply never settles: the row written at message_start remains,
+    # with the input the API reported and `interrupted` as its error.
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(
+            {
+                "type": "send",
+                "client_id": str(uuid.uuid4()),
+                "text": "[[offline words=500 pace_ms=5]]",
+            }
+        )
+        frames = await recv_until(ws, "delta")
+        call = await sync_to_async(ApiCall.objects.get)(message_id=frames[-1]["message_id"])
+        assert call.error_code == "interrupted" and call.input_tokens > 0
+        await ws.send_json_to({"type": "stop"})
+        await recv_until(ws, "done")
+    await sync_to_async(call.refresh_from_db)()
+    assert call.error_code == "" and call.output_tokens >= 1
