@@ -376,6 +376,51 @@ COMPLETED_FIELDS = (
 )
 
 
+def _priced(call: CallRecord) -> tuple[dict, Decimal]:
+    """The price snapshot in force now for the call's model, and the call's cost at it."""
+    try:
+        prices = catalogue.get_model(call.model).prices()
+    except catalogue.UnknownModel:
+        return {}, Decimal(0)
+    usage = call.usage
+    cost = catalogue.cost_of(
+        prices,
+        input_tokens=usage.input_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        output_tokens=usage.output_tokens,
+    )
+    return prices, cost
+
+
+def _ledger_row(
+    call: CallRecord, *, user_id: int, conversation_id: int | None, message_id: int | None
+) -> ApiCall:
+    prices, cost = _priced(call)
+    usage = call.usage
+    return ApiCall(
+        user_id=user_id,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        purpose=call.purpose,
+        model=call.model,
+        request_id=call.request_id,
+        round=call.round,
+        input_tokens=usage.input_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        output_tokens=usage.output_tokens,
+        stop_reason=call.stop_reason,
+        ttft_ms=call.ttft_ms,
+        duration_ms=call.duration_ms,
+        prices=prices,
+        cost=cost,
+        error_code=call.error_code,
+    )
+
+
 def open_call(
     *, record: CallRecord, user_id: int, conversation_id: int | None, message_id: int | None
 ) -> int:
@@ -384,32 +429,11 @@ def open_call(
     Its error_code says `interrupted` until record_calls completes it, so a process killed
     mid-reply still leaves the usage the API had reported. Returns the row's id.
     """
-    prices = catalogue.get_model(record.model).prices()
-    usage = record.usage
-    row = ApiCall.objects.create(
-        user_id=user_id,
-        conversation_id=conversation_id,
-        message_id=message_id,
-        purpose=record.purpose,
-        model=record.model,
-        request_id=record.request_id,
-        round=record.round,
-        input_tokens=usage.input_tokens,
-        cache_write_5m_tokens=usage.cache_write_5m_tokens,
-        cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        output_tokens=usage.output_tokens,
-        prices=prices,
-        cost=catalogue.cost_of(
-            prices,
-            input_tokens=usage.input_tokens,
-            cache_write_5m_tokens=usage.cache_write_5m_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            output_tokens=usage.output_tokens,
-        ),
-        error_code="interrupted",
+    row = _ledger_row(
+        record, user_id=user_id, conversation_id=conversation_id, message_id=message_id
     )
+    row.error_code = "interrupted"
+    row.save()
     return row.pk
 
 
@@ -431,56 +455,20 @@ def record_calls(
     Also one structured log line per call.
     """
     total = Usage()
-    total_cost = Decimal(0)
     rows = []
     for call in calls:
-        try:
-            prices = catalogue.get_model(call.model).prices()
-        except catalogue.UnknownModel:
-            prices = {}
-        usage = call.usage
-        cost = (
-            catalogue.cost_of(
-                prices,
-                input_tokens=usage.input_tokens,
-                cache_write_5m_tokens=usage.cache_write_5m_tokens,
-                cache_write_1h_tokens=usage.cache_write_1h_tokens,
-                cache_read_tokens=usage.cache_read_tokens,
-                output_tokens=usage.output_tokens,
-            )
-            if prices
-            else Decimal(0)
+        row = _ledger_row(
+            call, user_id=user_id, conversation_id=conversation_id, message_id=message_id
         )
-        total.add(usage)
-        total_cost += cost
-        rows.append(
-            ApiCall(
-                user_id=user_id,
-                conversation_id=conversation_id,
-                message_id=message_id,
-                purpose=call.purpose,
-                model=call.model,
-                request_id=call.request_id,
-                round=call.round,
-                input_tokens=usage.input_tokens,
-                cache_write_5m_tokens=usage.cache_write_5m_tokens,
-                cache_write_1h_tokens=usage.cache_write_1h_tokens,
-                cache_read_tokens=usage.cache_read_tokens,
-                output_tokens=usage.output_tokens,
-                stop_reason=call.stop_reason,
-                ttft_ms=call.ttft_ms,
-                duration_ms=call.duration_ms,
-                prices=prices,
-                cost=cost,
-                error_code=call.error_code,
-            )
-        )
-    for row, call in zip(rows, calls, strict=True):
         if call.ledger_id:  # written when the call began: complete it
-            ApiCall.objects.filter(pk=call.ledger_id).update(
+            row.pk = call.ledger_id
+            ApiCall.objects.filter(pk=row.pk).update(
                 **{name: getattr(row, name) for name in COMPLETED_FIELDS}
             )
-    ApiCall.objects.bulk_create([r for r, c in zip(rows, calls, strict=True) if not c.ledger_id])
+        rows.append(row)
+        total.add(call.usage)
+    ApiCall.objects.bulk_create([row for row in rows if row.pk is None])
+    total_cost = sum((row.cost for row in rows), Decimal(0))
     for row in rows:
         log.info(
             "api_call model=%s purpose=%s round=%d input=%d cache_write=%d cache_read=%d "
@@ -526,22 +514,7 @@ def record_calls(
 
 def cost_of_calls(calls: list[CallRecord]) -> Decimal:
     """The calls' cost as recorded in the ledger (prices in force when each was recorded)."""
-    total = Decimal(0)
-    for call in calls:
-        try:
-            prices = catalogue.get_model(call.model).prices()
-        except catalogue.UnknownModel:
-            continue
-        u = call.usage
-        total += catalogue.cost_of(
-            prices,
-            input_tokens=u.input_tokens,
-            cache_write_5m_tokens=u.cache_write_5m_tokens,
-            cache_write_1h_tokens=u.cache_write_1h_tokens,
-            cache_read_tokens=u.cache_read_tokens,
-            output_tokens=u.output_tokens,
-        )
-    return total
+    return sum((_priced(call)[1] for call in calls), Decimal(0))
 
 
 def turn_finish(
