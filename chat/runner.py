@@ -434,23 +434,31 @@ class Reply:
     # --- helpers running beside the stream ----------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        """Coalesce deltas: at most one frame per STREAM_COALESCE_MS."""
+        """Coalesce deltas: at most one frame per STREAM_COALESCE_MS; all text out at the end."""
         interval = settings.STREAM_COALESCE_MS / 1000
         while True:
             await self._has_text.wait()
             if not self._closing:
                 await asyncio.sleep(interval)
             self._has_text.clear()
-            if self._pending:
-                text = "".join(self._pending)
-                self._pending.clear()
-                self.seq += 1
-                self.deltas.append(text)
-                frame = {"type": "delta", "message_id": self.message_id, "seq": self.seq}
-                frame["text"] = text
-                await self._broadcast(frame)
+            await self._flush()
             if self._closing:
+                # Text may have come while the last frame was being sent: send it too, so the
+                # final frame never overtakes a delta.
+                while self._pending:
+                    await self._flush()
                 return
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self.seq += 1
+        self.deltas.append(text)
+        await self._broadcast(
+            {"type": "delta", "message_id": self.message_id, "seq": self.seq, "text": text}
+        )
 
     async def _checkpoint_loop(self) -> None:
         """Save the partial turn about once a second (and a heartbeat when nothing changed)."""

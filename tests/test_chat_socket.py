@@ -269,3 +269,23 @@ async def test_resume_asks_a_reply_in_another_process(alice, conversation, reply
     assert [d["seq"] for d in resumed] == list(range(last_seq + 1, last_seq + 1 + len(resumed)))
     saved = await reply_row(rest[-1]["message_id"])
     assert saved.text == joined(first) + joined(rest)
+
+
+async def test_no_delta_is_overtaken_by_done_when_sending_is_slow(alice, conversation, monkeypatch):
+    # A slow channel layer: the reply ends while a frame is still being sent. The text that
+    # came meanwhile must still go out before `done`.
+    from chat import runner
+
+    original = runner.Reply._broadcast
+
+    async def slow_broadcast(self, frame):
+        if frame["type"] == "delta":
+            await asyncio.sleep(0.3)  # longer than the whole stream takes
+        await original(self, frame)
+
+    monkeypatch.setattr(runner.Reply, "_broadcast", slow_broadcast)
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=60 pace_ms=2]]"))
+        frames = await recv_until(ws, "done", "error")
+    saved = await reply_row(frames[-1]["message_id"])
+    assert joined(frames) == saved.text and len(saved.text.split()) == 60
