@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from django.utils import timezone
 
 from chat import budgets, catalogue, context, limits, runner, selectors, services
 from chat.models import ApiCall, Conversation, Message
+
+log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -126,15 +129,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(frame)
         except ClientError as exc:
             await self._send_error(exc.code, exc.message, retryable=exc.retryable)
+        except Exception:
+            # A fault of ours must not kill the socket silently: log it, tell the user.
+            log.exception("frame failed in conversation %s", self.conversation_id)
+            await self._send_error(
+                "internal_error", "Something went wrong on the server; try again.", retryable=True
+            )
 
     @staticmethod
     def _parse(text_data: str | None) -> dict:
         if text_data is None:
             raise _invalid("Frames must be JSON text.")
+        if len(text_data) > settings.MESSAGE_MAX_CHARS * 6 + 10_000:  # \uXXXX escapes included
+            raise _invalid("The frame is too large.")
         try:
             frame = json.loads(text_data)
-        except ValueError:
-            raise _invalid("Frames must be JSON text.") from None
+        except (ValueError, RecursionError):
+            raise _invalid("Frames must be JSON text (not nested that deep).") from None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise _invalid('A frame is a JSON object with a "type".')
         return frame
@@ -201,6 +212,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         text = frame.get("text")
         if not isinstance(text, str) or not text.strip():
             raise _invalid("send needs some text.")
+        if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
+            raise _invalid(
+                "The text holds characters that cannot be stored (NUL or a lone surrogate)."
+            )
         if len(text) > settings.MESSAGE_MAX_CHARS:
             raise _invalid(
                 f"The message is too long: {len(text):,} characters, "

@@ -164,7 +164,7 @@ class Reply:
             await asyncio.wait([self._stream_task])
             self._closing = True
             self._has_text.set()
-            await flusher
+            await asyncio.wait([flusher])
             checkpointer.cancel()
             await self._finish()
             if self.plan.make_title and self.final_frame.get("type") == "done":
@@ -318,16 +318,24 @@ class Reply:
             log.warning("could not open the ledger row of reply %s", self.message_id)
 
     async def _settle(self, reservation: int | None, record: claude.CallRecord) -> None:
-        try:
-            await database_sync_to_async(budgets.settle)(
-                reservation_id=reservation,
-                record=record,
-                user_id=self.plan.user_id,
-                conversation_id=self.conversation_id,
-                message_id=self.message_id,
-            )
-        except DatabaseError:
-            log.exception("usage of reply %s could not be recorded: %s", self.message_id, record)
+        """Record the call's usage, retried while the database is briefly away."""
+        delay = 0.5
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            try:
+                await database_sync_to_async(budgets.settle)(
+                    reservation_id=reservation,
+                    record=record,
+                    user_id=self.plan.user_id,
+                    conversation_id=self.conversation_id,
+                    message_id=self.message_id,
+                )
+                return
+            except DatabaseError:
+                if attempt == FINISH_ATTEMPTS:
+                    log.exception("usage of reply %s not recorded: %s", self.message_id, record)
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def _fold_history(self, plan: services.TurnPlan) -> services.TurnPlan:
         """Summarise the turns that no longer fit, store the summary, and plan again."""
@@ -369,12 +377,21 @@ class Reply:
             stop_reason = self._calls[-1].stop_reason if self._calls else ""
         self._end_round()
         content = context.answer_dangling_tool_uses(self.blocks)
-        await self._save(content, status, stop_reason, error)
+        if not await self._save(content, status, stop_reason, error):
+            error = claude.ClaudeError(
+                "internal_error",
+                "The reply could not be saved (the database is unavailable); its text is kept "
+                "in the server log. Try again shortly.",
+                retryable=True,
+            )
         usage = claude.Usage()
         for call in self._calls:
             usage.add(call.usage)
-        cost = await database_sync_to_async(services.cost_of_calls)(self._calls)
-        meters = await database_sync_to_async(self._meters)()
+        cost = services.cost_of_calls(self._calls)
+        try:
+            meters = await database_sync_to_async(self._meters)()
+        except DatabaseError:
+            meters = None
         if error is not None:
             self.final_frame = {
                 "type": "error",
@@ -402,8 +419,9 @@ class Reply:
 
     async def _save(
         self, content: list[dict], status: str, stop_reason: str, error: claude.ClaudeError | None
-    ) -> None:
-        """turn_finish, retried while the database is briefly away; never drops text silently."""
+    ) -> bool:
+        """turn_finish, retried while the database is briefly away; never drops text silently
+        (it is logged when every attempt failed). Whether it was saved."""
         delay = 0.5
         for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
@@ -418,7 +436,7 @@ class Reply:
                     output_tokens=sum(c.usage.output_tokens for c in self._calls),
                     seq=self.seq,
                 )
-                return
+                return True
             except DatabaseError:
                 if attempt == FINISH_ATTEMPTS:
                     log.exception(
@@ -426,10 +444,11 @@ class Reply:
                         self.message_id,
                         Message(content=content).text,
                     )
-                    return
+                    return False
                 log.warning("saving reply %s failed (attempt %d)", self.message_id, attempt)
                 await asyncio.sleep(delay)
                 delay *= 2
+        return False
 
     # --- helpers running beside the stream ----------------------------------------------------
 
@@ -500,4 +519,9 @@ class Reply:
         task.add_done_callback(self._side_tasks.discard)
 
     async def _broadcast(self, frame: dict) -> None:
-        await self.layer.group_send(self.group, {"type": "chat.frame", "frame": frame})
+        """Send a frame to every tab; a channel-layer failure (Redis away) is logged, not fatal:
+        the reply goes on, is saved, and a tab that resumes gets what it missed."""
+        try:
+            await self.layer.group_send(self.group, {"type": "chat.frame", "frame": frame})
+        except Exception:
+            log.warning("frame of reply %s not sent", self.message_id, exc_info=True)

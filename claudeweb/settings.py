@@ -7,6 +7,7 @@ rules (an API key is needed when no base URL is set, …) are Django system chec
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -125,10 +126,16 @@ REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     # The pub/sub layer delivers every coalesced delta under load; RedisChannelLayer drops
     # group messages silently past its per-channel capacity.
+    # Pub/sub channels are global to a Redis server (database numbers do not separate them):
+    # the prefix keeps deployments sharing one server apart — by default, by database number.
+    _redis_db = (urlsplit(REDIS_URL).path.strip("/") or "0").split("/")[0]
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env("CHANNEL_LAYER_PREFIX", f"claudeweb.db{_redis_db}"),
+            },
         }
     }
 else:
@@ -222,7 +229,7 @@ STORAGES["attachments"] = {"BACKEND": "storages.backends.s3.S3Storage"}
 # Largest upload accepted (before the server re-encodes it), in bytes.
 IMAGE_UPLOAD_MAX_BYTES = envint("IMAGE_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 # Decompression-bomb guard: images above this many pixels are refused.
-IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 50_000_000)
+IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 25_000_000)
 # Stored images: long edge at most this many pixels and at most this many bytes.
 IMAGE_LONG_EDGE_PX = envint("IMAGE_LONG_EDGE_PX", 1568)
 # 3.75 MiB: sent as base64 it grows by a third, and the API's limit is 5 MB per image.
@@ -249,7 +256,7 @@ if EMAIL_HOST:
     EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
     SERVER_EMAIL = env("SERVER_EMAIL", "claudeweb@localhost")
 
-# --- Abuse limits (per user) -------------------------------------------------------------------------
+# --- Abuse limits (per user) ------------------------------------------------------------------
 RATE_SENDS_PER_MINUTE = envint("RATE_SENDS_PER_MINUTE", 20)
 RATE_UPLOADS_PER_MINUTE = envint("RATE_UPLOADS_PER_MINUTE", 30)
 RATE_MAX_CONCURRENT_REPLIES = envint("RATE_MAX_CONCURRENT_REPLIES", 3)
