@@ -118,8 +118,9 @@ def test_admins_are_alerted_once_at_80_and_at_100_percent(alice, conversation, s
     settings.ADMINS = [("", "ops@example.com")]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     UserBudget.objects.create(user=alice, daily_tokens=10_000)
-    settle = dict(reservation_id=None, user_id=alice.pk, conversation_id=conversation.pk,
-                  message_id=None)
+    settle = dict(
+        reservation_id=None, user_id=alice.pk, conversation_id=conversation.pk, message_id=None
+    )
     budgets.settle(record=record(7_000), **settle)
     assert mail.outbox == []
     budgets.settle(record=record(1_500), **settle)  # 85 %

@@ -42,7 +42,9 @@ def text_of(frames: list[dict]) -> str:
 
 
 async def test_a_parallel_two_tool_round(alice, conversation, offline_requests):
-    frames = await turn(alice, conversation, "What is 6*7? [[offline call=calculator,current_time]]")
+    frames = await turn(
+        alice, conversation, "What is 6*7? [[offline call=calculator,current_time]]"
+    )
     done = frames[-1]
     assert done["type"] == "done" and done["stop_reason"] == "end_turn"
     tool_frames = [f for f in frames if f["type"] == "tool"]
@@ -100,9 +102,7 @@ async def test_the_tool_loop_stops_at_the_iteration_cap(
     assert [c.round for c in calls] == [0, 1, 2, 3]
     requests = offline_requests.all()
     assert requests[-1]["body"]["tool_choice"] == {"type": "none"}
-    limit_results = [
-        b for b in message.content if b["type"] == "tool_result" and b.get("is_error")
-    ]
+    limit_results = [b for b in message.content if b["type"] == "tool_result" and b.get("is_error")]
     assert len(limit_results) == 1 and "limit of 2 tool rounds" in limit_results[0]["content"]
     assert message.content[-1]["type"] == "text"
 
@@ -189,7 +189,9 @@ async def test_a_title_is_made_after_the_first_exchange(alice, offline_requests,
     [side] = offline_requests.side()
     assert side["body"]["model"] == settings.CLAUDE_FAST_MODEL
     purposes = await sync_to_async(
-        lambda: list(ApiCall.objects.filter(conversation=conversation).values_list("purpose", flat=True))
+        lambda: list(
+            ApiCall.objects.filter(conversation=conversation).values_list("purpose", flat=True)
+        )
     )()
     assert sorted(purposes) == ["reply", "title"]
 
