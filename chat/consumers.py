@@ -336,7 +336,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _owns_conversation(self) -> bool:
-        return Conversation.objects.filter(pk=self.conversation_id, owner=self.user).exists()
+        return Conversation.objects.filter(
+            pk=self.conversation_id, owner=self.user, deleted_at__isnull=True
+        ).exists()
 
     @database_sync_to_async
     def _start_turn(

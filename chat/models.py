@@ -48,6 +48,9 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(auto_now_add=True, db_index=True)
     archived = models.BooleanField(default=False)
     pinned = models.BooleanField(default=False)
+    # Soft delete: set when the owner deletes it; such a conversation is never shown or reached,
+    # can be restored for a few seconds (undo) and is purged later.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Running totals over the conversation's API calls, kept by services.turn_finish.
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)

@@ -8,17 +8,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import Http404
 
-from chat.models import Conversation, Message
+from chat.models import ApiCall, Conversation, Message
 
 
 def conversations_of(user: AbstractBaseUser) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user).order_by("-updated_at", "-id")
+    return Conversation.objects.filter(owner=user, deleted_at__isnull=True).order_by(
+        "-updated_at", "-id"
+    )
 
 
 def get_conversation(user: AbstractBaseUser, pk: int) -> Conversation:
     """The user's conversation, or Http404 — the same answer whether it is foreign or missing."""
     try:
-        return Conversation.objects.get(pk=pk, owner=user)
+        return Conversation.objects.get(pk=pk, owner=user, deleted_at__isnull=True)
     except Conversation.DoesNotExist:
         raise Http404("No such conversation") from None
 
@@ -26,7 +28,9 @@ def get_conversation(user: AbstractBaseUser, pk: int) -> Conversation:
 def get_conversation_for_update(user: AbstractBaseUser, pk: int) -> Conversation:
     """The user's conversation with its pinned system prompt, or Http404."""
     try:
-        return Conversation.objects.select_related("system_prompt").get(pk=pk, owner=user)
+        return Conversation.objects.select_related("system_prompt").get(
+            pk=pk, owner=user, deleted_at__isnull=True
+        )
     except Conversation.DoesNotExist:
         raise Http404("No such conversation") from None
 
@@ -84,9 +88,14 @@ def latest_leaf_under(conversation: Conversation, message_id: int) -> int:
     return node
 
 
-def message_to_dict(message: Message, versions: list[int] | None = None) -> dict:
-    """A saved message as the socket and the page send it to the browser."""
-    return {
+def message_to_dict(
+    message: Message, versions: list[int] | None = None, *, usage: dict | None = None
+) -> dict:
+    """A saved message as the socket and the page send it to the browser.
+
+    `usage` (from usage_by_message) adds the reply's tokens, cost and model under "usage".
+    """
+    out = {
         "id": message.pk,
         "parent_id": message.parent_id,
         "versions": versions or [message.pk],
@@ -102,3 +111,161 @@ def message_to_dict(message: Message, versions: list[int] | None = None) -> dict
         "client_id": str(message.client_id) if message.client_id else None,
         "created_at": message.created_at.isoformat() if message.created_at else None,
     }
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+# --- the conversation list, pages of a long conversation, usage per reply -----------------------
+
+
+def visible_conversations(
+    user: AbstractBaseUser, *, archived: bool = False
+) -> QuerySet[Conversation]:
+    """The user's conversations for the list: never deleted ones; pinned first, newest first."""
+    return Conversation.objects.filter(
+        owner=user, deleted_at__isnull=True, archived=archived
+    ).order_by("-pinned", "-updated_at", "-id")
+
+
+def get_deleted_conversation(user: AbstractBaseUser, pk: int) -> Conversation:
+    """The user's soft-deleted conversation (for undo), or Http404."""
+    try:
+        return Conversation.objects.get(pk=pk, owner=user, deleted_at__isnull=False)
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation") from None
+
+
+SEARCH_CONFIG = "english"
+# The text blocks of a message's content, for full-text search (PostgreSQL jsonpath).
+_TEXT_BLOCKS_PATH = '$[*] ? (@.type == "text").text'
+
+
+def search_conversations(
+    user: AbstractBaseUser, query: str, *, archived: bool | None = None
+) -> QuerySet[Conversation]:
+    """The user's conversations whose title or any message text matches `query`.
+
+    PostgreSQL: full-text search (stemmed, web-search syntax); other databases: a substring
+    match. Deleted conversations never match; `archived` None searches both lists.
+    """
+    from django.db import connection
+    from django.db.models import Exists, F, Func, OuterRef, Q, TextField, Value
+    from django.db.models.functions import Cast
+
+    rows = Conversation.objects.filter(owner=user, deleted_at__isnull=True)
+    if archived is not None:
+        rows = rows.filter(archived=archived)
+    query = " ".join(query.split())
+    if not query:
+        return rows.none()
+    messages = Message.objects.filter(conversation=OuterRef("pk"))
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+        from django.db.models import JSONField
+
+        terms = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
+        text = Cast(
+            Func(
+                F("content"),
+                Value(_TEXT_BLOCKS_PATH),
+                function="jsonb_path_query_array",
+                output_field=JSONField(),
+            ),
+            TextField(),
+        )
+        messages = messages.annotate(doc=SearchVector(text, config=SEARCH_CONFIG)).filter(doc=terms)
+        rows = rows.annotate(title_doc=SearchVector("title", config=SEARCH_CONFIG))
+        match = Q(title_doc=terms) | Q(title__icontains=query) | Exists(messages)
+    else:
+        match = Q(title__icontains=query) | Exists(messages.filter(content__icontains=query))
+    return rows.filter(match).order_by("-pinned", "-updated_at", "-id")
+
+
+def conversation_groups(conversations, *, now=None, tz=None) -> list[tuple[str, list]]:
+    """Conversations in the list's date groups: Pinned, Today, Previous 7 days, Older.
+
+    `conversations` is already ordered (pinned first, newest first); empty groups are left out.
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.localtime(now or timezone.now(), tz)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    week = today - timedelta(days=7)
+    groups: dict[str, list] = {"Pinned": [], "Today": [], "Previous 7 days": [], "Older": []}
+    for c in conversations:
+        if c.pinned:
+            groups["Pinned"].append(c)
+        elif c.updated_at >= today:
+            groups["Today"].append(c)
+        elif c.updated_at >= week:
+            groups["Previous 7 days"].append(c)
+        else:
+            groups["Older"].append(c)
+    return [(name, items) for name, items in groups.items() if items]
+
+
+def usage_by_message(message_ids: list[int]) -> dict[int, dict]:
+    """Per reply: its API calls' tokens (in the API's names), cost and model — one query."""
+    from django.db.models import Count, Max, Sum
+
+    if not message_ids:
+        return {}
+    rows = (
+        ApiCall.objects.filter(message_id__in=message_ids)
+        .exclude(purpose__in=[ApiCall.Purpose.TITLE, ApiCall.Purpose.SUMMARY])
+        .order_by()
+        .values("message_id")
+        .annotate(
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cache_read=Sum("cache_read_tokens"),
+            cache_5m=Sum("cache_write_5m_tokens"),
+            cache_1h=Sum("cache_write_1h_tokens"),
+            cost=Sum("cost"),
+            model=Max("model"),
+            calls=Count("id"),
+        )
+    )
+    return {
+        row["message_id"]: {
+            "input_tokens": row["input_tokens"] or 0,
+            "output_tokens": row["output_tokens"] or 0,
+            "cache_read_input_tokens": row["cache_read"] or 0,
+            "cache_creation_input_tokens": (row["cache_5m"] or 0) + (row["cache_1h"] or 0),
+            "cost": str(row["cost"] or 0),
+            "model": row["model"],
+            "calls": row["calls"],
+        }
+        for row in rows
+    }
+
+
+@dataclass
+class PathPage:
+    """A page of the active branch, oldest first, as message dicts; `has_more`: older exist."""
+
+    messages: list[dict]
+    has_more: bool
+
+
+def path_page(
+    conversation: Conversation, *, before_id: int | None = None, limit: int = 50
+) -> PathPage:
+    """The newest `limit` messages of the active branch before `before_id` (None: the newest).
+
+    Two queries whatever the conversation's length: its messages, and usage of the page.
+    """
+    path = active_path(conversation)
+    chain = path.messages
+    if before_id is not None:
+        ids = [m.pk for m in chain]
+        chain = chain[: ids.index(before_id)] if before_id in ids else []
+    page = chain[-limit:] if limit > 0 else []
+    usage = usage_by_message([m.pk for m in page if m.role == Message.Role.ASSISTANT])
+    return PathPage(
+        messages=[message_to_dict(m, path.versions[m.pk], usage=usage.get(m.pk)) for m in page],
+        has_more=len(chain) > len(page),
+    )

@@ -686,15 +686,9 @@ def conversation_import(
     stored: list[tuple[str, list[dict]]] = []
     for message in messages:
         blocks = message["content"]
-        tool_results_only = all(b.get("type") == "tool_result" for b in blocks)
-        if (
-            message["role"] == "user"
-            and tool_results_only
-            and stored
-            and stored[-1][0] == "assistant"
-        ):
-            stored[-1][1].extend(blocks)
-        elif message["role"] == "assistant" and stored and stored[-1][0] == "assistant":
+        results_only = all(b.get("type") == "tool_result" for b in blocks)
+        continues_turn = message["role"] == "assistant" or results_only
+        if continues_turn and stored and stored[-1][0] == "assistant":
             stored[-1][1].extend(blocks)
         else:
             stored.append((message["role"], list(blocks)))

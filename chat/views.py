@@ -1,48 +1,109 @@
-"""Pages and form posts. Thin: reads go through selectors, multi-row writes through services."""
+"""Pages and form posts. Thin: reads go through selectors, multi-row writes through services.
+
+Every POST is CSRF-protected and answers JSON to `Accept: application/json` (the page's
+scripts), else a redirect (plain forms without JavaScript).
+"""
 
 from __future__ import annotations
 
+import zoneinfo
+
 from django.conf import settings
+from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import catalogue, selectors, services
-from chat.models import Conversation
+from chat.models import Conversation, UserSettings
 
 TITLE_MAX_CHARS = 200
+SEARCH_MAX_CHARS = 200
+# The page renders this many messages of the active branch; older ones load on scroll.
+MESSAGES_PER_PAGE = 50
+MESSAGES_PAGE_MAX = 200
 
 
-def _path_dicts(conversation: Conversation) -> list[dict]:
-    path = selectors.active_path(conversation)
-    return [selectors.message_to_dict(m, path.versions[m.pk]) for m in path.messages]
+def wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def user_prefs(user) -> UserSettings | None:
+    return UserSettings.objects.filter(user=user).first()
+
+
+def user_zone(prefs: UserSettings | None) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(prefs.time_zone if prefs else "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
 
 
 def _page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
-    paginator = Paginator(selectors.conversations_of(request.user), settings.CONVERSATIONS_PER_PAGE)
+    prefs = user_prefs(request.user)
+    zone = user_zone(prefs)
+    query = request.GET.get("q", "").strip()[:SEARCH_MAX_CHARS]
+    archived = request.GET.get("archived") == "1"
+    if query:
+        rows = selectors.search_conversations(request.user, query, archived=None)
+    else:
+        rows = selectors.visible_conversations(request.user, archived=archived)
+    paginator = Paginator(rows, settings.CONVERSATIONS_PER_PAGE)
     conversations = paginator.get_page(request.GET.get("page"))
+    groups = selectors.conversation_groups(list(conversations), tz=zone)
+    page = selectors.path_page(conversation, limit=MESSAGES_PER_PAGE) if conversation else None
     config = {
         "conversation_id": conversation.pk if conversation else None,
         "ws_path": f"/ws/conversations/{conversation.pk}/" if conversation else None,
+        "messages_url": (
+            reverse("chat:messages", args=[conversation.pk]) if conversation else None
+        ),
         "max_chars": settings.MESSAGE_MAX_CHARS,
         "meters": services.conversation_meters(conversation) if conversation else None,
         "models": [{"id": m.id, "label": m.label} for m in catalogue.all_models()],
         "model": conversation.model if conversation else None,
-        "messages": _path_dicts(conversation) if conversation else [],
+        "messages": page.messages if page else [],
+        "has_more": page.has_more if page else False,
+        "undo_seconds": services.UNDO_DELETE_SECONDS,
+        "time_zone": zone.key,
     }
     model = catalogue.get_model(conversation.model) if conversation else None
-    return render(
-        request,
-        "chat/chat.html",
-        {
-            "conversations": conversations,
-            "conversation": conversation,
-            "model": model,
-            "chat_config": config,
-        },
-    )
+    undo = _recently_deleted(request)
+    with timezone.override(zone):
+        return render(
+            request,
+            "chat/chat.html",
+            {
+                "conversations": conversations,
+                "groups": groups,
+                "conversation": conversation,
+                "model": model,
+                "models": catalogue.all_models(),
+                "chat_config": config,
+                "query": query,
+                "archived_view": archived,
+                "undo_conversation": undo,
+                "theme": prefs.theme if prefs else UserSettings.Theme.SYSTEM,
+            },
+        )
+
+
+def _recently_deleted(request: HttpRequest) -> Conversation | None:
+    """The conversation named by ?undo=<id> if it is the user's and still restorable."""
+    raw = request.GET.get("undo", "")
+    if not raw.isdigit():
+        return None
+    deleted = Conversation.objects.filter(
+        pk=int(raw), owner=request.user, deleted_at__isnull=False
+    ).first()
+    if deleted is None:
+        return None
+    age = (timezone.now() - deleted.deleted_at).total_seconds()
+    return deleted if age <= services.UNDO_DELETE_SECONDS else None
 
 
 @require_GET
@@ -57,11 +118,37 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _page(request, selectors.get_conversation(request.user, pk))
 
 
+@require_GET
+@login_required
+def conversation_messages(request: HttpRequest, pk: int) -> JsonResponse:
+    """Older messages of the active branch: `?before=<message id>` (and `limit`), as JSON."""
+    conversation = selectors.get_conversation(request.user, pk)
+    before, limit = request.GET.get("before", ""), request.GET.get("limit", "")
+    if (before and not before.isdigit()) or (limit and not limit.isdigit()):
+        return JsonResponse({"error": "before and limit are message ids and counts"}, status=400)
+    page = selectors.path_page(
+        conversation,
+        before_id=int(before) if before else None,
+        limit=min(int(limit), MESSAGES_PAGE_MAX) if limit else MESSAGES_PER_PAGE,
+    )
+    return JsonResponse({"messages": page.messages, "has_more": page.has_more})
+
+
 @require_POST
 @login_required
 def conversation_new(request: HttpRequest) -> HttpResponse:
-    conversation = services.conversation_create(owner=request.user)
+    model = request.POST.get("model") or None
+    try:
+        conversation = services.conversation_create(owner=request.user, model=model)
+    except catalogue.UnknownModel:
+        return HttpResponseBadRequest("Unknown model")
     return redirect("chat:conversation", pk=conversation.pk)
+
+
+def _done(request: HttpRequest, conversation: Conversation, payload: dict, to: str) -> HttpResponse:
+    if wants_json(request):
+        return JsonResponse({"id": conversation.pk, **payload})
+    return redirect(to)
 
 
 @require_POST
@@ -71,12 +158,75 @@ def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
     title = " ".join(request.POST.get("title", "").split())[:TITLE_MAX_CHARS]
     conversation.title = title
     conversation.save(update_fields=["title"])
-    return redirect("chat:conversation", pk=conversation.pk)
+    to = reverse("chat:conversation", args=[conversation.pk])
+    return _done(request, conversation, {"title": conversation.display_title}, to)
 
 
 @require_POST
 @login_required
 def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete for good, without undo; the pages' Delete buttons use `trash`, which has one."""
     conversation = selectors.get_conversation(request.user, pk)
     services.conversation_delete(conversation=conversation)
     return redirect("chat:index")
+
+
+@require_POST
+@login_required
+def conversation_trash(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.get_conversation(request.user, pk)
+    services.conversation_trash(conversation=conversation)
+    payload = {
+        "deleted": True,
+        "undo_url": reverse("chat:restore", args=[conversation.pk]),
+        "undo_seconds": services.UNDO_DELETE_SECONDS,
+    }
+    return _done(request, conversation, payload, reverse("chat:index") + f"?undo={pk}")
+
+
+@require_POST
+@login_required
+def conversation_restore(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.get_deleted_conversation(request.user, pk)
+    if not services.conversation_restore(conversation=conversation):
+        if wants_json(request):
+            return JsonResponse({"error": "Too late to undo: it is deleted."}, status=409)
+        flash.error(request, "Too late to undo: the conversation is deleted.")
+        return redirect("chat:index")
+    url = reverse("chat:conversation", args=[conversation.pk])
+    return _done(request, conversation, {"restored": True, "url": url}, url)
+
+
+def _flag(request: HttpRequest, name: str) -> bool | None:
+    value = request.POST.get(name, "")
+    return {"1": True, "true": True, "0": False, "false": False}.get(value.lower())
+
+
+@require_POST
+@login_required
+def conversation_pin(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.get_conversation(request.user, pk)
+    pinned = _flag(request, "pinned")
+    if pinned is None:
+        return JsonResponse({"error": "pinned is 1 or 0"}, status=400)
+    services.conversation_set_flags(conversation=conversation, pinned=pinned)
+    to = request.POST.get("next") or reverse("chat:conversation", args=[pk])
+    return _done(request, conversation, {"pinned": conversation.pinned}, _local(to))
+
+
+@require_POST
+@login_required
+def conversation_archive(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.get_conversation(request.user, pk)
+    archived = _flag(request, "archived")
+    if archived is None:
+        return JsonResponse({"error": "archived is 1 or 0"}, status=400)
+    services.conversation_set_flags(conversation=conversation, archived=archived)
+    to = reverse("chat:conversation", args=[pk])
+    payload = {"archived": conversation.archived, "pinned": conversation.pinned}
+    return _done(request, conversation, payload, to)
+
+
+def _local(url: str) -> str:
+    """Only a path on this site (no open redirect)."""
+    return url if url.startswith("/") and not url.startswith("//") else reverse("chat:index")

@@ -10,6 +10,9 @@ set -euo pipefail
 MARKED_VERSION=18.2.1
 DOMPURIFY_VERSION=3.4.18
 HIGHLIGHT_VERSION=11.12.0
+KATEX_VERSION=0.19.1
+# axe-core is for the accessibility tests only: injected by them, never served in a page.
+AXE_VERSION=4.14.1
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENDOR="$ROOT/static/vendor"
@@ -34,9 +37,11 @@ integrity() {
 fetch marked "$MARKED_VERSION" marked
 fetch dompurify "$DOMPURIFY_VERSION" dompurify
 fetch @highlightjs/cdn-assets "$HIGHLIGHT_VERSION" highlight
+fetch katex "$KATEX_VERSION" katex
+fetch axe-core "$AXE_VERSION" axe
 
-rm -rf "$VENDOR/marked" "$VENDOR/dompurify" "$VENDOR/highlight"
-mkdir -p "$VENDOR/marked" "$VENDOR/dompurify" "$VENDOR/highlight/styles"
+rm -rf "$VENDOR/marked" "$VENDOR/dompurify" "$VENDOR/highlight" "$VENDOR/katex" "$VENDOR/axe"
+mkdir -p "$VENDOR/marked" "$VENDOR/dompurify" "$VENDOR/highlight/styles" "$VENDOR/katex/fonts" "$VENDOR/axe"
 
 # Source maps come along: the files reference them, and hashed static storage
 # (collectstatic) fails on a referenced map that does not exist.
@@ -56,6 +61,14 @@ cp "$WORK/highlight/package/es/highlight.min.js" \
 cp "$WORK/highlight/package/styles/github.min.css" \
    "$WORK/highlight/package/styles/github-dark.min.css" "$VENDOR/highlight/styles/"
 
+# KaTeX: the ES module, its stylesheet and every font the stylesheet names (hashed static
+# storage fails on a referenced file that does not exist).
+cp "$WORK/katex/package/dist/katex.mjs" "$WORK/katex/package/dist/katex.min.css" \
+   "$WORK/katex/package/LICENSE" "$VENDOR/katex/"
+cp "$WORK/katex/package/dist/fonts/"* "$VENDOR/katex/fonts/"
+
+cp "$WORK/axe/package/axe.min.js" "$WORK/axe/package/LICENSE" "$VENDOR/axe/"
+
 {
   echo "# Browser libraries vendored from the npm registry at pinned versions."
   echo "# Re-fetch them with scripts/vendor.sh; each package's licence file sits next to its files."
@@ -64,6 +77,8 @@ cp "$WORK/highlight/package/styles/github.min.css" \
   echo "marked@$MARKED_VERSION | marked/marked.esm.js, marked/marked.esm.js.map | MIT (marked/LICENSE) | $(integrity marked)"
   echo "dompurify@$DOMPURIFY_VERSION | dompurify/purify.es.mjs, dompurify/purify.es.mjs.map | Apache-2.0 or MPL-2.0 (dompurify/LICENSE, dompurify/LICENSE-MPL) | $(integrity dompurify)"
   echo "@highlightjs/cdn-assets@$HIGHLIGHT_VERSION | highlight/highlight.min.js (ES module build), highlight/styles/github.min.css (light), highlight/styles/github-dark.min.css (dark) | BSD-3-Clause (highlight/LICENSE) | $(integrity highlight)"
+  echo "katex@$KATEX_VERSION | katex/katex.mjs, katex/katex.min.css, katex/fonts/* | MIT (katex/LICENSE) | $(integrity katex)"
+  echo "axe-core@$AXE_VERSION | axe/axe.min.js (accessibility tests only, not served in pages) | MPL-2.0 (axe/LICENSE) | $(integrity axe)"
 } > "$VENDOR/VERSIONS.txt"
 
-echo "Vendored marked@$MARKED_VERSION, dompurify@$DOMPURIFY_VERSION, @highlightjs/cdn-assets@$HIGHLIGHT_VERSION into $VENDOR"
+echo "Vendored marked@$MARKED_VERSION, dompurify@$DOMPURIFY_VERSION, @highlightjs/cdn-assets@$HIGHLIGHT_VERSION, katex@$KATEX_VERSION, axe-core@$AXE_VERSION into $VENDOR"

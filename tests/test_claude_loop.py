@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat import services, tools
-from chat.models import ApiCall, Conversation, Message
+from chat.models import ApiCall, Message
 from tests.conftest import open_socket, recv_until
 
 pytestmark = [

@@ -5,6 +5,7 @@ import { ChatSocket, socketUrl } from "./socket.js";
 import { MessageList, withRetryHint } from "./messages.js";
 import { installCopyHandler } from "./render.js";
 import { AttachmentTray } from "./attachments.js";
+import { setupSidebar, setupShortcuts, applyTheme, autoGrow } from "./ui.js";
 
 // A delta that skips ahead waits this long for the missing ones before asking for a replay.
 const GAP_RESUME_DELAY_MS = 700;
@@ -96,13 +97,31 @@ class ChatPage {
     this.stopping = false;
     this.connectionState = "connecting";
 
+    this.model = config.model || null;
+    this.modelPicker = document.getElementById("model-picker");
+    this.modelIdEl = document.querySelector('[data-testid="model-id"]');
+    this.announcer = root.querySelector("#announcer");
+    this.hasMore = Boolean(config.has_more);
+    this.loadingOlder = false;
+    this.olderEl = root.querySelector("#load-older");
+
     const messagesEl = root.querySelector("#messages");
     installCopyHandler(messagesEl);
     this.list = new MessageList(messagesEl, {
       assistantName: root.dataset.assistantName || "Claude",
       emptyNote: root.querySelector("#messages-empty"),
+      onAction: (action, m, target) => this.onAction(action, m, target),
+      announce: (text) => this.announce(text),
+      timeZone: config.time_zone || undefined,
     });
     this.list.load(config.messages || []);
+    this.showMeters(config.meters);
+    this.bindOlder(messagesEl);
+    this.modelPicker?.addEventListener("change", () => {
+      this.model = this.modelPicker.value;
+      if (this.modelIdEl) this.modelIdEl.textContent = this.model;
+      this.announce(`The next message goes to ${this.modelPicker.selectedOptions[0]?.textContent || this.model}.`);
+    });
 
     this.socket = new ChatSocket(socketUrl(config.ws_path), {
       onOpen: () => this.onOpen(),
@@ -137,6 +156,7 @@ class ChatPage {
         this.notice("");
       }
     });
+    autoGrow(this.input);
     this.stopButton.addEventListener("click", () => this.stop());
     this.reconnectButton?.addEventListener("click", () => this.socket.reconnectNow());
   }
@@ -174,7 +194,9 @@ class ChatPage {
   transmitPending() {
     const p = this.pending;
     if (!p) return;
-    if (this.socket.send({ type: "send", client_id: p.clientId, text: p.text, attachments: p.attachments })) {
+    const frame = { type: "send", client_id: p.clientId, text: p.text, attachments: p.attachments };
+    if (this.model) frame.model = this.model;
+    if (this.socket.send(frame)) {
       p.transmitted = true;
     } else if (this.connectionState === "not_found") {
       this.pending = null;
@@ -187,7 +209,10 @@ class ChatPage {
   /** The ack of our send: clear the composer unless it has been edited since. */
   acknowledge(clientId) {
     if (!this.pending || this.pending.clientId !== clientId) return;
-    if (this.input.value === this.pending.raw) this.input.value = "";
+    if (this.input.value === this.pending.raw) {
+      this.input.value = "";
+      this.input.dispatchEvent(new Event("input"));
+    }
     this.attachments.clearAttachments(this.pending.attachments);
     this.pending = null;
     this.list.scrollToBottom();
@@ -262,9 +287,125 @@ class ChatPage {
       error: this.onError,
       thinking: this.onThinking,
       tool: this.onTool,
+      history: this.onHistory,
+      title: this.onTitle,
     }[frame.type];
     if (handler) handler.call(this, frame);
+    if (frame.type !== "delta") this.list.refreshActions();
     this.updateControls();
+  }
+
+  // --- message actions: continue, regenerate, edit, switch versions ------------------------------
+
+  onAction(action, m, target) {
+    if (this.list.streaming) {
+      this.notice("A reply is still being written. Wait for it to finish, or press Stop.");
+      return;
+    }
+    const sent = (frame) => {
+      if (this.socket.send(frame)) return true;
+      this.notice("Not connected. Try again when the connection is back.");
+      return false;
+    };
+    if (action === "continue") sent({ type: "continue" });
+    else if (action === "regenerate") sent({ type: "regenerate" });
+    else if (action === "switch") sent({ type: "switch", message_id: Number(target) });
+    else if (action === "edit") {
+      this.list.startEdit(m, (text) => {
+        if (characterCount(text) > this.maxChars) {
+          this.notice(`The limit is ${this.maxChars.toLocaleString()} characters.`, "too-long");
+          return false;
+        }
+        return sent({ type: "edit", message_id: m.id, text, client_id: newClientId() });
+      });
+    }
+  }
+
+  onHistory(frame) {
+    if (!Array.isArray(frame.messages)) return;
+    this.list.replaceAfter(frame.from_parent_id ?? null, frame.messages);
+  }
+
+  onTitle(frame) {
+    if (typeof frame.title !== "string" || !frame.title) return;
+    const heading = document.getElementById("conversation-title");
+    if (heading) heading.textContent = frame.title;
+    document.title = `${frame.title} · claudeweb`;
+    const id = String(frame.conversation_id ?? this.config.conversation_id);
+    const item = document.querySelector(`.conversation-item[data-conversation-id="${CSS.escape(id)}"]`);
+    const label = item?.querySelector(".conversation-title");
+    if (label) label.textContent = frame.title;
+    if (item) item.dataset.title = frame.title;
+  }
+
+  // --- meters: context window, budget, cache hits -----------------------------------------------
+
+  showMeters(meters) {
+    if (!meters || typeof meters !== "object") return;
+    const gauge = document.getElementById("context-gauge");
+    const contextText = document.getElementById("context-text");
+    const budgetText = document.getElementById("budget-text");
+    const cacheText = document.getElementById("cache-text");
+    const used = Number(meters.context_tokens || 0);
+    const window_ = Number(meters.context_window || 0);
+    if (gauge && window_ > 0) {
+      gauge.max = window_;
+      gauge.value = Math.min(used, window_);
+      gauge.low = window_ * 0.6;
+      gauge.high = window_ * 0.85;
+      gauge.optimum = 0;
+    }
+    if (contextText) {
+      const pct = window_ ? Math.round((100 * used) / window_) : 0;
+      contextText.textContent = `${compact(used)} / ${compact(window_)} (${pct}%)`;
+    }
+    if (budgetText) {
+      const limit = Number(meters.budget_limit || 0);
+      const left = Math.max(0, limit - Number(meters.budget_used || 0));
+      budgetText.textContent = limit ? `${compact(left)} of ${compact(limit)} tokens` : "–";
+      budgetText.dataset.low = String(limit > 0 && left / limit < 0.1);
+    }
+    if (cacheText) {
+      const ratio = meters.cache_hit_ratio;
+      cacheText.textContent = ratio === null || ratio === undefined ? "–" : `${Math.round(ratio * 100)}%`;
+    }
+  }
+
+  announce(text) {
+    if (!this.announcer || !text) return;
+    this.announcer.textContent = text.length > 600 ? `${text.slice(0, 600)}…` : text;
+  }
+
+  // --- older messages load on scroll ----------------------------------------------------------
+
+  bindOlder(container) {
+    if (!this.olderEl || !this.config.messages_url) return;
+    this.olderEl.hidden = !this.hasMore;
+    const observer = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) this.loadOlder();
+    }, { root: container, rootMargin: "200px 0px 0px 0px" });
+    observer.observe(this.olderEl);
+  }
+
+  async loadOlder() {
+    if (!this.hasMore || this.loadingOlder) return;
+    const first = this.list.ids()[0];
+    if (!first) return;
+    this.loadingOlder = true;
+    try {
+      const response = await fetch(`${this.config.messages_url}?before=${first}`, {
+        headers: { Accept: "application/json" }, credentials: "same-origin",
+      });
+      if (!response.ok) throw new Error(String(response.status));
+      const page = await response.json();
+      this.list.prepend(page.messages || []);
+      this.hasMore = Boolean(page.has_more);
+      this.olderEl.hidden = !this.hasMore;
+    } catch {
+      this.olderEl.textContent = "Earlier messages could not be loaded. Scroll up to try again.";
+    } finally {
+      this.loadingOlder = false;
+    }
   }
 
   onMessage(frame) {
@@ -281,15 +422,17 @@ class ChatPage {
   onStart(frame) {
     const existing = this.list.get(frame.message_id);
     const m = this.list.ensureStreaming(frame.message_id);
-    if (existing && existing.status !== "streaming") {
-      // The same message continues (e.g. after `continue`): new deltas append to its text.
+    if (frame.model) m.model = frame.model;
+    if (existing && (existing.status !== "streaming" || frame.continuation)) {
+      // The same message continues (`continue`): deltas append to its text and number on
+      // from its last seq.
       m.baseText = m.text;
       m.status = "streaming";
       m.stopReason = "";
-      m.lastSeq = 0;
-      m.maxSeenSeq = 0;
+      m.maxSeenSeq = m.lastSeq;
       m.usage = null;
       m.cost = null;
+      m.note = "";
       this.list.renderStatus(m);
     }
   }
@@ -352,7 +495,11 @@ class ChatPage {
     m.usage = frame.usage || m.usage;
     m.cost = frame.cost ?? m.cost;
     m.note = note;
+    if (!m.createdAt) m.createdAt = new Date().toISOString();
     this.list.renderAll(m, { final: true });
+    this.announce(`${this.list.assistantName} finished replying.`);
+    this.showMeters(frame.meters);
+    this.list.refreshActions();
     this.updateControls();
   }
 
@@ -395,10 +542,27 @@ class ChatPage {
   }
 }
 
+function compact(n) {
+  const value = Number(n || 0);
+  if (value >= 1_000_000) return `${(value / 1_000_000).toFixed(value >= 10_000_000 ? 0 : 1)}M`;
+  if (value >= 1_000) return `${(value / 1_000).toFixed(value >= 10_000 ? 0 : 1)}k`;
+  return String(value);
+}
+
+applyTheme();
 setupConfirmForms();
 setupSidebarToggle();
+setupSidebar();
 const config = readConfig();
 const root = document.getElementById("chat");
+let chatPage = null;
 if (root && config && config.conversation_id !== null && config.ws_path) {
-  new ChatPage(root, config);
+  chatPage = new ChatPage(root, config);
 }
+setupShortcuts({
+  stop: () => {
+    if (!chatPage?.list.streaming) return false;
+    chatPage.stop();
+    return true;
+  },
+});

@@ -1,7 +1,7 @@
 // The message list: one entry per saved message id, its DOM, and throttled Markdown renders.
 // User text is inserted as text; assistant text only through render.js (sanitised).
 
-import { renderInto } from "./render.js";
+import { renderInto, StreamingMarkdown } from "./render.js";
 
 const RENDER_INTERVAL_MS = 100; // at most ~10 Markdown renders a second while streaming
 const PIN_THRESHOLD_PX = 48;
@@ -17,6 +17,8 @@ const STOP_NOTES = {
   max_tokens: "Truncated — the reply reached its maximum length",
   refusal: "The model declined to answer",
   pause_turn: "Paused",
+  stop_sequence: "Ended at a stop sequence",
+  model_context_window_exceeded: "Truncated — the context window is full",
 };
 
 const ATTACHMENT_URL = "/attachments/";
@@ -58,6 +60,16 @@ function el(tag, className, text) {
 /** The user-facing error text, saying it can be retried unless it already does. */
 export function withRetryHint(text) {
   return /try again|retry/i.test(text) ? text : `${text} You can try again.`;
+}
+
+/** A date in the user's time zone (the browser's when the zone is unknown to it). */
+function localTime(date, timeZone) {
+  const options = { dateStyle: "medium", timeStyle: "short" };
+  try {
+    return date.toLocaleString(undefined, { ...options, timeZone });
+  } catch {
+    return date.toLocaleString(undefined, options);
+  }
 }
 
 function numberText(n) {
@@ -115,10 +127,13 @@ function extrasFromContent(content) {
 
 export class MessageList {
   /** container: the scrolling role="log" element. emptyNote: shown while there are no messages. */
-  constructor(container, { assistantName, emptyNote }) {
+  constructor(container, { assistantName, emptyNote, onAction, announce, timeZone }) {
     this.container = container;
     this.assistantName = assistantName;
     this.emptyNote = emptyNote;
+    this.onAction = onAction || (() => {});
+    this.announce = announce || (() => {});
+    this.timeZone = timeZone || undefined;
     this.byId = new Map();
     this.pinned = true;
     container.addEventListener("click", (event) => {
@@ -145,7 +160,148 @@ export class MessageList {
 
   load(dicts) {
     for (const dict of dicts) this.upsertSaved(dict);
+    this.refreshActions();
     this.scrollToBottom();
+  }
+
+  /** Older messages (a page loaded on scroll), keeping what is on screen where it is. */
+  prepend(dicts) {
+    const before = this.container.scrollHeight;
+    const top = this.container.scrollTop;
+    for (const dict of dicts) if (!this.get(dict.id)) this.upsertSaved(dict);
+    this.refreshActions();
+    this.container.scrollTop = top + (this.container.scrollHeight - before);
+  }
+
+  /** The ids shown, in order. */
+  ids() {
+    return [...this.container.querySelectorAll("article[data-message-id]")].map((a) => Number(a.dataset.messageId));
+  }
+
+  /** The active branch changed: drop what follows `parentId` (null: everything), show `dicts`. */
+  replaceAfter(parentId, dicts) {
+    const ids = this.ids();
+    // A parent not shown is older than everything shown (in a page not loaded yet): all goes.
+    const cut = parentId === null || parentId === undefined ? 0 : ids.indexOf(Number(parentId)) + 1;
+    for (const id of ids.slice(cut)) this.remove(id);
+    for (const dict of dicts) this.upsertSaved(dict);
+    this.refreshActions();
+    if (this.pinned) this.scrollToBottom();
+  }
+
+  remove(id) {
+    const m = this.get(id);
+    if (!m) return;
+    clearTimeout(m.renderTimer);
+    clearTimeout(m.doneTimer);
+    m.el.remove();
+    this.byId.delete(m.id);
+    if (this.emptyNote) this.emptyNote.hidden = this.byId.size > 0;
+  }
+
+  /** The actions each message offers depend on its place: run after structural changes. */
+  refreshActions() {
+    const ids = this.ids();
+    const last = this.get(ids[ids.length - 1]);
+    const busy = Boolean(this.streaming);
+    for (const id of ids) this.renderActions(this.get(id), { isLast: this.get(id) === last, busy });
+  }
+
+  renderActions(m, { isLast, busy }) {
+    if (!m || m.editing) return;
+    const buttons = [];
+    const button = (label, action, testid) => {
+      const b = el("button", "button button-quiet button-small", label);
+      b.type = "button";
+      b.dataset.testid = testid;
+      b.disabled = busy;
+      b.addEventListener("click", () => this.onAction(action, m));
+      buttons.push(b);
+    };
+    if (m.role === "assistant" && m.status !== "streaming") {
+      if (isLast && m.stopReason === "max_tokens") button("Continue", "continue", "continue");
+      if (isLast) button("Regenerate", "regenerate", "regenerate");
+    } else if (m.role === "user") {
+      button("Edit", "edit", "edit");
+    }
+    m.actionsEl.replaceChildren(...buttons);
+    this.renderVersions(m, busy);
+  }
+
+  renderVersions(m, busy) {
+    const versions = m.versions || [m.id];
+    if (versions.length < 2) {
+      m.versionsEl.hidden = true;
+      m.versionsEl.replaceChildren();
+      return;
+    }
+    const index = versions.indexOf(m.id);
+    const prev = el("button", "button button-quiet button-small", "‹");
+    prev.type = "button";
+    prev.dataset.testid = "version-prev";
+    prev.setAttribute("aria-label", "Previous version");
+    prev.disabled = busy || index <= 0;
+    prev.addEventListener("click", () => this.onAction("switch", m, versions[index - 1]));
+    const next = el("button", "button button-quiet button-small", "›");
+    next.type = "button";
+    next.dataset.testid = "version-next";
+    next.setAttribute("aria-label", "Next version");
+    next.disabled = busy || index >= versions.length - 1;
+    next.addEventListener("click", () => this.onAction("switch", m, versions[index + 1]));
+    const label = el("span", "version-label", `${index + 1}/${versions.length}`);
+    label.dataset.testid = "version-label";
+    m.versionsEl.replaceChildren(prev, label, next);
+    m.versionsEl.hidden = false;
+  }
+
+  /** An inline editor in place of a user message's text; `onSave(text)` sends the edit. */
+  startEdit(m, onSave) {
+    if (m.editing) return;
+    m.editing = true;
+    const form = el("form", "edit-form");
+    form.dataset.testid = "edit-form";
+    const label = el("label", "visually-hidden", "Edit your message");
+    const area = el("textarea", "edit-input");
+    area.id = `edit-${m.id}`;
+    label.htmlFor = area.id;
+    area.value = m.text;
+    area.rows = Math.min(12, Math.max(2, m.text.split("\n").length));
+    area.dataset.testid = "edit-input";
+    const save = el("button", "button button-primary button-small", "Save and send");
+    save.type = "submit";
+    save.dataset.testid = "edit-save";
+    const cancel = el("button", "button button-quiet button-small", "Cancel");
+    cancel.type = "button";
+    cancel.dataset.testid = "edit-cancel";
+    const close = () => {
+      m.editing = false;
+      form.remove();
+      m.bodyEl.hidden = false;
+      this.refreshActions();
+      m.el.focus();
+    };
+    cancel.addEventListener("click", close);
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.stopPropagation();
+        close();
+      } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = area.value.trim();
+      if (!text) return;
+      if (onSave(text)) close();
+    });
+    form.append(label, area, el("div", "edit-bar"));
+    form.lastChild.append(cancel, save);
+    m.bodyEl.hidden = true;
+    m.actionsEl.replaceChildren();
+    m.bodyEl.after(form);
+    area.focus();
   }
 
   /** Inserts or replaces a saved message (page data or a `message` frame). */
@@ -165,11 +321,25 @@ export class MessageList {
     m.retryable = RETRYABLE_CODES.has(m.errorCode);
     m.tokenCount = dict.token_count ?? null;
     m.clientId = dict.client_id || null;
+    m.parentId = dict.parent_id ?? null;
+    if (Array.isArray(dict.versions) && dict.versions.length) m.versions = dict.versions.map(Number);
+    m.createdAt = dict.created_at || m.createdAt;
+    // The last seq applied to the saved text: a Continue or a resume numbers on from it.
+    if (!(live && stillStreaming) && Number.isInteger(dict.seq)) {
+      m.lastSeq = dict.seq;
+      m.maxSeenSeq = Math.max(m.maxSeenSeq, dict.seq);
+    }
+    if (dict.usage && typeof dict.usage === "object") {
+      m.usage = dict.usage;
+      m.cost = dict.usage.cost ?? m.cost;
+      m.model = dict.usage.model || m.model;
+    }
     const extras = extrasFromContent(dict.content);
     if (extras.thinking || !m.thinking) m.thinking = extras.thinking;
     if (extras.tools.size || !m.tools.size) m.tools = extras.tools;
     m.images = extras.images;
     this.renderImages(m);
+    if (!(live && stillStreaming)) m.streamer = null; // its text was replaced: render afresh
     this.renderAll(m, { final: !stillStreaming });
     return m;
   }
@@ -190,7 +360,8 @@ export class MessageList {
       id: Number(id), role, text: "", baseText: "", status: "done", stopReason: "",
       errorCode: "", errorMessage: "", retryable: false, tokenCount: null, usage: null,
       cost: null, thinking: "", tools: new Map(), images: [], imagesKey: "", lastSeq: 0, maxSeenSeq: 0,
-      note: "", renderTimer: null, lastRenderAt: 0, clientId: null,
+      note: "", renderTimer: null, lastRenderAt: 0, clientId: null, parentId: null, versions: [Number(id)],
+      createdAt: null, model: null, streamer: null, editing: false,
     };
     const article = el("article", `message message-${role}`);
     article.dataset.testid = "message";
@@ -205,7 +376,18 @@ export class MessageList {
     m.bodyEl.dataset.testid = "message-body";
     m.statusEl = el("div", "message-status");
     m.statusEl.dataset.testid = "message-status";
-    article.append(author, m.extrasEl, m.imagesEl, m.bodyEl, m.statusEl);
+    m.footEl = el("div", "message-foot");
+    m.versionsEl = el("nav", "message-versions");
+    m.versionsEl.dataset.testid = "versions";
+    m.versionsEl.setAttribute("aria-label", "Versions");
+    m.versionsEl.hidden = true;
+    m.actionsEl = el("div", "message-actions");
+    m.actionsEl.dataset.testid = "message-actions";
+    m.metaEl = el("div", "message-meta");
+    m.metaEl.dataset.testid = "message-meta";
+    m.footEl.append(m.versionsEl, m.actionsEl, m.metaEl);
+    article.tabIndex = -1;
+    article.append(author, m.extrasEl, m.imagesEl, m.bodyEl, m.statusEl, m.footEl);
     m.el = article;
     this.byId.set(m.id, m);
     this.insertInOrder(article, m.id);
@@ -234,12 +416,15 @@ export class MessageList {
   scheduleBody(m) {
     if (m.renderTimer) return;
     const wait = Math.max(0, RENDER_INTERVAL_MS - (performance.now() - m.lastRenderAt));
-    m.renderTimer = setTimeout(() => {
+    const timer = setTimeout(() => {
       requestAnimationFrame(() => {
+        // A render in between (the final one, at `done`) cancelled this one.
+        if (m.renderTimer !== timer) return;
         m.renderTimer = null;
         this.renderBody(m, { final: false });
       });
     }, wait);
+    m.renderTimer = timer;
   }
 
   renderBody(m, { final }) {
@@ -250,7 +435,17 @@ export class MessageList {
     m.lastRenderAt = performance.now();
     const keepPinned = this.pinned;
     if (m.role === "assistant") {
-      renderInto(m.bodyEl, m.text, { final });
+      if (final) {
+        m.streamer = null;
+        renderInto(m.bodyEl, m.text, { final });
+      } else {
+        if (!m.streamer) {
+          m.streamer = new StreamingMarkdown(m.bodyEl, {
+            onFrozen: (chunk) => this.announce(chunk.textContent),
+          });
+        }
+        m.streamer.update(m.text);
+      }
     } else {
       m.bodyEl.textContent = m.text;
       // Images stored by us are shown as thumbnails (renderImages); others only as a count.
@@ -345,15 +540,33 @@ export class MessageList {
       nodes.push(el("span", `badge ${m.stopReason === "stopped" ? "badge-muted" : "badge-warning"}`, STOP_NOTES[m.stopReason]));
     }
     if (m.note) nodes.push(el("span", "state-label", m.note));
+    m.statusEl.replaceChildren(...nodes);
+    m.statusEl.hidden = nodes.length === 0;
+    this.renderMeta(m);
+    if (this.pinned) this.scrollToBottom();
+  }
+
+  /** Shown on hover or focus: when, which model, tokens and cost. */
+  renderMeta(m) {
+    const parts = [];
+    if (m.status === "streaming") {
+      m.metaEl.replaceChildren(); // filled in when the reply ends
+      return;
+    }
+    if (m.createdAt) {
+      const when = new Date(m.createdAt);
+      const time = el("time", "", localTime(when, this.timeZone));
+      time.dateTime = m.createdAt;
+      parts.push(time);
+    }
+    if (m.role === "assistant" && m.model) parts.push(el("span", "meta-model", m.model));
     const usage = m.role === "assistant" && m.status !== "streaming" ? usageText(m.usage, m.cost, m.tokenCount) : "";
     if (usage) {
       const line = el("span", "usage", usage);
       line.dataset.testid = "usage";
-      nodes.push(line);
+      parts.push(line);
     }
-    m.statusEl.replaceChildren(...nodes);
-    m.statusEl.hidden = nodes.length === 0;
-    if (this.pinned) this.scrollToBottom();
+    m.metaEl.replaceChildren(...parts.flatMap((p, i) => (i ? [" · ", p] : [p])));
   }
 
   scrollToBottom() {

@@ -1,9 +1,11 @@
-// Model text to safe DOM: Markdown (marked) → sanitised HTML (DOMPurify) → code blocks with
-// highlighting and a Copy button. Nothing the model writes reaches the page unsanitised.
+// Model text to safe DOM: Markdown (marked, with $…$ / $$…$$ as KaTeX math) → sanitised HTML
+// (DOMPurify) → code blocks with highlighting and a Copy button. Nothing the model writes
+// reaches the page unsanitised.
 
 import { Marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.mjs";
 import hljs from "../vendor/highlight/highlight.min.js";
+import katex from "../vendor/katex/katex.mjs";
 
 // Guessing a language runs every grammar; only worth it once, on the final render of a block
 // that is not huge.
@@ -12,7 +14,7 @@ const SAFE_LINK_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
 const COPY_FEEDBACK_MS = 1500;
 
 const PURIFY_CONFIG = {
-  USE_PROFILES: { html: true },
+  USE_PROFILES: { html: true, mathMl: true },
   FORBID_TAGS: ["style", "form", "button", "textarea", "select", "option", "img", "video", "audio",
     "source", "picture", "iframe", "object", "embed"],
   FORBID_ATTR: ["style", "id", "name", "srcset", "action", "formaction"],
@@ -67,8 +69,64 @@ function highlight(code, lang, autoDetect) {
   return { html: escapeHtml(code), lang };
 }
 
+// KaTeX writes MathML only: its HTML output positions glyphs with inline style attributes,
+// which the page's Content-Security-Policy (style-src 'self') refuses; browsers lay out MathML.
+const KATEX_OPTIONS = {
+  output: "mathml", throwOnError: false, trust: false, strict: "ignore", maxSize: 50, maxExpand: 1000,
+};
+
+/** TeX as MathML markup; a formula KaTeX cannot parse is shown as its source. */
+export function renderTex(tex, displayMode) {
+  try {
+    // The TeX source annotation is for MathML-aware tools; sanitised, it would show as text.
+    return katex
+      .renderToString(tex, { ...KATEX_OPTIONS, displayMode })
+      .replace(/<annotation\b[\s\S]*?<\/annotation>/g, "");
+  } catch {
+    return `<code class="math-error">${escapeHtml(tex)}</code>`;
+  }
+}
+
+// Inline `$x$` needs no space inside its dollars and no digit after ("costs $5 and $10" stays
+// text); `$$…$$` is display math. Code spans and blocks are tokenized first, so math is never
+// looked for inside code.
+const INLINE_MATH = /^\$(?!\s)((?:\\\$|[^$\n])+?)(?<![\s\\])\$(?!\d)/;
+const INLINE_DISPLAY_MATH = /^\$\$(?!\$)([\s\S]+?)\$\$/;
+const BLOCK_MATH = /^ {0,3}\$\$([\s\S]+?)\$\$[ \t]*(?:\n+|$)/;
+
+const mathExtension = {
+  extensions: [
+    {
+      name: "blockMath",
+      level: "block",
+      tokenizer(src) {
+        const match = BLOCK_MATH.exec(src);
+        if (match) return { type: "blockMath", raw: match[0], text: match[1].trim() };
+        return undefined;
+      },
+      renderer: (token) => `<div class="math-display">${renderTex(token.text, true)}</div>\n`,
+    },
+    {
+      name: "inlineMath",
+      level: "inline",
+      start(src) {
+        const index = src.indexOf("$");
+        return index < 0 ? undefined : index;
+      },
+      tokenizer(src) {
+        let match = INLINE_DISPLAY_MATH.exec(src);
+        if (match) return { type: "inlineMath", raw: match[0], text: match[1].trim(), display: true };
+        match = INLINE_MATH.exec(src);
+        if (match) return { type: "inlineMath", raw: match[0], text: match[1], display: false };
+        return undefined;
+      },
+      renderer: (token) => renderTex(token.text, token.display),
+    },
+  ],
+};
+
 function makeMarked({ autoDetect }) {
-  return new Marked({
+  const marked = new Marked({
     gfm: true,
     breaks: false,
     renderer: {
@@ -87,6 +145,8 @@ function makeMarked({ autoDetect }) {
       },
     },
   });
+  marked.use(mathExtension);
+  return marked;
 }
 
 const streamingMarked = makeMarked({ autoDetect: false });
@@ -125,6 +185,115 @@ export function decorateCodeBlocks(root) {
 export function renderInto(target, text, { final = true } = {}) {
   target.replaceChildren(renderMarkdown(text, { final }));
   decorateCodeBlocks(target);
+}
+
+// A tail longer than this is cut at its last line break even inside a paragraph or a code
+// block, so no single re-render grows with the reply.
+const STREAM_TAIL_MAX_CHARS = 3000;
+
+/** The backticks or tildes that open a fenced code block line. */
+function fenceMarker(line) {
+  return /^ {0,3}(`{3,}|~{3,})/.exec(line)?.[1] || "```";
+}
+
+/**
+ * Markdown of a reply that is still being written, rendered incrementally: text up to the last
+ * blank line outside code fences and display math is rendered once into a frozen chunk and
+ * never again; only the tail after it is re-rendered on each update. A tail longer than
+ * STREAM_TAIL_MAX_CHARS is cut at a line break (a code block is closed there and reopened in
+ * the next chunk). The cost of a whole reply is then linear in its length. The final render
+ * (renderInto with final: true) renders the complete text once, in one piece.
+ */
+export class StreamingMarkdown {
+  constructor(target, { onFrozen } = {}) {
+    this.target = target;
+    this.onFrozen = onFrozen;
+    this.reset();
+  }
+
+  reset() {
+    this.frozenLength = 0;
+    this.frozenFence = ""; // the fence line open where the frozen text ends ("" for none)
+    this.scanFrom = 0;
+    this.boundary = 0;
+    this.soft = 0;
+    this.softFence = "";
+    this.fence = "";
+    this.fenceLine = "";
+    this.inMath = false;
+    this.source = "";
+    this.tail = document.createElement("div");
+    this.tail.className = "md-chunk md-tail";
+    this.target.replaceChildren(this.tail);
+  }
+
+  /** Renders `text`, which extends the text of the previous call (else everything restarts). */
+  update(text) {
+    if (!this.extends(text)) this.reset();
+    this.source = text;
+    this.scan(text);
+    if (this.boundary > this.frozenLength) {
+      this.freeze(text, this.boundary, "");
+    } else if (text.length - this.frozenLength > STREAM_TAIL_MAX_CHARS && this.soft > this.frozenLength) {
+      this.freeze(text, this.soft, this.softFence);
+    }
+    renderInto(this.tail, this.reopened(text.slice(this.frozenLength)), { final: false });
+  }
+
+  reopened(markdown) {
+    return this.frozenFence ? `${this.frozenFence}\n${markdown}` : markdown;
+  }
+
+  freeze(text, end, fenceAtEnd) {
+    const chunk = document.createElement("div");
+    chunk.className = "md-chunk";
+    let markdown = this.reopened(text.slice(this.frozenLength, end));
+    if (fenceAtEnd) markdown += `\n${fenceMarker(fenceAtEnd)}\n`; // close it; the tail reopens it
+    if (end !== this.boundary) chunk.dataset.soft = "true";
+    renderInto(chunk, markdown, { final: false });
+    this.target.insertBefore(chunk, this.tail);
+    this.frozenLength = end;
+    this.frozenFence = fenceAtEnd;
+    this.onFrozen?.(chunk);
+  }
+
+  extends(text) {
+    const old = this.source;
+    if (text.length < old.length) return false;
+    // A cheap check: the same length of text ends with the same characters.
+    const probe = Math.min(old.length, 64);
+    return text.slice(old.length - probe, old.length) === old.slice(old.length - probe);
+  }
+
+  /** Advances over complete lines, remembering the last places to cut. */
+  scan(text) {
+    let pos = this.scanFrom;
+    for (;;) {
+      const end = text.indexOf("\n", pos);
+      if (end < 0) break;
+      const line = text.slice(pos, end);
+      const fence = /^ {0,3}(`{3,}|~{3,})/.exec(line);
+      if (fence) {
+        if (!this.fence) {
+          this.fence = fence[1];
+          this.fenceLine = line.trim();
+        } else if (fence[1][0] === this.fence[0] && fence[1].length >= this.fence.length) {
+          this.fence = "";
+          this.fenceLine = "";
+        }
+      } else if (!this.fence) {
+        const dollars = line.split("$$").length - 1;
+        if (dollars % 2 === 1) this.inMath = !this.inMath;
+        if (!this.inMath && line.trim() === "") this.boundary = end + 1;
+      }
+      if (!this.inMath) {
+        this.soft = end + 1;
+        this.softFence = this.fence ? this.fenceLine : "";
+      }
+      pos = end + 1;
+    }
+    this.scanFrom = pos;
+  }
 }
 
 async function copyText(text) {

@@ -53,12 +53,14 @@ def _fresh_database(tmp: Path) -> str:
 
     parts = urlsplit(url)
     admin_url = urlunsplit(parts._replace(path="/postgres"))
+    # One database per test run, so runs in parallel (several suites at once) do not collide.
+    name = f"claudeweb_e2e_{os.getpid()}"
     with psycopg.connect(
         admin_url.replace("postgres://", "postgresql://", 1), autocommit=True
     ) as c:
-        c.execute("DROP DATABASE IF EXISTS claudeweb_e2e WITH (FORCE)")
-        c.execute("CREATE DATABASE claudeweb_e2e")
-    return urlunsplit(parts._replace(path="/claudeweb_e2e"))
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")

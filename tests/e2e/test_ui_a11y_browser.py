@@ -1,0 +1,63 @@
+"""Accessibility: axe-core (vendored for tests only, injected here, never served in a page)
+finds no serious or critical violations on the login, chat and settings pages, in both themes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import ROOT
+from tests.e2e.test_ui_browser import login, make_user
+
+AXE = ROOT / "static" / "vendor" / "axe" / "axe.min.js"
+ASSISTANT = '[data-testid="message"][data-role="assistant"]'
+
+
+def serious_violations(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "async () => await axe.run(document, {runOnly: {type: 'tag', values:"
+        " ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — "
+        + "; ".join(
+            n["target"][0] if isinstance(n["target"][0], str) else str(n["target"])
+            for n in v["nodes"][:5]
+        )
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_login_chat_and_settings_pages_pass_axe(browser, app_server, app_env, scheme):
+    # bypass_csp: axe is injected as an inline script, which the app's policy rightly refuses.
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, color_scheme=scheme, bypass_csp=True
+    )
+    page = context.new_page()
+    page.goto(app_server + "/login/")
+    assert serious_violations(page) == []
+
+    login(page, app_server, make_user(app_env))
+    page.get_by_test_id("new-chat").click()
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    page.get_by_test_id("composer").fill(
+        "Please calculate 2+2 [[offline call=calculator pace_ms=1]]"
+    )
+    page.get_by_test_id("composer").press("Enter")
+    expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
+    page.get_by_test_id("composer").fill(
+        "[[offline reply pace_ms=1]]\n| a | b |\n|---|---|\n| 1 | $x^2$ |"
+    )
+    page.get_by_test_id("composer").press("Enter")
+    expect(page.locator(ASSISTANT)).to_have_count(2)
+    expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
+    assert serious_violations(page) == []
+
+    page.goto(app_server + "/settings/")
+    assert serious_violations(page) == []
+    context.close()
