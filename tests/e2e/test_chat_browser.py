@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import expect
 
-WORDS = 300
+WORDS = 600  # ~9 s at 15 ms a token: still streaming when the page reloads
 
 
 def new_chat(page):
