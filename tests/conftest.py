@@ -102,6 +102,17 @@ def bob(db):
 
 
 @pytest.fixture
+def titled_conversation(alice):
+    """Alice's conversation, already named: no background title call follows its first reply."""
+    from chat import services
+
+    conversation = services.conversation_create(owner=alice)
+    conversation.title = "Named"
+    conversation.save()
+    return conversation
+
+
+@pytest.fixture
 def staff(db):
     return make_user("charlie", is_staff=True)
 

@@ -22,11 +22,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def conversation(alice):
-    conversation = services.conversation_create(owner=alice)
-    conversation.title = "Named"
-    conversation.save()
-    return conversation
+def conversation(titled_conversation):
+    return titled_conversation
 
 
 async def send(ws, text: str) -> None:

@@ -18,11 +18,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def conversation(alice):
-    conversation = services.conversation_create(owner=alice)
-    conversation.title = "Named"  # titles have their own test
-    conversation.save()
-    return conversation
+def conversation(titled_conversation):
+    return titled_conversation
 
 
 async def turn(user, conversation, text: str, *, until=("done", "error")) -> list[dict]:
