@@ -8,7 +8,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format clean services-start services-stop
+.PHONY: help install run test lint format clean services-start services-stop prod prod-stop
 
 help: ## List the targets
 	@echo "claudeweb — make targets:"
@@ -40,6 +40,12 @@ lint: install ## Check style: ruff check + ruff format --check
 format: install ## Sort imports and format the code with ruff
 	@$(VENV)/bin/ruff check --select I --fix --quiet .
 	@$(VENV)/bin/ruff format .
+
+prod: install ## Production topology on loopback: nginx on :8080, 2 Daphne processes, PostgreSQL, Redis
+	@scripts/prod.sh start
+
+prod-stop: ## Stop what `make prod` started (the services stay)
+	@scripts/prod.sh stop
 
 services-start: ## Start the test services and print how to use them
 	@scripts/services.sh start
