@@ -225,17 +225,21 @@ def measure(data: dict, runs: int) -> dict:
 
         return get
 
-    def bare(conversation_id: int):
+    def bare(conversation_id: int, sql: str):
         def fetch():
             with connection.cursor() as cur:
-                cur.execute(
-                    "SELECT id, parent_id, role, content, status FROM chat_message "
-                    "WHERE conversation_id = %s ORDER BY id DESC LIMIT 50",
-                    [conversation_id],
-                )
+                cur.execute(sql, [conversation_id])
                 return cur.fetchall()
 
         return fetch
+
+    newest_50 = (
+        "SELECT id, parent_id, role, content, status FROM chat_message "
+        "WHERE conversation_id = %s ORDER BY id DESC LIMIT 50"
+    )
+    # What finding the active branch needs: the tree's shape, without the content.
+    tree = "SELECT id, parent_id, role FROM chat_message WHERE conversation_id = %s ORDER BY id"
+    every_row = "SELECT * FROM chat_message WHERE conversation_id = %s ORDER BY id"
 
     results: dict[str, dict] = {}
     small, big = data["small"], data["big"]
@@ -246,7 +250,9 @@ def measure(data: dict, runs: int) -> dict:
             f"older messages page (JSON), {len(big['ids']):,} messages",
             page(users["alice"], f"/c/{big['id']}/messages/?before={big['ids'][-50]}"),
         ),
-        ("bare SQL: the newest 50 rows", bare(big["id"])),
+        ("bare SQL: the newest 50 rows", bare(big["id"], newest_50)),
+        (f"bare SQL: the tree (id, parent, role), {len(big['ids']):,}", bare(big["id"], tree)),
+        (f"bare SQL: every column of {len(big['ids']):,} rows", bare(big["id"], every_row)),
         (
             f"plan a reply, {len(big['ids']):,} messages (services.plan_turn)",
             lambda: services.plan_turn(conversation_id=big["id"], reply_message_id=big["ids"][-1]),
