@@ -28,8 +28,9 @@ def test_a_reply_streams_in_and_survives_a_reload(logged_in):
     expect(reply).to_have_attribute("data-status", "streaming")
     body = reply.get_by_test_id("message-body")
     page.wait_for_function(
-        "() => { const m = [...document.querySelectorAll('[data-role=assistant]')].pop();"
-        " return m && m.textContent.trim().split(/\\s+/).length > 20; }"
+        "() => { const m = [...document.querySelectorAll("
+        "'[data-role=assistant] [data-testid=message-body]')].pop();"
+        " return m && m.innerText.trim().split(/\\s+/).length > 20; }"
     )
     partial_words = len(body.inner_text().split())
     assert 20 < partial_words < WORDS  # still streaming when we reload
