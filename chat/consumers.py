@@ -265,7 +265,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.resuming, self.resume_after, self.buffered = True, after_seq, []
             await self.channel_layer.group_send(
                 runner.control_group_name(self.conversation_id),
-                {"type": "reply.resume", "reply_to": self.channel_name, "after_seq": after_seq},
+                {
+                    "type": "reply.resume",
+                    "reply_to": self.channel_name,
+                    "after_seq": after_seq,
+                    "message_id": message.pk,
+                },
             )
             self.resume_timer = asyncio.create_task(self._resume_fallback(message.pk))
             return

@@ -502,7 +502,9 @@ class Reply:
             kind = event.get("type")
             if kind == "reply.stop":
                 self.stop()
-            elif kind == "reply.resume":
+            elif kind == "reply.resume" and event.get("message_id") in (None, self.message_id):
+                # Only the reply asked for answers: an older one of the conversation, still
+                # replayable, must not.
                 await self.layer.send(
                     event["reply_to"],
                     {
