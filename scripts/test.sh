@@ -3,7 +3,8 @@
 #   1. make install (the app with its dev tools, in .venv/)
 #   2. scripts/services.sh start: PostgreSQL, Redis, local S3 (moto) and Chromium; stopped on exit
 #   3. pytest tests/ without the browser tests, then pytest tests/e2e/ in its own invocation
-#      (Playwright's sync API leaves an event loop running, which breaks later asyncio tests).
+#      (Playwright's sync API leaves an event loop running, which breaks later asyncio tests);
+#      then a line per suite (test file), e.g. "faults: 21 passed", and a line per run.
 #
 # Extra arguments go to both pytest runs, e.g. scripts/test.sh -x -k upload; with arguments, a
 # run that selects no tests (pytest exit code 5) counts as passed. Screenshots and other
@@ -28,6 +29,8 @@ trap 'exit 143' TERM
 export TEST_ARTIFACTS_DIR="$ROOT/test-artifacts"
 rm -rf "$TEST_ARTIFACTS_DIR"
 mkdir -p "$TEST_ARTIFACTS_DIR"
+# tests/suites.py appends a line per suite (test file) here: "faults: 21 passed".
+export TEST_SUITE_SUMMARY="$TEST_ARTIFACTS_DIR/suites.txt"
 
 summaries=()
 failed=0
@@ -69,6 +72,9 @@ stop_services 2>/dev/null
 
 echo
 echo "=== summary ==="
+if [[ -s $TEST_SUITE_SUMMARY ]]; then
+	sed 's/^/  /' "$TEST_SUITE_SUMMARY"
+fi
 printf '%s\n' "${summaries[@]}"
 if ((failed)); then
 	echo "test.sh: FAILED"

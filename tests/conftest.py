@@ -17,6 +17,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from tests.suites import pytest_terminal_summary  # noqa: F401  (a summary line per suite)
+
 ORIGIN = (b"origin", b"http://localhost")
 FRAME_TIMEOUT_S = 10
 
