@@ -48,6 +48,52 @@ def local_reply(conversation_id: int) -> Reply | None:
     return _replies.get(conversation_id)
 
 
+class Checkpoints:
+    """Saves the partial text of every reply streaming in this process, together: one UPDATE
+    about once a second (STREAM_CHECKPOINT_S) for all of them, not one per reply, so a busy
+    process does not queue a statement per reply per second on its database thread."""
+
+    def __init__(self) -> None:
+        self.replies: dict[int, Reply] = {}
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, reply: Reply) -> None:
+        self.replies[reply.message_id] = reply
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._task = loop.create_task(self._run(), name="checkpoints")
+
+    def discard(self, reply: Reply) -> None:
+        if self.replies.get(reply.message_id) is reply:
+            del self.replies[reply.message_id]
+
+    async def _run(self) -> None:
+        while self.replies:
+            await asyncio.sleep(settings.STREAM_CHECKPOINT_S)
+            await self.save_due()
+
+    async def save_due(self) -> int:
+        """Checkpoint every reply with new text (or a heartbeat due); how many were saved."""
+        now = time.monotonic()
+        due = [r for r in list(self.replies.values()) if r.checkpoint_due(now)]
+        if not due:
+            return 0
+        items = [services.Checkpoint(r.message_id, r.content(), r.seq) for r in due]
+        try:
+            await database_sync_to_async(services.checkpoint_many)(items)
+        except DatabaseError:
+            log.warning("checkpoint of %d replies failed", len(items), exc_info=True)
+            return 0
+        for reply, item in zip(due, items, strict=True):
+            reply._saved_seq, reply._saved_at = item.seq, now
+        return len(items)
+
+
+CHECKPOINTS = Checkpoints()
+
+
 class BudgetStop(Exception):
     """A later round of the reply was refused by the budget."""
 
@@ -79,6 +125,7 @@ class Reply:
         self._stream_task: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
+        self._saved_seq, self._saved_at = self.seq, time.monotonic()  # the last checkpoint
 
     # --- public -------------------------------------------------------------------------------
 
@@ -150,14 +197,14 @@ class Reply:
         control_group = control_group_name(self.conversation_id)
         await self.layer.group_add(control_group, control_channel)
         listener = asyncio.create_task(self._listen(control_channel))
-        flusher = checkpointer = None
+        flusher = None
         try:
             start = {"type": "start", "message_id": self.message_id, "model": self.plan.model}
             if self.plan.base_blocks:
                 start["continuation"] = True
             await self._broadcast(start)
             flusher = asyncio.create_task(self._flush_loop())
-            checkpointer = asyncio.create_task(self._checkpoint_loop())
+            CHECKPOINTS.add(self)
             self._stream_task = asyncio.create_task(self._rounds())
             if self._stopping:  # a stop that came before the stream began
                 self._stream_task.cancel()
@@ -165,7 +212,7 @@ class Reply:
             self._closing = True
             self._has_text.set()
             await asyncio.wait([flusher])
-            checkpointer.cancel()
+            CHECKPOINTS.discard(self)
             await self._finish()
             if self.plan.make_title and self.final_frame.get("type") == "done":
                 titles.start(self.plan, layer=self.layer, group=self.group)
@@ -174,7 +221,8 @@ class Reply:
         finally:
             # Cancelled from outside (shutdown): take the helpers down too. The row stays
             # `streaming` with its last checkpoint, and the reaper marks it interrupted.
-            for task in (self._stream_task, flusher, checkpointer, listener):
+            CHECKPOINTS.discard(self)
+            for task in (self._stream_task, flusher, listener):
                 if task is not None and not task.done():
                     task.cancel()
             await self.layer.group_discard(control_group, control_channel)
@@ -479,22 +527,9 @@ class Reply:
             {"type": "delta", "message_id": self.message_id, "seq": self.seq, "text": text}
         )
 
-    async def _checkpoint_loop(self) -> None:
-        """Save the partial turn about once a second (and a heartbeat when nothing changed)."""
-        saved_seq, saved_at = self.seq, time.monotonic()
-        while True:
-            await asyncio.sleep(settings.STREAM_CHECKPOINT_S)
-            now = time.monotonic()
-            if self.seq == saved_seq and now - saved_at < HEARTBEAT_S:
-                continue
-            seq = self.seq
-            try:
-                await database_sync_to_async(services.checkpoint)(
-                    message_id=self.message_id, content=self.content(), seq=seq
-                )
-                saved_seq, saved_at = seq, now
-            except DatabaseError:
-                log.warning("checkpoint of reply %s failed", self.message_id, exc_info=True)
+    def checkpoint_due(self, now: float) -> bool:
+        """Text came since the last checkpoint, or a heartbeat is due."""
+        return self.seq != self._saved_seq or now - self._saved_at >= HEARTBEAT_S
 
     async def _listen(self, channel: str) -> None:
         while True:

@@ -141,17 +141,48 @@ SEARCH_CONFIG = "english"
 _TEXT_BLOCKS_PATH = '$[*] ? (@.type == "text").text'
 
 
+def message_text_doc():
+    """The tsvector of a message's text blocks (PostgreSQL), as the index message_text_search has it.
+
+    to_tsvector(regconfig, jsonb) reads the JSON strings themselves (a cast to text would leave
+    escapes such as \\n glued to the next word) and is immutable, so it can be indexed; this
+    expression and the index of migration 0006 must stay the same.
+    """
+    from django.contrib.postgres.search import SearchConfig, SearchVectorField
+    from django.db.models import F, Func, JSONField, Value
+
+    text_blocks = Func(
+        F("content"),
+        Value(_TEXT_BLOCKS_PATH),
+        function="jsonb_path_query_array",
+        output_field=JSONField(),
+    )
+    return Func(
+        SearchConfig(SEARCH_CONFIG),
+        text_blocks,
+        function="to_tsvector",
+        output_field=SearchVectorField(),
+    )
+
+
+def title_doc():
+    """The tsvector of a conversation's title (PostgreSQL)."""
+    from django.contrib.postgres.search import SearchVector
+
+    return SearchVector("title", config=SEARCH_CONFIG)
+
+
 def search_conversations(
     user: AbstractBaseUser, query: str, *, archived: bool | None = None
 ) -> QuerySet[Conversation]:
     """The user's conversations whose title or any message text matches `query`.
 
-    PostgreSQL: full-text search (stemmed, web-search syntax); other databases: a substring
-    match. Deleted conversations never match; `archived` None searches both lists.
+    PostgreSQL: full-text search (stemmed, web-search syntax) through GIN indexes; other
+    databases: a substring match. Deleted conversations never match; `archived` None searches
+    both lists.
     """
     from django.db import connection
-    from django.db.models import Exists, F, Func, OuterRef, Q, TextField, Value
-    from django.db.models.functions import Cast
+    from django.db.models import Exists, OuterRef, Q
 
     rows = Conversation.objects.filter(owner=user, deleted_at__isnull=True)
     if archived is not None:
@@ -161,21 +192,11 @@ def search_conversations(
         return rows.none()
     messages = Message.objects.filter(conversation=OuterRef("pk"))
     if connection.vendor == "postgresql":
-        from django.contrib.postgres.search import SearchQuery, SearchVector
-        from django.db.models import JSONField
+        from django.contrib.postgres.search import SearchQuery
 
         terms = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
-        text = Cast(
-            Func(
-                F("content"),
-                Value(_TEXT_BLOCKS_PATH),
-                function="jsonb_path_query_array",
-                output_field=JSONField(),
-            ),
-            TextField(),
-        )
-        messages = messages.annotate(doc=SearchVector(text, config=SEARCH_CONFIG)).filter(doc=terms)
-        rows = rows.annotate(title_doc=SearchVector("title", config=SEARCH_CONFIG))
+        messages = messages.alias(doc=message_text_doc()).filter(doc=terms)
+        rows = rows.alias(title_doc=title_doc())
         match = Q(title_doc=terms) | Q(title__icontains=query) | Exists(messages)
     else:
         match = Q(title__icontains=query) | Exists(messages.filter(content__icontains=query))

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -354,8 +355,27 @@ class NothingToContinue(Exception):
 
 def checkpoint(*, message_id: int, content: list[dict], seq: int) -> None:
     """Save the partial turn of a streaming reply (one UPDATE); also its heartbeat."""
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=content, stream_seq=seq, updated_at=timezone.now()
+    checkpoint_many([Checkpoint(message_id, content, seq)])
+
+
+class Checkpoint(NamedTuple):
+    message_id: int
+    content: list[dict]
+    seq: int
+
+
+def checkpoint_many(items: list[Checkpoint]) -> int:
+    """Save the partial turns of several streaming replies in one UPDATE. A reply no longer
+    streaming (finished meanwhile) is left as it is. How many rows were written."""
+    if not items:
+        return 0
+    now = timezone.now()
+    rows = [
+        Message(pk=item.message_id, content=item.content, stream_seq=item.seq, updated_at=now)
+        for item in items
+    ]
+    return Message.objects.filter(status=Message.Status.STREAMING).bulk_update(
+        rows, ["content", "stream_seq", "updated_at"]
     )
 
 

@@ -178,6 +178,11 @@ async def finish_replies():
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
     runner._replies.clear()
+    checkpoints = runner.CHECKPOINTS._task
+    if checkpoints is not None and not checkpoints.done():
+        checkpoints.cancel()
+        await asyncio.gather(checkpoints, return_exceptions=True)
+    runner.CHECKPOINTS.replies.clear()
     # The socket thread's database connection must not outlive the test (teardown drops the DB).
     from channels.db import database_sync_to_async
     from django.db import connections

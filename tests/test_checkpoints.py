@@ -1,0 +1,78 @@
+"""Checkpoints: the partial text of every reply streaming in a process, saved together."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat import services
+from chat.models import Message
+from tests.conftest import open_socket, recv_until
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("finish_replies"),
+]
+
+
+async def test_streaming_replies_are_checkpointed_in_one_statement(alice, monkeypatch, settings):
+    settings.STREAM_CHECKPOINT_S = 0.2
+    batches: list[list[int]] = []
+    real = services.checkpoint_many
+
+    def recording(items):
+        batches.append([item.message_id for item in items])
+        return real(items)
+
+    monkeypatch.setattr(services, "checkpoint_many", recording)
+    first, second = [
+        await sync_to_async(services.conversation_create)(owner=alice) for _ in range(2)
+    ]
+    async with open_socket(first.pk, alice) as a, open_socket(second.pk, alice) as b:
+        for ws in (a, b):
+            await ws.send_json_to(
+                {
+                    "type": "send",
+                    "client_id": str(uuid.uuid4()),
+                    "text": "[[offline words=150 pace_ms=10]] go",
+                }
+            )
+        frames_a, frames_b = await asyncio.gather(
+            recv_until(a, "done", "error"), recv_until(b, "done", "error")
+        )
+
+    ids = {frames_a[1]["message_id"], frames_b[1]["message_id"]}
+    assert frames_a[-1]["type"] == frames_b[-1]["type"] == "done"
+    # Both replies streamed for over a second: at least one tick saved both in one statement,
+    # and no tick saved a reply twice.
+    assert any(set(batch) == ids for batch in batches), batches
+    assert all(len(batch) == len(set(batch)) for batch in batches)
+
+
+def test_a_checkpoint_never_overwrites_a_finished_reply(alice):
+    conversation = services.conversation_create(owner=alice)
+    started = services.turn_start(
+        conversation=conversation, text="hi", client_id=uuid.uuid4(), model=None
+    )
+    streaming = started.assistant_message
+    done = Message.objects.create(
+        conversation=conversation,
+        parent=streaming,
+        role=Message.Role.ASSISTANT,
+        content=[{"type": "text", "text": "final"}],
+        status=Message.Status.DONE,
+    )
+    written = services.checkpoint_many(
+        [
+            services.Checkpoint(streaming.pk, [{"type": "text", "text": "so far"}], 3),
+            services.Checkpoint(done.pk, [{"type": "text", "text": "stale"}], 2),
+        ]
+    )
+    assert written == 1
+    streaming.refresh_from_db()
+    done.refresh_from_db()
+    assert streaming.text == "so far" and streaming.stream_seq == 3
+    assert done.text == "final" and done.stream_seq == 0
