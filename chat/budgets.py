@@ -67,9 +67,13 @@ def reserve(*, user_id: int, conversation_id: int, need: Estimate) -> int:
 
     Raises BudgetExceeded (with a message for the user) when a limit would be passed.
     """
-    UserBudget.objects.get_or_create(user_id=user_id)
-    with transaction.atomic():
-        budget = UserBudget.objects.select_for_update().get(user_id=user_id)
+    # No savepoint: when the caller's transaction holds the turn, a refusal rolls all of it
+    # back anyway (a refused send stores nothing).
+    with transaction.atomic(savepoint=False):
+        budget = UserBudget.objects.select_for_update().filter(user_id=user_id).first()
+        if budget is None:
+            UserBudget.objects.get_or_create(user_id=user_id)
+            budget = UserBudget.objects.select_for_update().get(user_id=user_id)
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         limit = conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET
         spent = (

@@ -352,8 +352,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Save the turn, plan its request and reserve its budget — all or nothing."""
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
-            if not services.is_duplicate(conversation=conversation, client_id=client_id):
-                limits.check_reply_start(user_id=self.user.pk, sending=True)
+            existing = services.find_duplicate(conversation=conversation, client_id=client_id)
+            if existing is not None:  # a resend: ack it again, start nothing
+                return services.TurnStart(existing, None, duplicate=True), None
+            limits.check_reply_start(user_id=self.user.pk, sending=True)
             images, image_blocks = [], []
             if attachment_ids:
                 from chat import attachments
@@ -366,6 +368,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_id=client_id,
                 model=model,
                 image_blocks=image_blocks,
+                known_new=True,
             )
             if started.duplicate:
                 return started, None

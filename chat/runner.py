@@ -14,6 +14,7 @@ one ledger row after it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -125,6 +126,8 @@ class Reply:
         self._stream_task: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
+        self._opening: dict[int, asyncio.Task] = {}  # ledger rows being written, by record
+        self._saved_meters: dict | None = None
         self._saved_seq, self._saved_at = self.seq, time.monotonic()  # the last checkpoint
 
     # --- public -------------------------------------------------------------------------------
@@ -216,6 +219,10 @@ class Reply:
             await self._finish()
             if self.plan.make_title and self.final_frame.get("type") == "done":
                 titles.start(self.plan, layer=self.layer, group=self.group)
+            # While it stays replayable the reply needs its text, not the request: let the
+            # history go (in a long conversation it is the bulk of the memory a reply holds).
+            self.plan = dataclasses.replace(self.plan, system=[], history=[], tools=[], fold=[])
+            self._calls.clear()
             # Stay answerable for `resume` a little while, then let go.
             await asyncio.sleep(settings.STREAM_REPLAY_KEEP_S)
         finally:
@@ -355,6 +362,12 @@ class Reply:
             raise BudgetStop(exc.message) from None
 
     async def _open_call(self, record: claude.CallRecord) -> None:
+        """Write the call's ledger row beside the stream: the text is not held up by the
+        database; the row's settlement waits for it (`_settle`)."""
+        task = asyncio.get_running_loop().create_task(self._write_open_call(record))
+        self._opening[id(record)] = task
+
+    async def _write_open_call(self, record: claude.CallRecord) -> None:
         try:
             record.ledger_id = await database_sync_to_async(services.open_call)(
                 record=record,
@@ -367,6 +380,9 @@ class Reply:
 
     async def _settle(self, reservation: int | None, record: claude.CallRecord) -> None:
         """Record the call's usage, retried while the database is briefly away."""
+        opening = self._opening.pop(id(record), None)
+        if opening is not None:  # complete the row written at message_start, not a second one
+            await asyncio.gather(opening, return_exceptions=True)
         delay = 0.5
         for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
@@ -436,10 +452,7 @@ class Reply:
         for call in self._calls:
             usage.add(call.usage)
         cost = services.cost_of_calls(self._calls)
-        try:
-            meters = await database_sync_to_async(self._meters)()
-        except DatabaseError:
-            meters = None
+        meters = self._saved_meters  # read with the save
         if error is not None:
             self.final_frame = {
                 "type": "error",
@@ -465,6 +478,14 @@ class Reply:
         conversation = Conversation.objects.filter(pk=self.conversation_id).first()
         return services.conversation_meters(conversation) if conversation else None
 
+    def _finish_and_meters(self, **finish) -> None:
+        """turn_finish, then the composer's meters, in one trip to the database thread."""
+        services.turn_finish(**finish)
+        try:
+            self._saved_meters = self._meters()
+        except DatabaseError:
+            self._saved_meters = None
+
     async def _save(
         self, content: list[dict], status: str, stop_reason: str, error: claude.ClaudeError | None
     ) -> bool:
@@ -473,7 +494,7 @@ class Reply:
         delay = 0.5
         for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
-                await database_sync_to_async(services.turn_finish)(
+                await database_sync_to_async(self._finish_and_meters)(
                     message_id=self.message_id,
                     conversation_id=self.conversation_id,
                     content=content,
@@ -501,11 +522,12 @@ class Reply:
     # --- helpers running beside the stream ----------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        """Coalesce deltas: at most one frame per STREAM_COALESCE_MS; all text out at the end."""
+        """Coalesce deltas: the first text goes out at once, then at most one frame per
+        STREAM_COALESCE_MS; all text out at the end."""
         interval = settings.STREAM_COALESCE_MS / 1000
         while True:
             await self._has_text.wait()
-            if not self._closing:
+            if not self._closing and self.seq > self.seq_base:
                 await asyncio.sleep(interval)
             self._has_text.clear()
             await self._flush()

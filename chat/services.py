@@ -101,8 +101,9 @@ def _open_reply(conversation: Conversation, *, parent: Message) -> Message:
     return reply
 
 
-def is_duplicate(*, conversation: Conversation, client_id: uuid.UUID) -> bool:
-    return Message.objects.filter(conversation=conversation, client_id=client_id).exists()
+def find_duplicate(*, conversation: Conversation, client_id: uuid.UUID) -> Message | None:
+    """The message already sent with this client_id (a resend after a reconnect), if any."""
+    return Message.objects.filter(conversation=conversation, client_id=client_id).first()
 
 
 # turn_start's default: the new message follows the active branch's newest message.
@@ -117,19 +118,21 @@ def turn_start(
     model: str | None = None,
     image_blocks: list[dict] | None = None,
     parent_id: int | None | object = FOLLOW_LEAF,
+    known_new: bool = False,
 ) -> TurnStart:
     """Save the user's message and an empty streaming reply, in one transaction.
 
     The message follows the active leaf (or `parent_id`, for an edit). A client_id seen before
-    returns the saved message with duplicate=True and starts nothing. Raises Busy when a reply
+    returns the saved message with duplicate=True and starts nothing (`known_new`: the caller
+    has just looked it up, in this transaction). Raises Busy when a reply
     is already streaming (the unique constraint decides, so two processes cannot both start
     one).
     """
-    existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
-    if existing is not None:
-        return TurnStart(user_message=existing, assistant_message=None, duplicate=True)
-    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
-        raise Busy
+    if not known_new:
+        existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
+        if existing is not None:
+            return TurnStart(user_message=existing, assistant_message=None, duplicate=True)
+    # A reply already streaming: the partial unique constraint refuses the second one, below.
     try:
         with transaction.atomic():
             if model and model != conversation.model:
@@ -514,21 +517,22 @@ def record_calls(
         replies = [
             c for c in calls if c.purpose not in (ApiCall.Purpose.TITLE, ApiCall.Purpose.SUMMARY)
         ]
+        totals = {
+            "input_tokens": F("input_tokens") + total.input_tokens,
+            "output_tokens": F("output_tokens") + total.output_tokens,
+            "cache_creation_tokens": F("cache_creation_tokens") + total.cache_creation_tokens,
+            "cache_read_tokens": F("cache_read_tokens") + total.cache_read_tokens,
+            "cost": F("cost") + total_cost,
+        }
         if replies and not replies[-1].error_code:
             last = replies[-1].usage  # the whole prompt of the latest request: the gauge
-            Conversation.objects.filter(pk=conversation_id).update(
-                context_tokens=last.input_tokens
+            totals["context_tokens"] = (
+                last.input_tokens
                 + last.cache_creation_tokens
                 + last.cache_read_tokens
                 + last.output_tokens
             )
-        Conversation.objects.filter(pk=conversation_id).update(
-            input_tokens=F("input_tokens") + total.input_tokens,
-            output_tokens=F("output_tokens") + total.output_tokens,
-            cache_creation_tokens=F("cache_creation_tokens") + total.cache_creation_tokens,
-            cache_read_tokens=F("cache_read_tokens") + total.cache_read_tokens,
-            cost=F("cost") + total_cost,
-        )
+        Conversation.objects.filter(pk=conversation_id).update(**totals)
     return TurnResult(usage=total, cost=total_cost)
 
 

@@ -90,6 +90,21 @@ async def test_it_coalesces_deltas(alice, conversation, settings):
     assert len(joined(frames).split()) == 200
 
 
+async def test_the_first_text_is_sent_at_once_not_after_the_coalesce_wait(
+    alice, conversation, settings
+):
+    settings.STREAM_COALESCE_MS = 1000
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=40 pace_ms=5]]"))
+        frames = await recv_until(ws, "done", "error")
+    assert frames[-1]["type"] == "done"
+    # The reply takes ≈ 200 ms, well inside one coalesce wait: the first delta carries only the
+    # first words (sent as they came), the rest follows in later frames.
+    first, *rest = deltas_of(frames)
+    assert rest and len(first["text"].split()) < 40
+    assert len(joined(frames).split()) == 40
+
+
 async def test_it_prices_cache_writes_and_reads_from_the_catalogue(alice, settings):
     settings.CLAUDE_SYSTEM_PROMPT = "You are a careful assistant. " * 40  # cacheable prefix
     conversation = await sync_to_async(services.conversation_create)(
