@@ -40,6 +40,25 @@ def history(conversation: Conversation) -> QuerySet[Message]:
     return Message.objects.filter(conversation=conversation).order_by("id")
 
 
+Node = tuple[int, int | None, str]  # a message's id, parent id and role
+
+
+def tree(conversation: Conversation) -> list[Node]:
+    """The shape of the conversation, oldest first: enough to walk its branches.
+
+    Without the content, so a long conversation costs a few milliseconds, not every row.
+    """
+    return list(history(conversation).values_list("id", "parent_id", "role"))
+
+
+@dataclass
+class Branch:
+    """The ids of a path from the root, oldest first, with each message's versions."""
+
+    ids: list[int]
+    versions: dict[int, list[int]]  # message id → ids of its versions (itself included)
+
+
 @dataclass
 class Path:
     """The active branch of a conversation, oldest first, with each message's versions."""
@@ -48,40 +67,63 @@ class Path:
     versions: dict[int, list[int]]  # message id → ids of its versions (itself included)
 
 
-def path_to(rows: list[Message], leaf_id: int | None) -> Path:
-    """The path from the root to `leaf_id` (None: the newest message) through `rows`.
+def path_to(nodes: list[Node], leaf_id: int | None) -> Branch:
+    """The path from the root to `leaf_id` (None or unknown: the newest message) through `nodes`.
 
-    One pass over rows already loaded: no query per message.
+    One pass over the tree already loaded: no query per message.
     """
-    if not rows:
-        return Path([], {})
-    by_id = {m.pk: m for m in rows}
-    parent = {m.pk: m.parent_id for m in rows}
+    if not nodes:
+        return Branch([], {})
+    parent = {pk: parent_id for pk, parent_id, _ in nodes}
     siblings: dict[tuple[int | None, str], list[int]] = {}
-    for message in rows:
-        siblings.setdefault((parent[message.pk], message.role), []).append(message.pk)
-    node = leaf_id if leaf_id in by_id else rows[-1].pk
+    version_key = {}
+    for pk, parent_id, role in nodes:
+        version_key[pk] = (parent_id, role)
+        siblings.setdefault((parent_id, role), []).append(pk)
+    node = leaf_id if leaf_id in parent else nodes[-1][0]
     chain = []
     while node is not None:
-        chain.append(by_id[node])
+        chain.append(node)
         node = parent[node]
     chain.reverse()
-    versions = {m.pk: siblings[(parent[m.pk], m.role)] for m in chain}
-    return Path(chain, versions)
+    return Branch(chain, {pk: siblings[version_key[pk]] for pk in chain})
+
+
+def messages_in_order(
+    conversation: Conversation, ids: list[int], nodes: list[Node]
+) -> list[Message]:
+    """The full rows of messages `ids` of the tree `nodes`, in the order of `ids`: one query.
+
+    When no other message lies between the lowest and the highest id (one branch, the usual
+    case) the rows are read by id range: a list of thousands of ids costs more than the rows.
+    Otherwise by id list (on SQLite, one query per 999 ids).
+    """
+    if not ids:
+        return []
+    low, high = min(ids), max(ids)
+    if sum(1 for pk, _, _ in nodes if low <= pk <= high) == len(ids):
+        rows = {m.pk: m for m in history(conversation).filter(pk__gte=low, pk__lte=high)}
+    else:
+        rows = history(conversation).in_bulk(ids)
+    return [rows[pk] for pk in ids if pk in rows]
 
 
 def active_path(conversation: Conversation, *, upto_id: int | None = None) -> Path:
-    """The conversation as shown and sent: the active branch (or the path to `upto_id`)."""
-    rows = list(history(conversation))
-    return path_to(rows, upto_id if upto_id is not None else conversation.leaf_id)
+    """The conversation as shown and sent: the active branch (or the path to `upto_id`).
+
+    Two queries: the tree, then the full rows of the path's messages only.
+    """
+    nodes = tree(conversation)
+    branch = path_to(nodes, upto_id if upto_id is not None else conversation.leaf_id)
+    return Path(messages_in_order(conversation, branch.ids, nodes), branch.versions)
 
 
 def latest_leaf_under(conversation: Conversation, message_id: int) -> int:
     """The newest message of the newest branch below `message_id` (a version to switch to)."""
     children: dict[int, list[int]] = {}
-    for row in history(conversation).only("id", "parent_id"):
-        if row.parent_id is not None:
-            children.setdefault(row.parent_id, []).append(row.pk)
+    for pk, parent_id in history(conversation).values_list("id", "parent_id"):
+        if parent_id is not None:
+            children.setdefault(parent_id, []).append(pk)
     node = message_id
     while children.get(node):
         node = max(children[node])
@@ -142,11 +184,11 @@ _TEXT_BLOCKS_PATH = '$[*] ? (@.type == "text").text'
 
 
 def message_text_doc():
-    """The tsvector of a message's text blocks (PostgreSQL), as the index message_text_search has it.
+    """The tsvector of a message's text blocks (PostgreSQL), as index message_text_search has it.
 
     to_tsvector(regconfig, jsonb) reads the JSON strings themselves (a cast to text would leave
-    escapes such as \\n glued to the next word) and is immutable, so it can be indexed; this
-    expression and the index of migration 0006 must stay the same.
+    escapes such as \\n glued to the next word) and is immutable, so it can be indexed. This
+    expression and the index of migration 0006 must stay the same, or the index goes unused.
     """
     from django.contrib.postgres.search import SearchConfig, SearchVectorField
     from django.db.models import F, Func, JSONField, Value
@@ -166,7 +208,7 @@ def message_text_doc():
 
 
 def title_doc():
-    """The tsvector of a conversation's title (PostgreSQL)."""
+    """The title as a tsvector (PostgreSQL), as index conversation_title_search has it."""
     from django.contrib.postgres.search import SearchVector
 
     return SearchVector("title", config=SEARCH_CONFIG)
@@ -196,8 +238,9 @@ def search_conversations(
 
         terms = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
         messages = messages.alias(doc=message_text_doc()).filter(doc=terms)
-        rows = rows.alias(title_doc=title_doc())
-        match = Q(title_doc=terms) | Q(title__icontains=query) | Exists(messages)
+        # A subquery of its own, so that the title index answers it (in the OR it would not).
+        titles = Conversation.objects.filter(owner=user).alias(doc=title_doc()).filter(doc=terms)
+        match = Q(pk__in=titles.values("pk")) | Q(title__icontains=query) | Exists(messages)
     else:
         match = Q(title__icontains=query) | Exists(messages.filter(content__icontains=query))
     return rows.filter(match).order_by("-pinned", "-updated_at", "-id")
@@ -277,16 +320,16 @@ def path_page(
 ) -> PathPage:
     """The newest `limit` messages of the active branch before `before_id` (None: the newest).
 
-    Two queries whatever the conversation's length: its messages, and usage of the page.
+    Three queries whatever the conversation's length: its tree, the page's messages, their usage.
     """
-    path = active_path(conversation)
-    chain = path.messages
+    nodes = tree(conversation)
+    branch = path_to(nodes, conversation.leaf_id)
+    chain = branch.ids
     if before_id is not None:
-        ids = [m.pk for m in chain]
-        chain = chain[: ids.index(before_id)] if before_id in ids else []
-    page = chain[-limit:] if limit > 0 else []
+        chain = chain[: chain.index(before_id)] if before_id in chain else []
+    page = messages_in_order(conversation, chain[-limit:] if limit > 0 else [], nodes)
     usage = usage_by_message([m.pk for m in page if m.role == Message.Role.ASSISTANT])
     return PathPage(
-        messages=[message_to_dict(m, path.versions[m.pk], usage=usage.get(m.pk)) for m in page],
+        messages=[message_to_dict(m, branch.versions[m.pk], usage=usage.get(m.pk)) for m in page],
         has_more=len(chain) > len(page),
     )
