@@ -125,13 +125,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     # The pub/sub layer delivers every coalesced delta under load; RedisChannelLayer drops
-    # group messages silently past its per-channel capacity.
+    # group messages silently past its per-channel capacity. chat/layers.py adds in-process
+    # delivery: a frame goes through Redis only while another process has a member of its group.
     # Pub/sub channels are global to a Redis server (database numbers do not separate them):
     # the prefix keeps deployments sharing one server apart — by default, by database number.
     _redis_db = (urlsplit(REDIS_URL).path.strip("/") or "0").split("/")[0]
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "chat.layers.LocalFirstPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": env("CHANNEL_LAYER_PREFIX", f"claudeweb.db{_redis_db}"),
