@@ -267,15 +267,16 @@ def plan_turn(
     if continuation:  # a Continue may write more than the first try
         max_tokens = min(settings.CLAUDE_MAX_TOKENS * 2, info.max_output)
     prompt = conversation.system_prompt or current_system_prompt()
-    from chat.selectors import active_path
+    from chat.selectors import messages_in_order, path_to, tree
 
-    path = active_path(conversation, upto_id=reply.pk).messages[:-1]  # up to the reply
-    ids = [m.pk for m in path]
+    nodes = tree(conversation)
+    ids = path_to(nodes, reply.pk).ids[:-1]  # up to the reply
     summary = conversation.summary
     if conversation.summary_upto_id in ids:  # a summary of this branch's older turns
-        path = path[ids.index(conversation.summary_upto_id) + 1 :]
+        ids = ids[ids.index(conversation.summary_upto_id) + 1 :]  # only the rest is read
     else:
         summary = ""
+    path = messages_in_order(conversation, ids, nodes)
     turns = [
         context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
         for m in path

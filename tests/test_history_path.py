@@ -201,3 +201,23 @@ def test_search_expressions_are_the_indexed_ones(alice):
             plans[name] = "\n".join(row[0] for row in cursor.fetchall())
     assert "Bitmap Index Scan on message_text_search" in plans["message_text_search"]
     assert "Bitmap Index Scan on conversation_title_search" in plans["title"]
+
+
+def test_planning_reads_only_the_turns_after_the_stored_summary(conversation):
+    chain, parent = [], None
+    for n in range(6):
+        parent = say(conversation, "user" if n % 2 == 0 else "assistant", f"turn {n}", parent)
+        chain.append(parent)
+    reply = say(conversation, "assistant", "", say(conversation, "user", "now", parent))
+    conversation.summary, conversation.summary_upto_id = "What came before.", chain[3].pk
+    conversation.save(update_fields=["summary", "summary_upto_id"])
+    with CaptureQueriesContext(connection) as queries:
+        plan = services.plan_turn(conversation_id=conversation.pk, reply_message_id=reply.pk)
+    # The path's rows (the reply itself is read on its own, by `"id" = `).
+    rows = [q["sql"] for q in queries if '"content"' in q["sql"] and '"id" = ' not in q["sql"]]
+    read = set().union(*(asked_for(sql) for sql in rows if '"chat_message"' in sql))
+    assert read >= {chain[4].pk, chain[5].pk, reply.parent_id}
+    assert not read & {m.pk for m in chain[:4]}  # the summarised turns are not read
+    sent = str(plan.history)
+    assert "What came before." in sent + str(plan.system)
+    assert "turn 3" not in sent and "turn 4" in sent
