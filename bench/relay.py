@@ -33,8 +33,8 @@ Metrics (bench/README.md, "Streaming relay"):
   - upstream: direct SDK streams to the offline Claude from this process, back to back during
     the window: their time to first text delta (TTFT_up), pace (least-squares slope of token
     arrival against token index) and lateness (below): what the model itself does under the load.
-  - added TTFT: client's first delta − send, minus the median TTFT_up of the window. It includes
-    the first coalescing interval (the runner waits STREAM_COALESCE_MS before the first frame).
+  - added TTFT: client's first delta − send, minus the median TTFT_up of the window. The first
+    text goes out at once in the app and the bare relay alike; coalescing starts after it.
     Its parts, from the client: send → `message` ack → `start` → first delta.
   - token lateness (the added inter-token delay): every token k of a reply arrives with its frame
     at a_k; a relay that adds nothing delivers token k at c + k·p for a constant c, p being the
@@ -316,6 +316,10 @@ def start_redis(logdir: Path) -> tuple[Proc, str]:
 # Channel layers the app's settings do not offer, for comparison: a settings module written to
 # the run's temp dir imports claudeweb.settings and replaces CHANNEL_LAYERS.
 LAYER_OVERRIDES = {
+    # channels_redis' pub/sub layer as it comes: every frame through Redis, even to a socket of
+    # the same process (the app's chat/layers.py delivers those in-process).
+    "redis-pubsub": '{"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
+    '"CONFIG": {"hosts": [REDIS_URL]}}}',
     # channels_redis' list-based layer: group_send drops past `capacity` per channel.
     "redis-core": '{"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", '
     '"CONFIG": {"hosts": [REDIS_URL]}}}',
@@ -1156,8 +1160,13 @@ def run_layers(args: argparse.Namespace) -> dict:
         url = args.redis_url
     else:
         redis, url = start_redis(logdir)
+    from chat.layers import LocalFirstPubSubChannelLayer
+
     layers = {
-        "RedisPubSubChannelLayer (the app's)": lambda: RedisPubSubChannelLayer(hosts=[url]),
+        "LocalFirstPubSubChannelLayer (the app's)": lambda: LocalFirstPubSubChannelLayer(
+            hosts=[url]
+        ),
+        "RedisPubSubChannelLayer": lambda: RedisPubSubChannelLayer(hosts=[url]),
         "RedisPubSubChannelLayer, hosts × 4": lambda: RedisPubSubChannelLayer(hosts=[url] * 4),
         "RedisChannelLayer (capacity 100)": lambda: RedisChannelLayer(hosts=[url]),
         "InMemoryChannelLayer": lambda: InMemoryChannelLayer(capacity=1000),
@@ -1289,7 +1298,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--layer",
         choices=("redis", "memory", *LAYER_OVERRIDES),
         default="redis",
-        help="redis: the app's RedisPubSubChannelLayer; memory: InMemoryChannelLayer; "
+        help="redis: the app's layer (chat/layers.py, pub/sub, in-process first); memory: "
+        "InMemoryChannelLayer; redis-pubsub: channels_redis' pub/sub layer as it comes; "
         "redis-core: RedisChannelLayer; redis-4shards: the pub/sub layer on 4 connections",
     )
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")

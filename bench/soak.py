@@ -9,8 +9,9 @@ Claude, a Redis of its own (RedisPubSubChannelLayer), one Daphne process against
 database `claudeweb_bench_soak` (dropped, created, migrated here; dropped at the end).
 
 Each stream is a logged-in socket that sends replies of 50–300 tokens at 100 tokens/s, over and
-over. At random it closes its socket mid-reply, waits a moment, reconnects and sends `resume`
-with the last seq it applied; at random it sends `stop` mid-reply. It applies deltas strictly in
+over, moving to a new conversation every `--turns-per-conversation` replies (40). At random
+it closes its socket mid-reply, waits a moment, reconnects and sends `resume` with the last
+seq it applied; at random it sends `stop` mid-reply. It applies deltas strictly in
 seq order (seq == last + 1), counts duplicates it dropped and gaps it saw. When a reply ends, the
 text it assembled must equal the saved message's text, byte for byte.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import sys
@@ -58,6 +60,7 @@ class Tally:
     replies: int = 0
     disconnects: int = 0
     stops: int = 0
+    conversations: int = 0
     duplicates_dropped: int = 0
     errors: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
@@ -148,14 +151,40 @@ async def one_reply(server, login, ws, tally: Tally, rng: random.Random, args) -
     return ws
 
 
+def new_conversation(login):
+    """The next conversation of a stream's user (titled: no background title call)."""
+    from django.conf import settings
+
+    from chat import services
+    from chat.models import Conversation
+
+    conversation = Conversation.objects.get(pk=login.conversation_id)
+    fresh = Conversation.objects.create(
+        owner_id=conversation.owner_id,
+        model=settings.CLAUDE_DEFAULT_MODEL,
+        system_prompt=services.current_system_prompt(),
+        title="soak",
+    )
+    return dataclasses.replace(login, conversation_id=fresh.pk)
+
+
 async def stream(server, login, tally: Tally, stop_at: float, seed: int, args) -> None:
     rng = random.Random(seed)
     ws = None
+    replies = 0
     while time.monotonic() < stop_at:
         try:
+            if replies and replies % args.turns_per_conversation == 0 and ws is not None:
+                # A person starts a new chat now and then: conversations stay a realistic
+                # length instead of growing for the whole soak.
+                await ws.close()
+                ws = None
+                login = await asyncio.to_thread(new_conversation, login)
+                tally.conversations += 1
             if ws is None:
                 ws = await connect(server, login)
             ws = await one_reply(server, login, ws, tally, rng, args)
+            replies += 1
         except Exception as exc:  # noqa: BLE001 (counted: every failure is an error here)
             tally.errors.append(f"{type(exc).__name__}: {exc}"[:200])
             with contextlib.suppress(Exception):
@@ -199,6 +228,12 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--p-disconnect", type=float, default=0.2)
     parser.add_argument("--p-stop", type=float, default=0.1)
+    parser.add_argument(
+        "--turns-per-conversation",
+        type=int,
+        default=40,
+        help="replies before a stream moves to a new conversation",
+    )
     args = parser.parse_args()
     server_url = os.environ.get("DATABASE_URL", "")
     if not server_url.startswith(("postgres://", "postgresql://")):
@@ -245,7 +280,7 @@ def main() -> int:
     flat = growth < max(0.10 * start_rss, 20 * 2**20)
     print(
         f"\nreplies {tally.replies}, disconnects+resumes {tally.disconnects}, stops {tally.stops}, "
-        f"duplicates dropped {tally.duplicates_dropped}"
+        f"duplicates dropped {tally.duplicates_dropped}, new conversations {tally.conversations}"
     )
     print(f"errors {len(tally.errors)} (must be 0)")
     for line in tally.errors[:10]:
