@@ -64,6 +64,16 @@ class Tally:
     duplicates_dropped: int = 0
     errors: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def error(self, text: str) -> None:
+        """Count an error and print it at once (with the minute it happened)."""
+        self.errors.append(text)
+        print(f"  {(time.monotonic() - self.started) / 60:5.1f} min: ERROR {text}", flush=True)
+
+    def lose(self, text: str) -> None:
+        self.lost.append(text)
+        print(f"  {(time.monotonic() - self.started) / 60:5.1f} min: LOST {text}", flush=True)
 
 
 def saved_text(message_id: int) -> str:
@@ -117,7 +127,7 @@ async def one_reply(server, login, ws, tally: Tally, rng: random.Random, args) -
             elif frame["seq"] <= last_seq:
                 tally.duplicates_dropped += 1
             else:
-                tally.errors.append(f"gap: seq {frame['seq']} after {last_seq}")
+                tally.error(f"gap: seq {frame['seq']} after {last_seq}; events {events}")
             if drop_at is not None and frames == drop_at:
                 drop_at = None
                 tally.disconnects += 1
@@ -138,13 +148,13 @@ async def one_reply(server, login, ws, tally: Tally, rng: random.Random, args) -
             events.append(f"done {frame['stop_reason']} at seq {last_seq}")
             break
         elif kind == "error":
-            tally.errors.append(f"error frame {frame['code']}: {frame['message']}")
+            tally.error(f"error frame {frame['code']}: {frame['message']}; events {events}")
             return ws
     tally.replies += 1
     saved = await asyncio.to_thread(saved_text, message_id)
     if saved != text:
         where = next((i for i, (a, b) in enumerate(zip(text, saved, strict=False)) if a != b), None)
-        tally.lost.append(
+        tally.lose(
             f"message {message_id}: got {len(text)} chars, saved {len(saved)}, first difference "
             f"at {where}; events {events}"
         )
@@ -186,7 +196,7 @@ async def stream(server, login, tally: Tally, stop_at: float, seed: int, args) -
             ws = await one_reply(server, login, ws, tally, rng, args)
             replies += 1
         except Exception as exc:  # noqa: BLE001 (counted: every failure is an error here)
-            tally.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            tally.error(f"{type(exc).__name__}: {exc}"[:300])
             with contextlib.suppress(Exception):
                 await ws.close()
             ws = None

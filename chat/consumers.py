@@ -283,6 +283,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         message = await self._get_message(message_id)
         if message is not None:
+            # Live deltas after its checkpoint (if it is still running somewhere) may follow.
+            self.sent_seq.setdefault(message_id, message.stream_seq)
             await self._send_frame(
                 {"type": "message", "message": selectors.message_to_dict(message)}
             )
@@ -315,10 +317,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- sending ------------------------------------------------------------------------------
 
     async def _forward(self, frame: dict) -> None:
-        """Send a frame, dropping a delta this socket has already sent (live and replayed)."""
-        if frame.get("type") == "delta":
+        """Send a frame, dropping a delta this socket has already sent (live and replayed), and
+        the live deltas of a reply that was already running when this socket joined: its text
+        comes in order with `resume` (which a client sends as soon as it is open), so the tab
+        never sees a later delta before the earlier ones."""
+        kind = frame.get("type")
+        if kind == "start":
+            self.sent_seq.setdefault(frame["message_id"], 0)
+        elif kind == "delta":
             message_id = frame["message_id"]
-            if frame["seq"] <= self.sent_seq.get(message_id, 0):
+            if message_id not in self.sent_seq:
+                return
+            if frame["seq"] <= self.sent_seq[message_id]:
                 return
             self.sent_seq[message_id] = frame["seq"]
         await self._send_frame(frame)

@@ -175,6 +175,25 @@ async def test_a_closed_tab_does_not_lose_the_reply_and_resume_fills_the_gap(ali
     assert saved.text == text and len(text.split()) == 300
 
 
+async def test_a_tab_joining_mid_reply_gets_no_live_delta_before_its_resume(alice, conversation):
+    async with open_socket(conversation.pk, alice) as a:
+        await a.send_json_to(send_frame("[[offline words=120 pace_ms=15]]"))
+        await recv_until(a, "delta")
+        async with open_socket(conversation.pk, alice) as b:
+            # Live deltas go on while the new tab has said nothing yet…
+            for _ in range(3):
+                await recv_until(a, "delta")
+            # …and reach it only after the answer to its resume, in order from seq 1.
+            await b.send_json_to({"type": "resume", "after_seq": 0})
+            frames_b = await recv_until(b, "done", "error")
+        frames_a = await recv_until(a, "done", "error")
+    seqs = [d["seq"] for d in deltas_of(frames_b)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert frames_b[-1]["type"] == frames_a[-1]["type"] == "done"
+    saved = await reply_row(frames_b[-1]["message_id"])
+    assert joined(frames_b) == saved.text and len(saved.text.split()) == 120
+
+
 async def test_resume_after_the_reply_finished_replays_it(alice, conversation):
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(send_frame("[[offline words=20]]"))
