@@ -40,6 +40,10 @@ class ClientError(Exception):
         self.retryable = retryable
 
 
+# Frames of one reply (with its message_id) that a tab must get whole and in order.
+REPLY_FRAMES = ("delta", "tool", "done", "error")
+
+
 def _invalid(message: str) -> ClientError:
     return ClientError("invalid_frame", message)
 
@@ -96,7 +100,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.joined = True
-        self.sent_seq: dict[int, int] = {}
+        self.sent_seq: dict[int, int] = {}  # per reply: the last delta sent to this tab
+        self.ended: set[int] = set()  # replies whose final frame this tab got
         self.resuming = False
         self.buffered: list[dict] = []
         self.resume_after = 0
@@ -252,6 +257,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Same process: read the reply's buffer with no await in between, so live frames
             # that follow are exactly the ones after it.
             self.sent_seq[reply.message_id] = after_seq
+            self.ended.discard(reply.message_id)  # asked for again: the end comes again too
             for replayed in reply.replay_frames(after_seq):
                 await self._forward(replayed)
             return
@@ -304,6 +310,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.resume_timer is not None:
             self.resume_timer.cancel()
         self.sent_seq[event["message_id"]] = self.resume_after
+        self.ended.discard(event["message_id"])
         for frame in event["frames"]:
             await self._forward(frame)
         await self._end_resume()
@@ -317,20 +324,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- sending ------------------------------------------------------------------------------
 
     async def _forward(self, frame: dict) -> None:
-        """Send a frame, dropping a delta this socket has already sent (live and replayed), and
-        the live deltas of a reply that was already running when this socket joined: its text
-        comes in order with `resume` (which a client sends as soon as it is open), so the tab
-        never sees a later delta before the earlier ones."""
+        """Send a frame to this tab, keeping each reply's frames whole and in order.
+
+        - A reply that was already running when this socket joined (it got no `start` of it)
+          reaches the tab only through `resume` (which a client sends as soon as it is open):
+          its live deltas, tool steps and final frame are dropped until then, so the tab never
+          sees a later delta, or the end, before the earlier deltas.
+        - A delta already sent (live and replayed) is dropped; so is a second final frame.
+        """
         kind = frame.get("type")
+        message_id = frame.get("message_id")
         if kind == "start":
-            self.sent_seq.setdefault(frame["message_id"], 0)
-        elif kind == "delta":
-            message_id = frame["message_id"]
+            self.sent_seq.setdefault(message_id, 0)
+            self.ended.discard(message_id)  # a Continue: the same message streams again
+        elif kind in REPLY_FRAMES and message_id is not None:
             if message_id not in self.sent_seq:
                 return
-            if frame["seq"] <= self.sent_seq[message_id]:
-                return
-            self.sent_seq[message_id] = frame["seq"]
+            if kind == "delta":
+                if frame["seq"] <= self.sent_seq[message_id]:
+                    return
+                self.sent_seq[message_id] = frame["seq"]
+            elif kind in ("done", "error"):
+                if message_id in self.ended:
+                    return
+                self.ended.add(message_id)
         await self._send_frame(frame)
 
     async def _send_frame(self, frame: dict) -> None:

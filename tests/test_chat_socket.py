@@ -194,6 +194,29 @@ async def test_a_tab_joining_mid_reply_gets_no_live_delta_before_its_resume(alic
     assert joined(frames_b) == saved.text and len(saved.text.split()) == 120
 
 
+async def test_a_tab_that_joined_mid_reply_gets_its_end_only_after_its_deltas(alice, conversation):
+    """The reply ends while the new tab has not resumed yet: the tab must not get `done` first
+    (it would finish the reply with the text it had)."""
+    async with open_socket(conversation.pk, alice) as a:
+        await a.send_json_to(send_frame("[[offline words=40 pace_ms=10]]"))
+        await recv_until(a, "delta")
+        async with open_socket(conversation.pk, alice) as b:
+            frames_a = await recv_until(a, "done", "error")
+            await b.send_json_to({"type": "resume", "after_seq": 0})
+            frames_b = await recv_until(b, "done", "error")
+            # Exactly one end: a marker frame (an invalid one, answered with an error) comes next.
+            await b.send_json_to({"type": "no-such-frame"})
+            after = await recv(b)
+    assert frames_a[-1]["type"] == "done"
+    kinds = [f["type"] for f in frames_b]
+    assert kinds[0] == "delta" and kinds.count("done") == 1 and kinds[-1] == "done", kinds
+    seqs = [d["seq"] for d in deltas_of(frames_b)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    saved = await reply_row(frames_b[-1]["message_id"])
+    assert joined(frames_b) == saved.text and len(saved.text.split()) == 40
+    assert after["type"] == "error" and after["code"] == "invalid_frame"
+
+
 async def test_resume_after_the_reply_finished_replays_it(alice, conversation):
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(send_frame("[[offline words=20]]"))

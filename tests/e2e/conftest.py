@@ -45,31 +45,37 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _fresh_database(tmp: Path) -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return f"sqlite:///{tmp / 'e2e.sqlite3'}"
+def _admin(url: str, *statements: str) -> None:
     import psycopg
 
     parts = urlsplit(url)
     admin_url = urlunsplit(parts._replace(path="/postgres"))
-    # One database per test run, so runs in parallel (several suites at once) do not collide.
-    name = f"claudeweb_e2e_{os.getpid()}"
     with psycopg.connect(
         admin_url.replace("postgres://", "postgresql://", 1), autocommit=True
     ) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {name}")
-    return urlunsplit(parts._replace(path=f"/{name}"))
+        for statement in statements:
+            c.execute(statement)
+
+
+def _fresh_database(tmp: Path) -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        return f"sqlite:///{tmp / 'e2e.sqlite3'}"
+    # One database per test run, so runs in parallel (several suites at once) do not collide.
+    name = f"claudeweb_e2e_{os.getpid()}"
+    _admin(url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
-def app_env(offline_claude_url, tmp_path_factory) -> dict[str, str]:
-    """The server's environment, for `manage.py` subprocesses that seed its database."""
-    return dict(
+def app_env(offline_claude_url, tmp_path_factory) -> Iterator[dict[str, str]]:
+    """The server's environment, for `manage.py` subprocesses that seed its database. The
+    database is dropped at the end of the run."""
+    database_url = _fresh_database(tmp_path_factory.mktemp("e2e-db"))
+    yield dict(
         os.environ,
         DJANGO_DEBUG="true",
-        DATABASE_URL=_fresh_database(tmp_path_factory.mktemp("e2e-db")),
+        DATABASE_URL=database_url,
         ANTHROPIC_BASE_URL=offline_claude_url,
         ANTHROPIC_API_KEY="test-key",
         CLAUDE_MAX_RETRIES="0",
@@ -77,6 +83,9 @@ def app_env(offline_claude_url, tmp_path_factory) -> dict[str, str]:
         DEMO_PASSWORD=E2E_PASSWORD,
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
     )
+    if database_url.startswith(("postgres://", "postgresql://")):
+        name = urlsplit(database_url).path.lstrip("/")
+        _admin(database_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
