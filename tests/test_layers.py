@@ -28,18 +28,19 @@ async def processes():
         await layer.flush()
 
 
-def count_publishes(layer, monkeypatch) -> list[str]:
-    """The group channels this layer published to, in order."""
+def count_publishes(layer, monkeypatch, method: str = "publish_counted") -> list[str]:
+    """The channels this layer published to through `method` of its shards, in order
+    (publish_counted: group messages; publish: messages to one channel)."""
     loop_layer = layer._get_layer()
     published: list[str] = []
     for shard in loop_layer._shards:
-        real = shard.publish_counted
+        real = getattr(shard, method)
 
         async def counted(channel, message, real=real):
             published.append(channel)
             return await real(channel, message)
 
-        monkeypatch.setattr(shard, "publish_counted", counted)
+        monkeypatch.setattr(shard, method, counted)
     return published
 
 
@@ -109,16 +110,7 @@ async def test_a_frame_from_another_process_reaches_the_members_here(processes):
 async def test_sending_to_a_channel_of_this_process_skips_redis(processes, monkeypatch):
     a, b = processes
     reply_to = await a.new_channel()
-    loop_layer = a._get_layer()
-    calls = []
-    for shard in loop_layer._shards:
-        real = shard.publish
-
-        async def publish(channel, message, real=real):
-            calls.append(channel)
-            return await real(channel, message)
-
-        monkeypatch.setattr(shard, "publish", publish)
+    calls = count_publishes(a, monkeypatch, "publish")
     await a.send(reply_to, {"type": "chat.replay", "frames": []})
     assert (await receive(a, reply_to))["type"] == "chat.replay"
     assert calls == []
