@@ -88,7 +88,7 @@ class Checkpoints:
             log.warning("checkpoint of %d replies failed", len(items), exc_info=True)
             return 0
         for reply, item in zip(due, items, strict=True):
-            reply._saved_seq, reply._saved_at = item.seq, now
+            reply.checkpointed(item.seq, now)
         return len(items)
 
 
@@ -552,6 +552,9 @@ class Reply:
     def checkpoint_due(self, now: float) -> bool:
         """Text came since the last checkpoint, or a heartbeat is due."""
         return self.seq != self._saved_seq or now - self._saved_at >= HEARTBEAT_S
+
+    def checkpointed(self, seq: int, at: float) -> None:
+        self._saved_seq, self._saved_at = seq, at
 
     async def _listen(self, channel: str) -> None:
         while True:

@@ -357,12 +357,9 @@ class NothingToContinue(Exception):
     pass
 
 
-def checkpoint(*, message_id: int, content: list[dict], seq: int) -> None:
-    """Save the partial turn of a streaming reply (one UPDATE); also its heartbeat."""
-    checkpoint_many([Checkpoint(message_id, content, seq)])
-
-
 class Checkpoint(NamedTuple):
+    """The partial turn of a streaming reply, as saved about once a second (its heartbeat too)."""
+
     message_id: int
     content: list[dict]
     seq: int

@@ -217,6 +217,24 @@ async def test_a_tab_that_joined_mid_reply_gets_its_end_only_after_its_deltas(al
     assert after["type"] == "error" and after["code"] == "invalid_frame"
 
 
+async def test_a_finished_reply_kept_for_replay_lets_its_request_go(alice, conversation):
+    from chat import runner
+
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("first [[offline words=20]]"))
+        await recv_until(ws, "done")
+        await ws.send_json_to(send_frame("second [[offline words=20]]"))
+        frames = await recv_until(ws, "done")
+    reply = runner.local_reply(conversation.pk)
+    assert reply is not None and reply.final_frame == frames[-1]  # still replayable…
+    # …without the request it was made from (the whole conversation, in a long one).
+    assert reply.plan.history == [] and reply.plan.system == [] and reply.plan.tools == []
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to({"type": "resume", "after_seq": 0})
+        replay = await recv_until(ws, "done")
+    assert joined(replay) == joined(frames)
+
+
 async def test_resume_after_the_reply_finished_replays_it(alice, conversation):
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(send_frame("[[offline words=20]]"))

@@ -48,8 +48,8 @@ def test_startup_marks_orphaned_replies_interrupted_with_their_checkpoint(alice)
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content=[]
     )
-    services.checkpoint(
-        message_id=reply.pk, content=[{"type": "text", "text": "partial answer"}], seq=3
+    services.checkpoint_many(
+        [services.Checkpoint(reply.pk, [{"type": "text", "text": "partial answer"}], 3)]
     )
     call_command("reap_replies", "--stale-seconds", "0")
     reply.refresh_from_db()
@@ -63,8 +63,8 @@ def test_a_live_reply_is_not_reaped(alice):
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content=[]
     )
-    services.checkpoint(
-        message_id=reply.pk, content=[{"type": "text", "text": "still going"}], seq=1
+    services.checkpoint_many(
+        [services.Checkpoint(reply.pk, [{"type": "text", "text": "still going"}], 1)]
     )
     assert services.reap_stale_replies(stale_seconds=30) == 0
     reply.refresh_from_db()
