@@ -6,6 +6,7 @@ Frames and error codes are the contract in docs/protocol.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
@@ -13,8 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.http import Http404
@@ -85,6 +89,53 @@ def _client_errors() -> Iterator[None]:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # --- the consumer's loop ------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' loop, cheaper per frame, which matters for a streaming reply's deltas.
+
+        Channels' own loop (`await_many_dispatch`) makes a new task and an `asyncio.wait` for
+        every message, and its `dispatch` hops to the database thread before every handler to
+        close stale connections. Here one long-lived reader per source (the socket, the channel
+        layer) hands each message to its handler under a lock: handlers still run one at a time,
+        each source's messages in order, and a source is read again only once its message is
+        handled. Every database call of this consumer goes through `database_sync_to_async`,
+        which closes stale connections itself.
+        """
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        turn = asyncio.Lock()
+
+        async def read(source) -> None:
+            while True:
+                message = await source()
+                async with turn:
+                    await self.dispatch(message)
+
+        readers = [
+            asyncio.create_task(read(receive)),
+            asyncio.create_task(read(self.channel_receive)),
+        ]
+        try:
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            for reader in done:
+                reader.result()  # a reader ends only by raising: StopConsumer or a fault
+        except StopConsumer:
+            pass
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def dispatch(self, message: dict) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     # --- socket events ------------------------------------------------------------------------
 
     async def connect(self) -> None:

@@ -364,3 +364,63 @@ async def test_no_delta_is_overtaken_by_done_when_sending_is_slow(alice, convers
         frames = await recv_until(ws, "done", "error")
     saved = await reply_row(frames[-1]["message_id"])
     assert joined(frames) == saved.text and len(saved.text.split()) == 60
+
+
+async def test_deltas_reach_the_tab_while_the_database_thread_is_busy(
+    alice, conversation, settings
+):
+    # Channels' own dispatch hops to the database thread before every message (to close stale
+    # connections): each delta of every reply would wait behind other requests' queries.
+    import threading
+
+    settings.STREAM_COALESCE_MS = 0
+    release = threading.Event()
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(send_frame("[[offline words=150 pace_ms=5]]"))
+        await recv_until(ws, "delta")
+        # Occupy the database thread (sync_to_async is thread-sensitive) until released.
+        busy = asyncio.create_task(sync_to_async(release.wait)(10))
+        try:
+            during = [await recv(ws, timeout=3) for _ in range(20)]
+        finally:
+            release.set()
+            await busy
+        rest = await recv_until(ws, "done", "error")
+    assert all(f["type"] == "delta" for f in during)
+    assert rest[-1]["type"] == "done"
+
+
+async def test_a_frame_for_the_tab_waits_until_the_command_in_hand_is_done(
+    alice, conversation, monkeypatch
+):
+    from channels.layers import get_channel_layer
+
+    from chat import runner
+    from chat.consumers import ChatConsumer
+
+    order: list[str] = []
+    in_command = asyncio.Event()
+
+    async def slow_stop(self, frame):
+        order.append("stop begins")
+        in_command.set()
+        await asyncio.sleep(0.2)
+        order.append("stop ends")
+
+    original_forward = ChatConsumer._forward
+
+    async def recording_forward(self, frame):
+        order.append(f"forward {frame['type']}")
+        await original_forward(self, frame)
+
+    monkeypatch.setattr(ChatConsumer, "cmd_stop", slow_stop)
+    monkeypatch.setattr(ChatConsumer, "_forward", recording_forward)
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to({"type": "stop"})
+        await asyncio.wait_for(in_command.wait(), 5)
+        await get_channel_layer().group_send(
+            runner.group_name(conversation.pk),
+            {"type": "chat.frame", "frame": {"type": "notice", "text": "x"}},
+        )
+        assert await recv(ws) == {"type": "notice", "text": "x"}
+    assert order == ["stop begins", "stop ends", "forward notice"]
