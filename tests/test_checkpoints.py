@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -11,6 +15,8 @@ from asgiref.sync import sync_to_async
 from chat import services
 from chat.models import Message
 from tests.conftest import open_socket, recv_until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -65,14 +71,53 @@ def test_a_checkpoint_never_overwrites_a_finished_reply(alice):
         content=[{"type": "text", "text": "final"}],
         status=Message.Status.DONE,
     )
+    before = Message.objects.get(pk=streaming.pk).updated_at
+    text = 'so far: it\'s "quoted" \\ ünï 😀\n%s ?'
     written = services.checkpoint_many(
         [
-            services.Checkpoint(streaming.pk, [{"type": "text", "text": "so far"}], 3),
+            services.Checkpoint(streaming.pk, [{"type": "text", "text": text}], 3),
             services.Checkpoint(done.pk, [{"type": "text", "text": "stale"}], 2),
         ]
     )
     assert written == 1
     streaming.refresh_from_db()
     done.refresh_from_db()
-    assert streaming.text == "so far" and streaming.stream_seq == 3
+    assert streaming.text == text and streaming.stream_seq == 3
+    assert streaming.content == [{"type": "text", "text": text}]
+    assert streaming.updated_at > before
     assert done.text == "final" and done.stream_seq == 0
+
+
+def test_checkpoints_work_on_sqlite_the_embedded_default(tmp_path):
+    # `make run` uses SQLite; the statement is written per database (see checkpoint_many).
+    script = """
+import uuid
+from django.contrib.auth import get_user_model
+from chat import services
+from chat.models import Message
+user = get_user_model().objects.create_user("cp")
+conversation = services.conversation_create(owner=user)
+reply = services.turn_start(
+    conversation=conversation, text="hi", client_id=uuid.uuid4(), model=None
+).assistant_message
+text = 'it\\'s "quoted" \\\\ ünï 😀 %s ?'
+written = services.checkpoint_many([services.Checkpoint(reply.pk, [{"type": "text", "text": text}], 4)])
+reply.refresh_from_db()
+assert written == 1, written
+assert reply.text == text and reply.stream_seq == 4, (reply.text, reply.stream_seq)
+print("ok", reply.updated_at.isoformat())
+"""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    env.pop("REDIS_URL", None)
+    env.setdefault("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # no call is made
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, timeout=120)
+    done = subprocess.run(
+        [*manage, "shell", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("ok 20")
