@@ -456,6 +456,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             plan = services.plan_turn(
                 conversation_id=self.conversation_id,
                 reply_message_id=started.assistant_message.pk,
+                conversation=conversation,
+                reply=started.assistant_message,
             )
             plan.reservation_id = self._reserve(plan)
             return started, plan

@@ -254,14 +254,25 @@ def _resolve_image(block: dict) -> dict | None:
 
 
 def plan_turn(
-    *, conversation_id: int, reply_message_id: int, purpose: str = ApiCall.Purpose.REPLY
+    *,
+    conversation_id: int,
+    reply_message_id: int,
+    purpose: str = ApiCall.Purpose.REPLY,
+    conversation: Conversation | None = None,
+    reply: Message | None = None,
 ) -> TurnPlan:
-    """Build the request for a reply: pinned system prompt, fitted history, tools, limits."""
+    """Build the request for a reply: pinned system prompt, fitted history, tools, limits.
+
+    A caller that has just read the conversation (with its system prompt) and created the reply,
+    in the same transaction, passes them and saves two reads.
+    """
     from chat import tools
     from chat.models import UserSettings
 
-    conversation = Conversation.objects.select_related("system_prompt").get(pk=conversation_id)
-    reply = Message.objects.get(pk=reply_message_id)
+    if conversation is None:
+        conversation = Conversation.objects.select_related("system_prompt").get(pk=conversation_id)
+    if reply is None:
+        reply = Message.objects.get(pk=reply_message_id)
     info = catalogue.get_model(conversation.model)
     max_tokens = min(settings.CLAUDE_MAX_TOKENS, info.max_output)
     continuation = purpose == ApiCall.Purpose.CONTINUATION
