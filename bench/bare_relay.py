@@ -141,7 +141,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream", required=True, help="the offline Claude's base URL")
     parser.add_argument("--coalesce-ms", type=float, default=40.0)
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop (asyncio's own: the simplest relay; uvloop: the app's default)",
+    )
     args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(serve_forever(args.host, args.port, args.upstream, args.coalesce_ms))
 
 

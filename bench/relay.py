@@ -14,12 +14,15 @@ What runs (all on 127.0.0.1, started here and stopped at the end, also on error 
   - a Redis of its own (`redis-server` on a free port: pub/sub channel names are global to a
     Redis server, so a shared one would mix these frames with other users' groups), unless
     `--layer memory` (InMemoryChannelLayer) or `--redis-url`;
-  - the server under test: one Daphne process (`--topology daphne`, default; `--asgi-server
-    uvicorn` to compare) against the PostgreSQL database `claudeweb_bench_relay` (dropped,
-    created and migrated here, next to the one DATABASE_URL names), or `--topology prod`:
+  - the server under test: one Daphne process as deployed, `python -m claudeweb.server` on
+    uvloop (`--topology daphne`, default; `--app-loop asyncio` for asyncio's own loop,
+    `--asgi-server uvicorn` to compare) against the PostgreSQL database
+    `claudeweb_bench_relay` (dropped, created and migrated here, next to the one DATABASE_URL
+    names), or `--topology prod`:
     `scripts/prod.sh` with `--processes` Daphne processes behind nginx, same database;
   - the baseline: bench/bare_relay.py (SDK raw events → `websockets`, same coalescing, no
-    Django, no database), one process.
+    Django, no database), one process, on asyncio's own loop (`bare`: the targets' baseline)
+    and on uvloop (`bare-uvloop`: the same loop as the app), `--bare-loops`.
 Experiments that are not the app's configuration go through a settings module written to the
 run's temp dir: `--layer redis-core|redis-4shards`, `--db-threads`, `--switch-interval-ms`.
 
@@ -339,10 +342,12 @@ def server_env(
     logdir: Path,
     switch_interval_ms: float | None = None,
     db_threads: bool = False,
+    event_loop: str = "uvloop",
 ) -> dict:
     """The app's environment for the bench: production settings on plain loopback HTTP."""
     env = dict(
         os.environ,
+        CLAUDEWEB_EVENT_LOOP=event_loop,
         DATABASE_URL=database_url,
         DJANGO_SETTINGS_MODULE="claudeweb.settings",
         DJANGO_DEBUG="false",
@@ -417,7 +422,8 @@ class DaphneServer(Server):
                 "--no-access-log", "--log-level", "warning",
             ]  # fmt: skip
         else:
-            args = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+            # As deployed: Daphne through claudeweb.server (its event loop: CLAUDEWEB_EVENT_LOOP).
+            args = [PY, "-m", "claudeweb.server", "-b", "127.0.0.1", "-p", str(port)]
             args.append("claudeweb.asgi:application")
         self.proc = Proc(name, args, env=env, logdir=logdir, ready_line=False)
         self.origin = f"http://127.0.0.1:{port}"
@@ -433,7 +439,12 @@ class DaphneServer(Server):
 
 class BareServer(Server):
     def __init__(
-        self, upstream: str, coalesce_ms: float, logdir: Path, name: str = "bare-relay"
+        self,
+        upstream: str,
+        coalesce_ms: float,
+        logdir: Path,
+        name: str = "bare-relay",
+        loop: str = "asyncio",
     ) -> None:
         self.proc = Proc(
             name,
@@ -444,6 +455,8 @@ class BareServer(Server):
                 upstream,
                 "--coalesce-ms",
                 str(coalesce_ms),
+                "--loop",
+                loop,
             ],
             env=dict(os.environ),
             logdir=logdir,
@@ -1001,7 +1014,7 @@ def _ms(seconds: float | None) -> float | None:
 # --- report ----------------------------------------------------------------------------------
 
 COLUMNS = [
-    ("server", "server", 8),
+    ("server", "server", 11),
     ("n", "N", 4),
     ("turns", "turns", 5),
     ("tokens_per_s", "tok/s", 6),
@@ -1035,16 +1048,24 @@ def print_table(rows: list[dict], header: bool = True) -> None:
         print("  ".join(cells), flush=True)
 
 
+# The bare relays by event loop; "bare" (asyncio's own loop) is the baseline of the targets.
+BARE_NAMES = {"asyncio": "bare", "uvloop": "bare-uvloop"}
+BARE_LOOPS = {name: loop for loop, name in BARE_NAMES.items()}
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return round(a / b, 2)
 
 
-def print_ratios(app_rows: list[dict], base_rows: list[dict]) -> list[dict]:
+def print_ratios(
+    app_rows: list[dict], base_rows: list[dict], title: str | None = "app / bare relay, same N:"
+) -> list[dict]:
     out = []
     base = {r["n"]: r for r in base_rows}
-    print("\napp / bare relay, same N:")
+    if title:
+        print("\n" + title)
     for row in app_rows:
         b = base.get(row["n"])
         if b is None:
@@ -1329,6 +1350,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--coalesce-ms", type=float, default=40.0, help="bare relay coalescing")
     parser.add_argument(
+        "--app-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the app's event loop (CLAUDEWEB_EVENT_LOOP; uvloop as deployed)",
+    )
+    parser.add_argument(
+        "--bare-loops",
+        default="asyncio,uvloop",
+        help="bare relays to run: asyncio (the baseline of the targets), uvloop, or both",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="py-spy raw profile of each server at the largest N (FILE, FILE-bare, …)",
@@ -1369,6 +1401,9 @@ def run(args: argparse.Namespace) -> dict:
         )
     ns = [int(x) for x in args.n.split(",") if x]
     processes = [int(x) for x in args.processes.split(",") if x]
+    unknown = set(args.bare_loops.split(",")) - set(BARE_NAMES)
+    if unknown:
+        raise SystemExit(f"--bare-loops: unknown {', '.join(sorted(unknown))} (asyncio, uvloop)")
     pace_ms = 1000 / args.tokens_per_s
     cfg = PhaseConfig(
         words=args.tokens,
@@ -1404,6 +1439,7 @@ def run(args: argparse.Namespace) -> dict:
             logdir=logdir,
             switch_interval_ms=args.switch_interval_ms,
             db_threads=args.db_threads,
+            event_loop=args.app_loop,
         )
         migrate(env)
         django_setup(database_url)
@@ -1414,7 +1450,7 @@ def run(args: argparse.Namespace) -> dict:
             else:
                 servers.append(("app", None))
         if args.only in ("bare", "both"):
-            servers.append(("bare", None))
+            servers += [(BARE_NAMES[loop], None) for loop in args.bare_loops.split(",")]
         print(f"offline Claude {upstream}; layer {args.layer} {redis_url or ''}")
         print(
             f"{cfg.words} tokens per reply at {args.tokens_per_s:g} tokens/s "
@@ -1434,10 +1470,15 @@ def run(args: argparse.Namespace) -> dict:
         print_table([r for name in rows for r in rows[name]])
         base = rows.get("bare", [])
         for name in rows:
-            if name == "bare":
+            if name in BARE_LOOPS:
                 continue
             print(f"\n[{name}]")
             results.setdefault("ratios", {})[name] = print_ratios(rows[name], base)
+            if "bare-uvloop" in rows:
+                print("  against the bare relay on uvloop (the app's event loop):")
+                results.setdefault("ratios_uvloop", {})[name] = print_ratios(
+                    rows[name], rows["bare-uvloop"], title=None
+                )
             check_targets(rows[name], base)
         results["loadavg_after"] = os.getloadavg()
         print(f"\nload average before {results['machine']['loadavg']}, after {os.getloadavg()}")
@@ -1486,8 +1527,10 @@ async def _phases(
     rows: dict[str, list[dict]] = {name: [] for name, _ in servers}
     for n in ns:
         for name, k in servers:
-            if name == "bare":
-                server: Server = BareServer(upstream, args.coalesce_ms, logdir, f"bare-n{n}")
+            if name in BARE_LOOPS:
+                server: Server = BareServer(
+                    upstream, args.coalesce_ms, logdir, f"{name}-n{n}", loop=BARE_LOOPS[name]
+                )
             elif k is not None:
                 server = ProdServer(env, k, logdir)
             else:

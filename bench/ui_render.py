@@ -205,7 +205,7 @@ def start_stack(tmp: Path, env_base: dict) -> tuple[list, str, str, str | None]:
         [
             sys.executable,
             "-m",
-            "daphne",
+            "claudeweb.server",
             "-b",
             "127.0.0.1",
             "-p",

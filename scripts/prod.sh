@@ -194,7 +194,7 @@ start_daphnes() {
 	for ((i = 1; i <= PROD_WORKERS; i++)); do
 		port="$(free_port)"
 		# --proxy-headers: the client address comes from nginx's X-Forwarded-For.
-		setsid "$BIN/python" -m daphne -b 127.0.0.1 -p "$port" --proxy-headers \
+		setsid "$BIN/python" -m claudeweb.server -b 127.0.0.1 -p "$port" --proxy-headers \
 			claudeweb.asgi:application </dev/null >"$PROD_DIR/daphne-$i.log" 2>&1 &
 		echo $! >"$PROD_DIR/daphne-$i.pid"
 		echo "$port" >"$PROD_DIR/daphne-$i.port"

@@ -195,7 +195,7 @@ echo
 # Daphne runs as a child rather than through exec, so that the trap above still stops the
 # background services when it exits. A background child ignores the terminal's SIGINT; the
 # INT trap forwards it as SIGTERM.
-"$BIN/daphne" -b 127.0.0.1 -p "$PORT" claudeweb.asgi:application </dev/null &
+"$BIN/python" -m claudeweb.server -b 127.0.0.1 -p "$PORT" claudeweb.asgi:application </dev/null &
 daphne_pid=$!
 rc=0
 wait "$daphne_pid" || rc=$?

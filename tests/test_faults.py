@@ -514,7 +514,7 @@ class App:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "claudeweb.server",
                 "-b",
                 "127.0.0.1",
                 "-p",

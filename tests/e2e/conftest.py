@@ -101,7 +101,7 @@ def app_server(app_env, tmp_path_factory) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "daphne",
+            "claudeweb.server",
             "-b",
             "127.0.0.1",
             "-p",
