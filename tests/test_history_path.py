@@ -203,6 +203,36 @@ def test_search_expressions_are_the_indexed_ones(alice):
     assert "Bitmap Index Scan on conversation_title_search" in plans["title"]
 
 
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_the_index_migration_rebuilds_an_index_an_interrupted_build_left_invalid():
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("chat.migrations.0006_search_indexes")
+
+    def validity() -> dict[str, bool]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname, i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = ANY(%s)",
+                [list(migration.INDEXES)],
+            )
+            return dict(cursor.fetchall())
+
+    assert validity() == {name: True for name in migration.INDEXES}
+    with connection.cursor() as cursor:  # what a CREATE INDEX CONCURRENTLY cut short leaves
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'conversation_title_search'::regclass"
+        )
+    assert validity()["conversation_title_search"] is False
+    with connection.schema_editor(atomic=False) as editor:
+        migration.create(apps, editor)
+    assert validity() == {name: True for name in migration.INDEXES}
+
+
 def test_planning_reads_only_the_turns_after_the_stored_summary(conversation):
     chain, parent = [], None
     for n in range(6):
