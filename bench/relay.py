@@ -1223,6 +1223,13 @@ def run_layers(args: argparse.Namespace) -> dict:
 
 # --- profiles ----------------------------------------------------------------------------------
 
+# The frames under which the event loop runs a callback: asyncio's own handle, or, on uvloop,
+# the Python frame that started the (C) loop: Twisted's reactor in Daphne, asyncio.run elsewhere.
+LOOP_ENTRIES = (
+    "Handle._run (asyncio/",
+    "AsyncioSelectorReactor.run (twisted/",
+    "Runner.run (asyncio/runners.py)",
+)
 # Where samples go: the innermost frame outside the generic standard library decides.
 GENERIC = (
     "(asyncio/",
@@ -1278,9 +1285,11 @@ def summarize_profile(path: Path, top: int = 20) -> str:
             continue
         threads["event loop"] += count
         # Only the frames below the callback the loop is running count: above it sits the
-        # server's entry point (daphne, uvicorn), the same for every sample.
-        runs = [i for i, f in enumerate(frames) if f.startswith("Handle._run (asyncio/")]
-        bucket = "the event loop itself (asyncio, selectors)"
+        # server's entry point (daphne, uvicorn), the same for every sample. On uvloop the loop
+        # is C code py-spy does not see: a callback's frames follow the Python frame that
+        # started the loop, and a sample with nothing below that frame is the loop itself.
+        runs = [i for i, f in enumerate(frames) if f.startswith(LOOP_ENTRIES)]
+        bucket = "the event loop itself (asyncio, selectors; uvloop's C code)"
         for frame in reversed(frames[runs[-1] + 1 :] if runs else []):
             if any(g in frame for g in GENERIC):
                 continue
