@@ -352,7 +352,7 @@ cmd_stop() {
 	rm -f "$PROD_DIR/nginx.pid"
 	for file in "$PROD_DIR"/daphne-*.pid; do
 		[[ -e "$file" ]] || continue
-		stop_pid "$file" daphne
+		stop_pid "$file" claudeweb.server
 		rm -f "${file%.pid}.port"
 	done
 	stop_pid "$PROD_DIR/offline-claude.pid" offline_claude
@@ -369,7 +369,7 @@ cmd_status() {
 	for file in "$PROD_DIR"/daphne-*.pid; do
 		[[ -e "$file" ]] || continue
 		pid="$(read_pid "$file" || true)"
-		if pid_matches "$pid" daphne; then
+		if pid_matches "$pid" claudeweb.server; then
 			echo "$(basename "${file%.pid}"): running (pid $pid, port $(cat "${file%.pid}.port"))"
 		else
 			echo "$(basename "${file%.pid}"): stopped"
