@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as `make test` and CI run it:
-#   1. make install (the app with its dev tools, in .venv/)
+#   1. make install (the app with its dev tools, from the lock, in .venv/; $VENV names another
+#      virtualenv, which is then used as it is: make test-latest runs the suite that way)
 #   2. scripts/services.sh start: PostgreSQL, Redis, local S3 (moto) and Chromium; stopped on exit
 #   3. pytest tests/ without the browser tests, then pytest tests/e2e/ in its own invocation
 #      (Playwright's sync API leaves an event loop running, which breaks later asyncio tests);
@@ -13,9 +14,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PY="$ROOT/.venv/bin/python"
+export VENV="${VENV:-.venv}"
+PY="$ROOT/$VENV/bin/python"
 
-"${MAKE:-make}" --no-print-directory install
+if [[ $VENV == .venv ]]; then
+	"${MAKE:-make}" --no-print-directory install
+fi
 
 stop_services() { "$ROOT/scripts/services.sh" stop || true; }
 trap stop_services EXIT
