@@ -3,6 +3,7 @@
 #
 #   scripts/services.sh start    install what is missing, start what is not running (idempotent)
 #   scripts/services.sh stop     stop everything that is running (PostgreSQL keeps its data)
+#   scripts/services.sh clean    stop, then remove all their state (PostgreSQL's data too)
 #   scripts/services.sh env      print the export lines for the running services
 #   scripts/services.sh status   one line per service
 #
@@ -21,11 +22,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.run/services"
 ENV_FILE="$STATE/env"
 APT_LOG="$STATE/apt.log"
-VENV_PY="$ROOT/.venv/bin/python"
+VENV_PY="$ROOT/${VENV:-.venv}/bin/python"
 
+# PostgreSQL's directory (data, socket, log): under .run/ unless the server's user cannot reach it
+# (pg_paths, below); set before every use.
 PG_DIR="$STATE/pg"
 PG_DATA="$PG_DIR/data"
 PG_LOG="$PG_DIR/postgres.log"
+PG_OUTSIDE="/tmp/claudeweb-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
 PG_PORT=5432 # only names the socket file: PostgreSQL does not listen on TCP here
 PG_DB=claudeweb
 REDIS_DIR="$STATE/redis"
@@ -120,6 +124,27 @@ pg_bindir() {
 
 # The socket path must stay under the kernel's 107-byte limit: a deep checkout gets a short
 # directory in /tmp instead, named after the checkout.
+# As root the server runs as `postgres`, which cannot enter a checkout under a directory other
+# users may not enter (/root, a `mktemp -d` directory): its directory then lives in /tmp, named
+# after the checkout, where that user can reach it.
+pg_paths() {
+	PG_DIR="$STATE/pg"
+	if [[ $EUID -eq 0 ]]; then
+		if [[ -f "$PG_OUTSIDE/pg/data/PG_VERSION" ]]; then
+			PG_DIR="$PG_OUTSIDE/pg"
+		elif id postgres >/dev/null 2>&1; then
+			mkdir -p "$STATE"
+			(cd / && runuser -u postgres -- test -x "$STATE") 2>/dev/null || PG_DIR="$PG_OUTSIDE/pg"
+		fi
+	fi
+	if [[ $PG_DIR == "$PG_OUTSIDE"/* ]]; then
+		mkdir -p "$PG_OUTSIDE"
+		chmod 755 "$PG_OUTSIDE"
+	fi
+	PG_DATA="$PG_DIR/data"
+	PG_LOG="$PG_DIR/postgres.log"
+}
+
 pg_socket_dir() {
 	local dir="$PG_DIR/sock"
 	if ((${#dir} + ${#PG_PORT} + 10 > 100)); then
@@ -131,7 +156,7 @@ pg_socket_dir() {
 # Run a PostgreSQL server binary as the user that owns the cluster: initdb refuses root.
 pg_run() {
 	if [[ $EUID -eq 0 ]]; then
-		runuser -u postgres -- "$@"
+		(cd / && runuser -u postgres -- "$@") # its user may not be able to enter the current dir
 	else
 		"$@"
 	fi
@@ -160,6 +185,7 @@ pg_start() {
 	if [[ $EUID -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
 		die "the postgres user does not exist (is postgresql-15 installed correctly?)"
 	fi
+	pg_paths
 	sock="$(pg_socket_dir)"
 
 	if pg_running "$bin"; then
@@ -208,6 +234,7 @@ pg_stop() {
 	local bin
 	bin="$(pg_bindir || true)"
 	[[ -n "$bin" ]] || return 0
+	pg_paths
 	if pg_running "$bin"; then
 		pg_run "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t "$START_TIMEOUT_S" stop >/dev/null ||
 			die "pg_ctl stop failed; see $PG_LOG"
@@ -218,6 +245,7 @@ pg_stop() {
 pg_env() {
 	local bin sock url
 	bin="$(pg_bindir || true)"
+	pg_paths
 	[[ -n "$bin" ]] && pg_running "$bin" || return 1
 	sock="$(pg_socket_dir)"
 	url="$(python3 -c 'import sys, urllib.parse
@@ -428,6 +456,13 @@ cmd_stop() {
 	rm -f "$ENV_FILE"
 }
 
+# Stop, then remove every service's state (PostgreSQL's data included, wherever it lives).
+cmd_clean() {
+	cmd_stop
+	exec 9>&-
+	rm -rf "$STATE" "$PG_OUTSIDE" "/tmp/claudeweb-pg-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
+}
+
 cmd_env() {
 	[[ -d "$STATE" ]] || die "services are not running (run: scripts/services.sh start)"
 	all_env || exit 1
@@ -437,6 +472,7 @@ cmd_env() {
 cmd_status() {
 	local bin
 	bin="$(pg_bindir || true)"
+	pg_paths
 	if [[ -n "$bin" ]] && pg_running "$bin"; then
 		echo "postgresql: running (socket $(pg_socket_dir))"
 	else
@@ -454,10 +490,11 @@ cmd_status() {
 case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
+clean) cmd_clean ;;
 env) cmd_env ;;
 status) cmd_status ;;
 *)
-	echo "usage: $0 start|stop|env|status" >&2
+	echo "usage: $0 start|stop|clean|env|status" >&2
 	exit 2
 	;;
 esac
