@@ -135,6 +135,15 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
+def assert_maps_to(exc: BaseException, code: str) -> None:
+    """The app's error mapping (chat.claude) gives `code`, retryable, for what the SDK raised."""
+    from chat.claude import to_claude_error
+
+    mapped = to_claude_error(exc)
+    assert mapped is not None, f"unmapped {type(exc).__name__}: {exc!r}"
+    assert (mapped.code, mapped.retryable) == (code, True)
+
+
 async def wait_idle(http: httpx2.AsyncClient, timeout: float = 3.0) -> None:
     """Wait until the only request in flight on the server is the stats request itself."""
     deadline = time.monotonic() + timeout
@@ -392,18 +401,19 @@ async def test_error_after_without_stream_is_an_http_error(
 
 
 @pytest.mark.asyncio
-async def test_drop_after_is_a_remote_protocol_error(
+async def test_drop_after_cuts_the_stream_and_maps_to_disconnected(
     client: anthropic.AsyncAnthropic, http: httpx2.AsyncClient
 ) -> None:
+    # Whatever the SDK raises for a dropped connection (2.12 let the transport error through,
+    # 2.17 wraps it as APIConnectionError), the app's one mapping must call it a lost connection.
     received: list[str] = []
-    with pytest.raises(httpx2.RemoteProtocolError):  # raw, not wrapped by the SDK
+    with pytest.raises(Exception) as caught:
         await ask_stream(client, "[[offline words=20 drop_after=6]]", sink=received)
     assert received == filler_chunks(20)[:6]
-    # Non-stream: the body is cut while the SDK reads it inside its request, so it wraps.
-    with pytest.raises(anthropic.APIConnectionError) as caught:
+    assert_maps_to(caught.value, "upstream_disconnected")
+    with pytest.raises(Exception) as caught:
         await ask(client, "[[offline drop_after=0]]")
-    assert type(caught.value) is anthropic.APIConnectionError
-    assert isinstance(caught.value.__cause__, httpx2.RemoteProtocolError)
+    assert_maps_to(caught.value, "upstream_disconnected")
     await wait_idle(http)
 
 
@@ -413,14 +423,16 @@ async def test_stall_after_trips_the_read_timeout(
 ) -> None:
     received: list[str] = []
     started = time.monotonic()
-    with pytest.raises(httpx2.ReadTimeout):  # raw, not wrapped by the SDK
+    with pytest.raises(Exception) as caught:
         await ask_stream(
             client, "[[offline words=20 stall_after=3 stall_s=30]]", sink=received, timeout=0.5
         )
     assert received == filler_chunks(20)[:3] and time.monotonic() - started < 5
-    # Before the response headers the SDK wraps the timeout in its own class.
-    with pytest.raises(anthropic.APITimeoutError):
+    assert_maps_to(caught.value, "upstream_timeout")
+    # Before the response headers, too.
+    with pytest.raises(Exception) as caught:
         await ask(client, "[[offline stall_after=0 stall_s=30]]", timeout=0.5)
+    assert_maps_to(caught.value, "upstream_timeout")
     # The stalled handlers were cancelled when the client went away.
     await wait_idle(http)
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -21,6 +22,17 @@ from chat.models import ApiCall, Message, UserBudget
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
+
+# The figures below span "today", "this month" and "the last 30 days": on a real calendar those
+# periods overlap differently from one day to the next (seed()'s 30 days cross a month boundary
+# in the first days of a month), so the clock is fixed at an instant whose 30 days lie in one month.
+FROZEN_AT = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_clock():
+    with time_machine.travel(FROZEN_AT, tick=True):
+        yield
 
 HAIKU, SONNET, OPUS = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7"
 DASHBOARD = "admin:usage_dashboard"
