@@ -1,4 +1,4 @@
-"""Settings for claudeweb, read once from the environment.
+"""Settings for claudeweb, read once from the environment (and `.env`, see claudeweb/dotenv.py).
 
 Every variable has a safe default for development (SQLite, the in-memory channel layer, the
 offline Claude) and is documented in .env.example. Bad values fail loudly here; cross-field
@@ -12,7 +12,15 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from claudeweb import dotenv
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# .env (when present) fills in what the environment does not set; environment variables win.
+try:
+    dotenv.load(BASE_DIR)
+except dotenv.EnvFileError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 
 def env(name: str, default: str = "") -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run claudeweb locally on http://127.0.0.1:${PORT:-8000}/ (what `make run` runs).
 #
+#   0. Reads .env when present (variables already set win).
 #   1. With no ANTHROPIC_API_KEY, starts the offline Claude (a local server speaking the Messages
 #      API) on 127.0.0.1:${OFFLINE_CLAUDE_PORT:-8765} and points the SDK at it.
 #   2. With no AWS_S3_ENDPOINT_URL, starts a local S3 (scripts/s3_local.py, moto) on
@@ -30,6 +31,11 @@ die() {
 }
 
 [[ -x "$BIN/python" && -x "$BIN/daphne" ]] || die ".venv is not set up; run 'make install' first"
+
+# .env (when present) fills in what the environment does not set, as the settings do: a key
+# written there decides below whether the offline model starts.
+dotenv_exports="$("$BIN/python" -m claudeweb.dotenv)" || die "could not read .env (see above)"
+eval "$dotenv_exports"
 
 # --- background processes, stopped on exit (Ctrl-C included) -------------------------------------
 

@@ -30,6 +30,8 @@ trap 'exit 143' TERM
 # shellcheck source=/dev/null
 . "$ROOT/.run/services/env"
 
+# The suite sees the environment it sets up, not a developer's .env.
+export CLAUDEWEB_ENV_FILE=-
 export TEST_ARTIFACTS_DIR="$ROOT/test-artifacts"
 rm -rf "$TEST_ARTIFACTS_DIR"
 mkdir -p "$TEST_ARTIFACTS_DIR"
