@@ -34,6 +34,7 @@ def _fixed_clock():
     with time_machine.travel(FROZEN_AT, tick=True):
         yield
 
+
 HAIKU, SONNET, OPUS = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7"
 DASHBOARD = "admin:usage_dashboard"
 EXPORT = "admin:chat_apicall_export"
