@@ -5,8 +5,9 @@
 #   1. With no ANTHROPIC_API_KEY, starts the offline Claude (a local server speaking the Messages
 #      API) on 127.0.0.1:${OFFLINE_CLAUDE_PORT:-8765} and points the SDK at it.
 #   2. With no AWS_S3_ENDPOINT_URL, starts a local S3 (scripts/s3_local.py, moto) on
-#      127.0.0.1:${S3_PORT:-9100} with bucket ${AWS_STORAGE_BUCKET_NAME:-claudeweb}. It keeps
-#      its objects in memory: uploads are gone after a restart.
+#      127.0.0.1:${S3_PORT:-9100} with bucket ${AWS_STORAGE_BUCKET_NAME:-claudeweb}. Its objects
+#      are kept in ${S3_DATA_DIR:-.local-s3/} as well, so uploads survive a restart as the
+#      SQLite rows that point at them do.
 #   3. migrate, ensure_demo_user, reap_replies --stale-seconds 0 (replies left streaming by a
 #      process that died are marked interrupted), collectstatic when DJANGO_DEBUG is false.
 #   4. Serves with Daphne in the foreground until Ctrl-C, then stops what it started.
@@ -21,6 +22,7 @@ RUN_DIR="$ROOT/.run"
 PORT="${PORT:-8000}"
 OFFLINE_CLAUDE_PORT="${OFFLINE_CLAUDE_PORT:-8765}"
 S3_PORT="${S3_PORT:-9100}"
+S3_DATA_DIR="${S3_DATA_DIR:-$ROOT/.local-s3}"
 START_TIMEOUT_S="${START_TIMEOUT_S:-30}"
 URL="http://127.0.0.1:$PORT/"
 
@@ -155,6 +157,7 @@ if [[ -z "${AWS_S3_ENDPOINT_URL:-}" ]]; then
 	start_bg "local S3" "$RUN_DIR/s3-local.log" \
 		"$BIN/python" "$ROOT/scripts/s3_local.py" --host 127.0.0.1 --port "$S3_PORT" \
 		--bucket "$AWS_STORAGE_BUCKET_NAME" --ready-file "$RUN_DIR/s3-local.url" \
+		--data-dir "$S3_DATA_DIR" \
 		--cors-origin "http://127.0.0.1:$PORT" --cors-origin "http://localhost:$PORT"
 	s3_pid="${pids[-1]}"
 	export AWS_S3_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"
@@ -162,7 +165,7 @@ if [[ -z "${AWS_S3_ENDPOINT_URL:-}" ]]; then
 	export AWS_SECRET_ACCESS_KEY=test
 	export AWS_S3_REGION_NAME=us-east-1
 	say "no AWS_S3_ENDPOINT_URL: uploads go to a local S3 at $AWS_S3_ENDPOINT_URL" \
-		"(bucket $AWS_STORAGE_BUCKET_NAME, in memory)"
+		"(bucket $AWS_STORAGE_BUCKET_NAME, kept in ${S3_DATA_DIR#"$ROOT"/})"
 else
 	say "using S3 at $AWS_S3_ENDPOINT_URL"
 fi
