@@ -89,6 +89,7 @@ async def test_the_reservation_is_released_after_an_upstream_error(alice, conver
 
 async def test_concurrent_sends_by_one_user_do_not_overspend(alice, settings):
     # Each reply reserves its input plus max_tokens (4096): the budget holds one, not two.
+    settings.CLAUDE_MAX_OUTPUT_TOKENS = 4096
     await sync_to_async(UserBudget.objects.create)(user=alice, daily_tokens=6000)
     first, second = [
         await sync_to_async(services.conversation_create)(owner=alice) for _ in range(2)
