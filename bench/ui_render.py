@@ -186,7 +186,7 @@ def start_stack(tmp: Path, env_base: dict) -> tuple[list, str, str, str | None]:
         ANTHROPIC_BASE_URL=line.rsplit(" ", 1)[-1].strip(),
         ANTHROPIC_API_KEY="bench-key",
         CLAUDE_MAX_RETRIES="0",
-        CLAUDE_MAX_TOKENS="32000",
+        CLAUDE_MAX_OUTPUT_TOKENS="32000",
         CONVERSATION_TOKEN_BUDGET="100000000",
         RATE_SENDS_PER_MINUTE="1000",
         DEMO_USERNAME=USER,

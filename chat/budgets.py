@@ -44,9 +44,20 @@ class Estimate:
 
 
 def estimate(*, model: str, input_tokens: int, max_tokens: int) -> Estimate:
-    """The most a call may use: its input plus max_tokens, at the uncached prices."""
-    info = catalogue.get_model(model)
-    cost = (input_tokens * info.price_input + max_tokens * info.price_output) / catalogue.MTOK
+    """The most a call may use: its input plus max_tokens, at the uncached prices.
+
+    Priced as the ledger prices the call (catalogue.cost_of), in the prompt-size tier the
+    input falls in.
+    """
+    prices = catalogue.get_model(model).prices(total_input=input_tokens)
+    cost = catalogue.cost_of(
+        prices,
+        input_tokens=input_tokens,
+        cache_write_5m_tokens=0,
+        cache_write_1h_tokens=0,
+        cache_read_tokens=0,
+        output_tokens=max_tokens,
+    )
     return Estimate(tokens=input_tokens + max_tokens, cost=cost)
 
 

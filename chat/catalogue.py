@@ -1,6 +1,7 @@
-"""The model catalogue: ids, context window, max output and prices per MTok, read from data.
+"""The model catalogue: ids, limits, capabilities and prices per MTok, read from data.
 
-The file is settings.CLAUDE_MODEL_CATALOGUE (JSON); editing it needs no code change.
+The file is settings.CLAUDE_MODEL_CATALOGUE (JSON); editing it needs no code change. Each row
+names the page its figures were read from (`source`) and the day (`checked`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,21 @@ from functools import cache
 from django.conf import settings
 
 MTOK = Decimal(1_000_000)
+PRICE_KEYS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+THINKING_KINDS = ("none", "manual", "manual-and-adaptive", "adaptive", "always")
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
 
 
 class UnknownModel(LookupError):
     pass
+
+
+@dataclass(frozen=True)
+class PriceTier:
+    """Prices for a request whose total input is above `over_input_tokens`."""
+
+    over_input_tokens: int
+    prices: dict[str, Decimal]
 
 
 @dataclass(frozen=True)
@@ -30,36 +42,81 @@ class ModelInfo:
     price_cache_write_1h: Decimal
     price_cache_read: Decimal
     price_output: Decimal
+    tiers: tuple[PriceTier, ...] = ()
+    status: str = "current"  # current / legacy / deprecated
+    thinking: str = "none"  # one of THINKING_KINDS
+    effort_levels: tuple[str, ...] = ()
+    default_effort: str = ""
+    prefill: bool = False  # a request may end with an assistant turn
+    retirement: str = ""  # as announced, e.g. "not sooner than 2027-07-24"; "" if none
+    source: str = ""
+    checked: str = ""
 
-    def prices(self) -> dict[str, str]:
-        """The price snapshot stored with each ApiCall (strings keep Decimal exact in JSON)."""
-        return {
-            "input": str(self.price_input),
-            "cache_write_5m": str(self.price_cache_write_5m),
-            "cache_write_1h": str(self.price_cache_write_1h),
-            "cache_read": str(self.price_cache_read),
-            "output": str(self.price_output),
+    def prices(self, *, total_input: int = 0) -> dict[str, str]:
+        """The price snapshot stored with each ApiCall (strings keep Decimal exact in JSON).
+
+        `total_input` is the request's whole prompt (input + cache writes + cache reads): a
+        model priced by prompt size applies the tier it falls in to every token of the
+        request, output included. The snapshot holds the prices applied, so the cost can be
+        recomputed from it alone; `tier` names the tier when one applied.
+        """
+        base = {
+            "input": self.price_input,
+            "cache_write_5m": self.price_cache_write_5m,
+            "cache_write_1h": self.price_cache_write_1h,
+            "cache_read": self.price_cache_read,
+            "output": self.price_output,
         }
+        snapshot = {key: str(value) for key, value in base.items()}
+        for tier in sorted(self.tiers, key=lambda t: t.over_input_tokens, reverse=True):
+            if total_input > tier.over_input_tokens:
+                snapshot = {key: str(tier.prices[key]) for key in PRICE_KEYS}
+                snapshot["tier"] = f"input>{tier.over_input_tokens}"
+                break
+        return snapshot
+
+
+def _tier(row: dict) -> PriceTier:
+    return PriceTier(
+        over_input_tokens=int(row["over_input_tokens"]),
+        prices={key: Decimal(row[f"price_{key}"]) for key in PRICE_KEYS},
+    )
+
+
+def _row(row: dict) -> ModelInfo:
+    thinking = row.get("thinking", "none")
+    if thinking not in THINKING_KINDS:
+        raise ValueError(f"{row['id']}: thinking {thinking!r} is not one of {THINKING_KINDS}")
+    efforts = tuple(row.get("effort_levels", ()))
+    if any(level not in EFFORT_LEVELS for level in efforts):
+        raise ValueError(f"{row['id']}: effort levels {efforts} are not all in {EFFORT_LEVELS}")
+    return ModelInfo(
+        id=row["id"],
+        label=row.get("label", row["id"]),
+        context_window=int(row["context_window"]),
+        max_output=int(row["max_output"]),
+        price_input=Decimal(row["price_input"]),
+        price_cache_write_5m=Decimal(row["price_cache_write_5m"]),
+        price_cache_write_1h=Decimal(row["price_cache_write_1h"]),
+        price_cache_read=Decimal(row["price_cache_read"]),
+        price_output=Decimal(row["price_output"]),
+        tiers=tuple(_tier(t) for t in row.get("price_tiers", ())),
+        status=row.get("status", "current"),
+        thinking=thinking,
+        effort_levels=efforts,
+        default_effort=row.get("default_effort") or "",
+        prefill=bool(row.get("prefill", False)),
+        retirement=row.get("retirement") or "",
+        source=row.get("source", ""),
+        checked=row.get("checked", ""),
+    )
 
 
 @cache
 def _load(path: str) -> dict[str, ModelInfo]:
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
-    models: dict[str, ModelInfo] = {}
-    for row in data["models"]:
-        models[row["id"]] = ModelInfo(
-            id=row["id"],
-            label=row.get("label", row["id"]),
-            context_window=int(row["context_window"]),
-            max_output=int(row["max_output"]),
-            price_input=Decimal(row["price_input"]),
-            price_cache_write_5m=Decimal(row["price_cache_write_5m"]),
-            price_cache_write_1h=Decimal(row["price_cache_write_1h"]),
-            price_cache_read=Decimal(row["price_cache_read"]),
-            price_output=Decimal(row["price_output"]),
-        )
-    return models
+    return {row["id"]: _row(row) for row in data["models"]}
 
 
 def all_models() -> list[ModelInfo]:
@@ -74,6 +131,16 @@ def get_model(model_id: str) -> ModelInfo:
         raise UnknownModel(model_id) from None
 
 
+def find_model(model_id: str) -> ModelInfo | None:
+    """The model's row, or None for an id the catalogue no longer lists (a retired model)."""
+    return _load(str(settings.CLAUDE_MODEL_CATALOGUE)).get(model_id)
+
+
+def max_tokens_for(model: ModelInfo) -> int:
+    """A request's max_tokens: the model's max output, capped by CLAUDE_MAX_OUTPUT_TOKENS."""
+    return min(model.max_output, settings.CLAUDE_MAX_OUTPUT_TOKENS)
+
+
 def cost_of(
     prices: dict[str, str],
     *,
@@ -83,7 +150,11 @@ def cost_of(
     cache_read_tokens: int,
     output_tokens: int,
 ) -> Decimal:
-    """USD cost of one call from a price snapshot. A cache read is billed at the read price."""
+    """USD cost of one call from a price snapshot (ModelInfo.prices for that call).
+
+    Each kind of token at its own price: cache writes per TTL, cache reads at the model's read
+    price, output (thinking included: the API counts it in output_tokens) at the output price.
+    """
     total = (
         input_tokens * Decimal(prices["input"])
         + cache_write_5m_tokens * Decimal(prices["cache_write_5m"])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from chat import catalogue
 
 
 @register(Tags.compatibility)
-def check_claude_settings(app_configs=None, **kwargs) -> list[Error]:
-    errors: list[Error] = []
+def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     if not settings.ANTHROPIC_API_KEY and not settings.ANTHROPIC_BASE_URL:
         errors.append(
             Error(
@@ -48,16 +48,26 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[Error]:
         )
         return errors
     for name in ("CLAUDE_DEFAULT_MODEL", "CLAUDE_FAST_MODEL"):
-        if getattr(settings, name) not in models:
+        model_id = getattr(settings, name)
+        if model_id not in models:  # new conversations could not start: an error, not a warning
             errors.append(
                 Error(
-                    f"{name} is {getattr(settings, name)!r}, which is not in the catalogue.",
+                    f"{name} is {model_id!r}, which is not in the catalogue.",
                     hint=f"Use one of: {', '.join(sorted(models))}.",
                     id="claudeweb.E005",
                 )
             )
-    if settings.CLAUDE_MAX_TOKENS < 1:
-        errors.append(Error("CLAUDE_MAX_TOKENS must be at least 1.", id="claudeweb.E006"))
+        elif (info := catalogue.get_model(model_id)).retirement or info.status == "deprecated":
+            errors.append(
+                Warning(
+                    f"{name} is {model_id!r}, which is {info.status}"
+                    f"{f' (retirement: {info.retirement})' if info.retirement else ''}.",
+                    hint="Move the default to a current model of the catalogue.",
+                    id="claudeweb.W001",
+                )
+            )
+    if settings.CLAUDE_MAX_OUTPUT_TOKENS < 1:
+        errors.append(Error("CLAUDE_MAX_OUTPUT_TOKENS must be at least 1.", id="claudeweb.E006"))
     if settings.MESSAGE_MAX_CHARS < 1:
         errors.append(Error("MESSAGE_MAX_CHARS must be at least 1.", id="claudeweb.E007"))
     if settings.STREAM_COALESCE_MS < 0 or settings.STREAM_CHECKPOINT_S <= 0:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import anthropic
 import httpx2
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 # One client per event loop: building one costs ~18 ms, and a client is bound to its loop.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = (
@@ -38,6 +39,23 @@ def get_client() -> anthropic.AsyncAnthropic:
         )
         _clients[loop] = client
     return client
+
+
+def user_metadata_id(user_id: int) -> str:
+    """The opaque id sent as `metadata.user_id`: an HMAC of the user's primary key.
+
+    Anthropic asks for a stable per-user id to trace abuse, and for nothing that identifies
+    the person. An HMAC keyed from SECRET_KEY (salted for this use) is stable across processes
+    and restarts, needs no stored column, and cannot be turned back into the key, let alone a
+    username or an email, without the secret. Rotating SECRET_KEY gives every user a new id.
+    """
+    return salted_hmac(
+        "claudeweb.claude.metadata.user_id", str(user_id), algorithm="sha256"
+    ).hexdigest()[:32]
+
+
+def _metadata(user_id: int | None) -> dict:
+    return {"metadata": {"user_id": user_metadata_id(user_id)}} if user_id is not None else {}
 
 
 def reset_clients() -> None:
@@ -337,18 +355,20 @@ async def stream_round(
     tool_choice: dict | None = None,
     on_block: Callable[[dict], None] | None = None,
     on_start: Callable[[CallRecord], Awaitable[None]] | None = None,
+    user_id: int | None = None,
 ) -> AsyncIterator[str]:
     """Stream one request; yield its text deltas.
 
     Fills `record` as events arrive: request id, usage, stop_reason, timings, and the complete
     content blocks (text, tool_use with parsed input, thinking) in `record.content`. `on_block`
-    is called with each block as it completes; `on_start` is awaited once, after message_start
+    is called with each block as it completes; `user_id` (our user's pk) goes out as the opaque
+    `metadata.user_id` (user_metadata_id); `on_start` is awaited once, after message_start
     (the API has then reported the input usage), before any text. Raises ClaudeError on any
     upstream failure; `record` then holds what the API had reported. Cancelling the consumer of
     this generator closes the upstream connection.
     """
     client = get_client()
-    extra: dict = {}
+    extra: dict = _metadata(user_id)
     if tools:
         extra["tools"] = tools
     if tool_choice:
@@ -407,13 +427,26 @@ async def stream_round(
 
 
 async def complete(
-    *, model: str, system: str, messages: list[dict], max_tokens: int, record: CallRecord
+    *,
+    model: str,
+    system: str,
+    messages: list[dict],
+    max_tokens: int,
+    record: CallRecord,
+    user_id: int | None = None,
 ) -> str:
-    """One non-streamed request (titles, summaries); returns its text. Raises ClaudeError."""
+    """One non-streamed request (titles, summaries); returns its text. Raises ClaudeError.
+
+    `user_id` (our user's pk) goes out as the opaque `metadata.user_id`, as in stream_round.
+    """
     client = get_client()
     try:
         message = await client.messages.create(
-            model=model, system=system, messages=messages, max_tokens=max_tokens
+            model=model,
+            system=system,
+            messages=messages,
+            max_tokens=max_tokens,
+            **_metadata(user_id),
         )
     except Exception as exc:
         error = to_claude_error(exc)
@@ -430,3 +463,35 @@ async def complete(
     _usage_from(message.usage, record.usage)
     record.content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
     return "".join(b.text for b in message.content if b.type == "text")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One entry of `GET /v1/models`: the limits the API reports (None when it gives none)."""
+
+    id: str
+    display_name: str
+    max_input_tokens: int | None
+    max_tokens: int | None
+
+
+async def list_models() -> list[ServedModel]:
+    """Every model the API serves to this key, all pages. Raises ClaudeError."""
+    client = get_client()
+    served = []
+    try:
+        async for model in client.models.list(limit=100):
+            served.append(
+                ServedModel(
+                    id=model.id,
+                    display_name=model.display_name,
+                    max_input_tokens=getattr(model, "max_input_tokens", None),
+                    max_tokens=getattr(model, "max_tokens", None),
+                )
+            )
+    except Exception as exc:
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+    return served

@@ -222,15 +222,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send_frame(ack)  # a repeated client_id: only this socket, nothing new
             return
         await self.channel_layer.group_send(self.group, {"type": "chat.frame", "frame": ack})
+        await self._notify_model_replaced(plan)
         runner.Reply(plan).start()
 
     async def cmd_continue(self, frame: dict) -> None:
         plan = await self._continue_turn()
+        await self._notify_model_replaced(plan)
         runner.Reply(plan).start()
 
     async def cmd_regenerate(self, frame: dict) -> None:
         branch, plan = await self._branch_turn("regenerate")
         await self._broadcast(branch)
+        await self._notify_model_replaced(plan)
         runner.Reply(plan).start()
 
     async def cmd_edit(self, frame: dict) -> None:
@@ -245,6 +248,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self._broadcast(branch)
         if plan is not None:
+            await self._notify_model_replaced(plan)
             runner.Reply(plan).start()
 
     async def cmd_switch(self, frame: dict) -> None:
@@ -256,6 +260,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _broadcast(self, frame: dict) -> None:
         await self.channel_layer.group_send(self.group, {"type": "chat.frame", "frame": frame})
+
+    async def _notify_model_replaced(self, plan: services.TurnPlan) -> None:
+        """Tell every tab that a retired model was replaced (a `notice` frame), before the reply."""
+        if not plan.replaced_model:
+            return
+        label = catalogue.get_model(plan.model).label
+        await self._broadcast(
+            {
+                "type": "notice",
+                "code": "model_replaced",
+                "message": f"{plan.replaced_model} is no longer available; this conversation "
+                f"now uses {label}.",
+                "model": plan.model,
+                "previous_model": plan.replaced_model,
+            }
+        )
 
     def _validate_send(self, frame: dict) -> tuple[uuid.UUID, str, str | None, list]:
         raw_id = frame.get("client_id")
@@ -434,6 +454,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if existing is not None:  # a resend: ack it again, start nothing
                 return services.TurnStart(existing, None, duplicate=True), None
             limits.check_reply_start(user_id=self.user.pk, sending=True)
+            replaced = "" if model else services.replace_retired_model(conversation=conversation)
             images, image_blocks = [], []
             if attachment_ids:
                 from chat import attachments
@@ -459,6 +480,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation=conversation,
                 reply=started.assistant_message,
             )
+            plan.replaced_model = replaced
             plan.reservation_id = self._reserve(plan)
             return started, plan
 
@@ -471,8 +493,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
             reply = None
+            replaced = ""
             if kind != "switch":
                 limits.check_reply_start(user_id=self.user.pk, sending=kind == "edit")
+                replaced = services.replace_retired_model(conversation=conversation)
             if kind == "regenerate":
                 reply = services.regenerate_start(conversation=conversation)
                 changed_parent = reply.parent_id
@@ -504,6 +528,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 plan = services.plan_turn(
                     conversation_id=self.conversation_id, reply_message_id=reply.pk
                 )
+                plan.replaced_model = replaced
                 plan.reservation_id = self._reserve(plan)
             return frame, plan
 
@@ -512,12 +537,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
             limits.check_reply_start(user_id=self.user.pk, sending=False)
+            replaced = services.replace_retired_model(conversation=conversation)
             reply = services.continue_start(conversation=conversation)
             plan = services.plan_turn(
                 conversation_id=self.conversation_id,
                 reply_message_id=reply.pk,
                 purpose=ApiCall.Purpose.CONTINUATION,
             )
+            plan.replaced_model = replaced
             plan.reservation_id = self._reserve(plan)
             return plan
 

@@ -291,6 +291,7 @@ class Reply:
             tool_choice=tool_choice,
             on_block=self._on_block,
             on_start=self._open_call,
+            user_id=plan.user_id,
         ):
             if first_text:
                 first_text = False

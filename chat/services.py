@@ -55,20 +55,45 @@ def current_system_prompt(*, name: str = "default") -> SystemPrompt:
             return SystemPrompt.objects.get(name=name, version=version)
 
 
+def default_model(prefs) -> str:
+    """The user's own default model while the catalogue lists it, else CLAUDE_DEFAULT_MODEL."""
+    chosen = prefs.default_model if prefs is not None else ""
+    if chosen and catalogue.find_model(chosen) is not None:
+        return chosen
+    return settings.CLAUDE_DEFAULT_MODEL
+
+
 def conversation_create(*, owner: AbstractBaseUser, model: str | None = None) -> Conversation:
     """A new conversation: the owner's default model and own system prompt when they set them."""
     from chat.models import UserSettings
 
     prefs = UserSettings.objects.select_related("system_prompt").filter(user=owner).first()
-    model_id = model or (prefs and prefs.default_model) or settings.CLAUDE_DEFAULT_MODEL
-    if not model and model_id != settings.CLAUDE_DEFAULT_MODEL:
-        try:
-            catalogue.get_model(model_id)
-        except catalogue.UnknownModel:  # a default that has left the catalogue
-            model_id = settings.CLAUDE_DEFAULT_MODEL
+    model_id = model or default_model(prefs)
     catalogue.get_model(model_id)  # raises UnknownModel
     prompt = (prefs and prefs.system_prompt) or current_system_prompt()
     return Conversation.objects.create(owner=owner, model=model_id, system_prompt=prompt)
+
+
+def replace_retired_model(*, conversation: Conversation) -> str:
+    """Move a conversation whose model the catalogue no longer lists (a retired id) to its
+    owner's default model, before its next reply; returns the old id, or "" when the model is
+    still listed. The ledger rows of earlier calls keep the old id.
+    """
+    from chat.models import UserSettings
+
+    if catalogue.find_model(conversation.model) is not None:
+        return ""
+    old = conversation.model
+    prefs = UserSettings.objects.filter(user_id=conversation.owner_id).first()
+    conversation.model = default_model(prefs)
+    conversation.save(update_fields=["model"])
+    log.info(
+        "conversation %s: model %s is not in the catalogue; now %s",
+        conversation.pk,
+        old,
+        conversation.model,
+    )
+    return old
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
@@ -234,6 +259,7 @@ class TurnPlan:
     summary: str = ""
     make_title: bool = False
     reservation_id: int | None = None
+    replaced_model: str = ""  # the retired id this reply's conversation moved away from
 
 
 def _resolve_image(block: dict) -> dict | None:
@@ -274,10 +300,10 @@ def plan_turn(
     if reply is None:
         reply = Message.objects.get(pk=reply_message_id)
     info = catalogue.get_model(conversation.model)
-    max_tokens = min(settings.CLAUDE_MAX_TOKENS, info.max_output)
+    max_tokens = catalogue.max_tokens_for(info)
     continuation = purpose == ApiCall.Purpose.CONTINUATION
     if continuation:  # a Continue may write more than the first try
-        max_tokens = min(settings.CLAUDE_MAX_TOKENS * 2, info.max_output)
+        max_tokens = min(settings.CLAUDE_MAX_OUTPUT_TOKENS * 2, info.max_output)
     prompt = conversation.system_prompt or current_system_prompt()
     from chat.selectors import messages_in_order, path_to, tree
 
@@ -430,11 +456,14 @@ COMPLETED_FIELDS = (
 
 def _priced(call: CallRecord) -> tuple[dict, Decimal]:
     """The price snapshot in force now for the call's model, and the call's cost at it."""
-    try:
-        prices = catalogue.get_model(call.model).prices()
-    except catalogue.UnknownModel:
+    info = catalogue.find_model(call.model)
+    if info is None:
         return {}, Decimal(0)
     usage = call.usage
+    # The request's whole prompt chooses a prompt-size tier (Haiku 5.5 above 100K tokens).
+    prices = info.prices(
+        total_input=usage.input_tokens + usage.cache_creation_tokens + usage.cache_read_tokens
+    )
     cost = catalogue.cost_of(
         prices,
         input_tokens=usage.input_tokens,
@@ -615,7 +644,10 @@ def reap_stale_replies(*, stale_seconds: float, conversation_id: int | None = No
 
 def conversation_meters(conversation: Conversation) -> dict:
     """What the composer shows: the context window in use and the token budget left."""
-    info = catalogue.get_model(conversation.model)
+    # A retired id: the window of the model its next message will run on.
+    info = catalogue.find_model(conversation.model) or catalogue.get_model(
+        settings.CLAUDE_DEFAULT_MODEL
+    )
     spent = (
         conversation.input_tokens
         + conversation.output_tokens

@@ -66,6 +66,7 @@ async def _make_title(plan, layer, group: str) -> None:
             messages=[{"role": "user", "content": f"Name this conversation:\n\n{exchange}"}],
             max_tokens=30,
             record=record,
+            user_id=plan.user_id,
         )
         title = clean_title(raw)
         if title and await _save_title(plan.conversation_id, title):
@@ -115,6 +116,7 @@ async def summarize(plan, *, on_record: Callable[[claude.CallRecord], Awaitable[
             ],
             max_tokens=SUMMARY_MAX_TOKENS,
             record=record,
+            user_id=plan.user_id,
         )
     finally:
         await on_record(record)

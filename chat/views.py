@@ -56,6 +56,8 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
     conversations = paginator.get_page(request.GET.get("page"))
     groups = selectors.conversation_groups(list(conversations), tz=zone)
     page = selectors.path_page(conversation, limit=MESSAGES_PER_PAGE) if conversation else None
+    model = catalogue.find_model(conversation.model) if conversation else None
+    available = model is not None
     config = {
         "conversation_id": conversation.pk if conversation else None,
         "ws_path": f"/ws/conversations/{conversation.pk}/" if conversation else None,
@@ -65,13 +67,13 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         "max_chars": settings.MESSAGE_MAX_CHARS,
         "meters": services.conversation_meters(conversation) if conversation else None,
         "models": [{"id": m.id, "label": m.label} for m in catalogue.all_models()],
-        "model": conversation.model if conversation else None,
+        # A retired id is not sent back with the next message: the server picks the default.
+        "model": conversation.model if available else None,
         "messages": page.messages if page else [],
         "has_more": page.has_more if page else False,
         "undo_seconds": services.UNDO_DELETE_SECONDS,
         "time_zone": zone.key,
     }
-    model = catalogue.get_model(conversation.model) if conversation else None
     undo = _recently_deleted(request)
     with timezone.override(zone):
         return render(
@@ -82,6 +84,10 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
                 "groups": groups,
                 "conversation": conversation,
                 "model": model,
+                "model_unavailable": bool(conversation) and not available,
+                "next_model": (
+                    catalogue.find_model(services.default_model(prefs)) if not available else None
+                ),
                 "models": catalogue.all_models(),
                 "chat_config": config,
                 "query": query,

@@ -202,9 +202,14 @@ if env("DJANGO_SECURE_PROXY_SSL_HEADER"):
 ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL")
 CLAUDE_MODEL_CATALOGUE = Path(env("CLAUDE_MODEL_CATALOGUE", str(BASE_DIR / "chat" / "models.json")))
-CLAUDE_DEFAULT_MODEL = env("CLAUDE_DEFAULT_MODEL", "claude-sonnet-4-6")
-CLAUDE_FAST_MODEL = env("CLAUDE_FAST_MODEL", "claude-haiku-4-5")
-CLAUDE_MAX_TOKENS = envint("CLAUDE_MAX_TOKENS", 4096)
+CLAUDE_DEFAULT_MODEL = env("CLAUDE_DEFAULT_MODEL", "claude-sonnet-5-5")
+# Titles and summaries: the cheapest model whose window fits a summary's input.
+CLAUDE_FAST_MODEL = env("CLAUDE_FAST_MODEL", "claude-haiku-5-5")
+# A request's max_tokens is the model's max output capped by this. Not the full 128K: thinking
+# models spend output on thinking, so 4096 cut replies short, but every running reply holds its
+# max_tokens against the token budgets (50,000 per conversation by default). CLAUDE_MAX_TOKENS
+# is its earlier name, still read.
+CLAUDE_MAX_OUTPUT_TOKENS = envint("CLAUDE_MAX_OUTPUT_TOKENS", envint("CLAUDE_MAX_TOKENS", 16000))
 CLAUDE_MAX_TOOL_ITERATIONS = envint("CLAUDE_MAX_TOOL_ITERATIONS", 5)
 CLAUDE_MAX_RETRIES = envint("CLAUDE_MAX_RETRIES", 2)
 CLAUDE_READ_TIMEOUT_S = envfloat("CLAUDE_READ_TIMEOUT_S", 60.0)

@@ -65,7 +65,7 @@ async def test_over_a_daily_user_budget_the_send_is_refused(alice, conversation,
 async def test_a_money_budget_counts_the_ledger(alice, conversation, offline_requests, settings):
     settings.USER_MONTHLY_COST_BUDGET = "0.05"
     async with open_socket(conversation.pk, alice) as ws:
-        await send(ws, "[[offline words=3]]")  # reserves ≈ 4096 × $15/MTok ≈ $0.06 > $0.05
+        await send(ws, "[[offline words=3]]")  # reserves ≈ 16,000 × $10/MTok = $0.16 > $0.05
         error = (await recv_until(ws, "error"))[-1]
     assert error["code"] == "budget_exceeded" and "$0.05" in error["message"]
 
@@ -89,6 +89,7 @@ async def test_the_reservation_is_released_after_an_upstream_error(alice, conver
 
 async def test_concurrent_sends_by_one_user_do_not_overspend(alice, settings):
     # Each reply reserves its input plus max_tokens (4096): the budget holds one, not two.
+    settings.CLAUDE_MAX_OUTPUT_TOKENS = 4096
     await sync_to_async(UserBudget.objects.create)(user=alice, daily_tokens=6000)
     first, second = [
         await sync_to_async(services.conversation_create)(owner=alice) for _ in range(2)

@@ -26,7 +26,7 @@ def test_good_settings_pass(settings):
         ("CONVERSATION_TOKEN_BUDGET", 999, "claudeweb.E003"),
         ("CLAUDE_MODEL_CATALOGUE", "/nonexistent/models.json", "claudeweb.E004"),
         ("CLAUDE_DEFAULT_MODEL", "claude-nonexistent", "claudeweb.E005"),
-        ("CLAUDE_MAX_TOKENS", 0, "claudeweb.E006"),
+        ("CLAUDE_MAX_OUTPUT_TOKENS", 0, "claudeweb.E006"),
     ],
 )
 def test_bad_values_are_reported(settings, name, value, code):

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services, tools
+from chat import catalogue, services, tools
 from chat.models import ApiCall, Message
 from tests.conftest import open_socket, recv_until
 
@@ -116,7 +116,7 @@ async def test_pause_turn_continues_the_turn(alice, conversation, offline_reques
 
 
 async def test_max_tokens_then_continue_makes_one_joined_reply(alice, conversation, settings):
-    settings.CLAUDE_MAX_TOKENS = 20
+    settings.CLAUDE_MAX_OUTPUT_TOKENS = 20
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(
             {"type": "send", "client_id": str(uuid.uuid4()), "text": "[[offline words=50]]"}
@@ -211,6 +211,6 @@ async def test_done_carries_the_context_gauge_and_budget_left(alice, conversatio
         + usage["cache_read_input_tokens"]
     )
     assert meters["context_tokens"] == prompt + usage["output_tokens"]
-    assert meters["context_window"] == 200_000
+    assert meters["context_window"] == catalogue.get_model(conversation.model).context_window
     assert meters["budget_used"] == prompt + usage["output_tokens"]
     assert meters["budget_limit"] == settings.CONVERSATION_TOKEN_BUDGET

@@ -31,7 +31,7 @@ def tiny_model(settings, tmp_path):
     catalogue_file.write_text(json.dumps({"models": [TINY]}))
     settings.CLAUDE_MODEL_CATALOGUE = catalogue_file
     settings.CLAUDE_DEFAULT_MODEL = settings.CLAUDE_FAST_MODEL = TINY["id"]
-    settings.CLAUDE_MAX_TOKENS = 300
+    settings.CLAUDE_MAX_OUTPUT_TOKENS = 300
     return TINY
 
 

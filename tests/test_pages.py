@@ -27,13 +27,13 @@ def test_login_page_renders_and_logs_in(client, alice):
     assert client.get(reverse("chat:index")).status_code == 200
 
 
-def test_it_creates_a_conversation(client, alice):
+def test_it_creates_a_conversation(client, alice, settings):
     client.force_login(alice)
     response = client.post(reverse("chat:new"))
     conversation = Conversation.objects.get(owner=alice)
     assert response["Location"] == reverse("chat:conversation", args=[conversation.pk])
     assert conversation.system_prompt is not None
-    assert conversation.model == "claude-sonnet-4-6"
+    assert conversation.model == settings.CLAUDE_DEFAULT_MODEL
 
 
 def test_it_renames_and_deletes(client, alice, conversation):

@@ -289,6 +289,7 @@ class ChatPage {
       tool: this.onTool,
       history: this.onHistory,
       title: this.onTitle,
+      notice: this.onNotice,
     }[frame.type];
     if (handler) handler.call(this, frame);
     if (frame.type !== "delta") this.list.refreshActions();
@@ -324,6 +325,17 @@ class ChatPage {
   onHistory(frame) {
     if (!Array.isArray(frame.messages)) return;
     this.list.replaceAfter(frame.from_parent_id ?? null, frame.messages);
+  }
+
+  onNotice(frame) {
+    // model_replaced: the conversation's model left the catalogue; the server moved it.
+    if (typeof frame.message === "string" && frame.message) this.notice(frame.message);
+    if (frame.code === "model_replaced" && typeof frame.model === "string") {
+      this.model = frame.model;
+      if (this.modelPicker) this.modelPicker.value = frame.model;
+      if (this.modelIdEl) this.modelIdEl.textContent = frame.model;
+      document.querySelector('[data-testid="model-unavailable"]')?.remove();
+    }
   }
 
   onTitle(frame) {
