@@ -15,6 +15,10 @@ from claudeweb import dotenv
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
 def settings_in_subprocess(env_file: Path | str, names: list[str], **environ: str) -> list[str]:
     """The named settings as a fresh process sees them (settings are read once per process)."""
     env = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("DJANGO_")}
@@ -25,14 +29,7 @@ def settings_in_subprocess(env_file: Path | str, names: list[str], **environ: st
         "import django, sys; django.setup(); from django.conf import settings; "
         "[print(repr(getattr(settings, n))) for n in sys.argv[1:]]"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, *names],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run([sys.executable, "-c", code, *names], env)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
@@ -92,14 +89,7 @@ def test_a_copy_of_the_example_file_starts_the_app(tmp_path):
         DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
         ANTHROPIC_BASE_URL="http://127.0.0.1:8765",
     )
-    out = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run([sys.executable, "manage.py", "check"], env)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -107,14 +97,7 @@ def test_a_broken_file_stops_startup_with_the_line(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("GOOD=1\nthis is not a variable\n")
     env = dict(os.environ, CLAUDEWEB_ENV_FILE=str(env_file))
-    out = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run([sys.executable, "manage.py", "check"], env)
     assert out.returncode != 0
     assert "line 2" in out.stderr
 
@@ -125,13 +108,6 @@ def test_the_scripts_get_export_lines_for_what_the_environment_lacks(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "S3_PORT")}
     env.update(CLAUDEWEB_ENV_FILE=str(env_file), PORT="8002")
     script = 'eval "$(python -m claudeweb.dotenv)"; echo "$ANTHROPIC_API_KEY|$S3_PORT|$PORT"'
-    out = subprocess.run(
-        ["bash", "-c", script.replace("python", sys.executable)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run(["bash", "-c", script.replace("python", sys.executable)], env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "sk-from-file|9 100|8002"
