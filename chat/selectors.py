@@ -214,6 +214,15 @@ def title_doc():
     return SearchVector("title", config=SEARCH_CONFIG)
 
 
+def search_query(raw: str) -> str:
+    """A search as typed, ready for the database: whitespace collapsed, and each character no
+    column can hold (NUL, a surrogate: chat/text.py) read as a space, so `a<NUL>b` searches
+    `a b` and never fails the query."""
+    from chat.text import storable
+
+    return " ".join(storable(raw, replacement=" ").split())
+
+
 def search_conversations(
     user: AbstractBaseUser, query: str, *, archived: bool | None = None
 ) -> QuerySet[Conversation]:
@@ -229,7 +238,7 @@ def search_conversations(
     rows = Conversation.objects.filter(owner=user, deleted_at__isnull=True)
     if archived is not None:
         rows = rows.filter(archived=archived)
-    query = " ".join(query.split())
+    query = search_query(query)
     if not query:
         return rows.none()
     messages = Message.objects.filter(conversation=OuterRef("pk"))
