@@ -223,6 +223,26 @@ def search_query(raw: str) -> str:
     return " ".join(storable(raw, replacement=" ").split())
 
 
+def _search_terms(query: str):
+    from django.contrib.postgres.search import SearchQuery
+
+    return SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
+
+
+def matching_messages(query: str) -> QuerySet[Message]:
+    """Messages whose text matches `query` (a non-empty search_query), of every owner: callers
+    narrow it to conversations the user may see.
+
+    PostgreSQL: full-text search (stemmed, web-search syntax) through the GIN index
+    message_text_search; other databases: a substring of the stored blocks.
+    """
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return Message.objects.alias(doc=message_text_doc()).filter(doc=_search_terms(query))
+    return Message.objects.filter(content__icontains=query)
+
+
 def search_conversations(
     user: AbstractBaseUser, query: str, *, archived: bool | None = None
 ) -> QuerySet[Conversation]:
@@ -230,7 +250,7 @@ def search_conversations(
 
     PostgreSQL: full-text search (stemmed, web-search syntax) through GIN indexes; other
     databases: a substring match. Deleted conversations never match; `archived` None searches
-    both lists.
+    both lists. The search box and Claude's search_conversations tool both ask this.
     """
     from django.db import connection
     from django.db.models import Exists, OuterRef, Q
@@ -241,17 +261,17 @@ def search_conversations(
     query = search_query(query)
     if not query:
         return rows.none()
-    messages = Message.objects.filter(conversation=OuterRef("pk"))
+    messages = Exists(matching_messages(query).filter(conversation=OuterRef("pk")))
     if connection.vendor == "postgresql":
-        from django.contrib.postgres.search import SearchQuery
-
-        terms = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
-        messages = messages.alias(doc=message_text_doc()).filter(doc=terms)
         # A subquery of its own, so that the title index answers it (in the OR it would not).
-        titles = Conversation.objects.filter(owner=user).alias(doc=title_doc()).filter(doc=terms)
-        match = Q(pk__in=titles.values("pk")) | Q(title__icontains=query) | Exists(messages)
+        titles = (
+            Conversation.objects.filter(owner=user)
+            .alias(doc=title_doc())
+            .filter(doc=_search_terms(query))
+        )
+        match = Q(pk__in=titles.values("pk")) | Q(title__icontains=query) | messages
     else:
-        match = Q(title__icontains=query) | Exists(messages.filter(content__icontains=query))
+        match = Q(title__icontains=query) | messages
     return rows.filter(match).order_by("-pinned", "-updated_at", "-id")
 
 
