@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from chat import budgets, catalogue, context, limits, runner, selectors, services
 from chat.models import ApiCall, Conversation, Message
+from chat.text import has_unstorable
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         text = frame.get("text")
         if not isinstance(text, str) or not text.strip():
             raise _invalid("send needs some text.")
-        if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
+        if has_unstorable(text):  # typed text is refused, never changed (chat/text.py)
             raise _invalid(
                 "The text holds characters that cannot be stored (NUL or a lone surrogate)."
             )

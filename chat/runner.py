@@ -26,6 +26,7 @@ from django.db import DatabaseError
 
 from chat import budgets, claude, context, services, titles, tools
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
+from chat.text import storable, storable_json
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,10 @@ class Reply:
             on_start=self._open_call,
             user_id=plan.user_id,
         ):
+            # Tabs show the deltas until the end (`done` does not resend the text), so they carry
+            # the text as it will be saved: storable, character by character (chat/text.py).
+            # A lone surrogate would also fail the channel layer's msgpack encoding.
+            text = storable(text)
             if first_text:
                 first_text = False
                 if not self._merge_text and self.blocks_text_before(record):
@@ -315,15 +320,18 @@ class Reply:
             self._broadcast_soon(self._tool_frame(block, None))
 
     def _tool_frame(self, use: dict, result: tools.ToolResult | None) -> dict:
-        return {
-            "type": "tool",
-            "message_id": self.message_id,
-            "id": use["id"],
-            "name": use["name"],
-            "input": use.get("input", {}),
-            "result": result.content if result else None,
-            "is_error": result.is_error if result else False,
-        }
+        """The tool call as tabs show it: storable, as the saved blocks will be."""
+        return storable_json(
+            {
+                "type": "tool",
+                "message_id": self.message_id,
+                "id": use["id"],
+                "name": use["name"],
+                "input": use.get("input", {}),
+                "result": result.content if result else None,
+                "is_error": result.is_error if result else False,
+            }
+        )
 
     async def _run_tools(self, uses: list[dict]) -> list[dict]:
         """Run every tool_use of a response (in order) and bind each result to its id."""
@@ -458,7 +466,7 @@ class Reply:
             self.final_frame = {
                 "type": "error",
                 "code": error.code,
-                "message": error.message,
+                "message": storable(error.message),
                 "retryable": error.retryable,
                 "message_id": self.message_id,
             }

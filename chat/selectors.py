@@ -214,6 +214,35 @@ def title_doc():
     return SearchVector("title", config=SEARCH_CONFIG)
 
 
+def search_query(raw: str) -> str:
+    """A search as typed, ready for the database: whitespace collapsed, and each character no
+    column can hold (NUL, a surrogate: chat/text.py) read as a space, so `a<NUL>b` searches
+    `a b` and never fails the query."""
+    from chat.text import storable
+
+    return " ".join(storable(raw, replacement=" ").split())
+
+
+def _search_terms(query: str):
+    from django.contrib.postgres.search import SearchQuery
+
+    return SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
+
+
+def matching_messages(query: str) -> QuerySet[Message]:
+    """Messages whose text matches `query` (a non-empty search_query), of every owner: callers
+    narrow it to conversations the user may see.
+
+    PostgreSQL: full-text search (stemmed, web-search syntax) through the GIN index
+    message_text_search; other databases: a substring of the stored blocks.
+    """
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return Message.objects.alias(doc=message_text_doc()).filter(doc=_search_terms(query))
+    return Message.objects.filter(content__icontains=query)
+
+
 def search_conversations(
     user: AbstractBaseUser, query: str, *, archived: bool | None = None
 ) -> QuerySet[Conversation]:
@@ -221,7 +250,7 @@ def search_conversations(
 
     PostgreSQL: full-text search (stemmed, web-search syntax) through GIN indexes; other
     databases: a substring match. Deleted conversations never match; `archived` None searches
-    both lists.
+    both lists. The search box and Claude's search_conversations tool both ask this.
     """
     from django.db import connection
     from django.db.models import Exists, OuterRef, Q
@@ -229,20 +258,20 @@ def search_conversations(
     rows = Conversation.objects.filter(owner=user, deleted_at__isnull=True)
     if archived is not None:
         rows = rows.filter(archived=archived)
-    query = " ".join(query.split())
+    query = search_query(query)
     if not query:
         return rows.none()
-    messages = Message.objects.filter(conversation=OuterRef("pk"))
+    messages = Exists(matching_messages(query).filter(conversation=OuterRef("pk")))
     if connection.vendor == "postgresql":
-        from django.contrib.postgres.search import SearchQuery
-
-        terms = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
-        messages = messages.alias(doc=message_text_doc()).filter(doc=terms)
         # A subquery of its own, so that the title index answers it (in the OR it would not).
-        titles = Conversation.objects.filter(owner=user).alias(doc=title_doc()).filter(doc=terms)
-        match = Q(pk__in=titles.values("pk")) | Q(title__icontains=query) | Exists(messages)
+        titles = (
+            Conversation.objects.filter(owner=user)
+            .alias(doc=title_doc())
+            .filter(doc=_search_terms(query))
+        )
+        match = Q(pk__in=titles.values("pk")) | Q(title__icontains=query) | messages
     else:
-        match = Q(title__icontains=query) | Exists(messages.filter(content__icontains=query))
+        match = Q(title__icontains=query) | messages
     return rows.filter(match).order_by("-pinned", "-updated_at", "-id")
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from chat import catalogue, claude, context
 from chat.claude import CallRecord, Usage
 from chat.models import ApiCall, Conversation, Message, SystemPrompt
+from chat.text import storable, storable_json
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,10 @@ class ContextTooLong(Exception):
 
 
 def store_summary(*, conversation_id: int, summary: str, upto_id: int) -> None:
-    Conversation.objects.filter(pk=conversation_id).update(summary=summary, summary_upto_id=upto_id)
+    """Save the model's summary of the older turns (made storable: it is model output)."""
+    Conversation.objects.filter(pk=conversation_id).update(
+        summary=storable(summary), summary_upto_id=upto_id
+    )
 
 
 def continue_start(*, conversation: Conversation) -> Message:
@@ -409,7 +413,8 @@ def checkpoint_many(items: list[Checkpoint]) -> int:
 
     Plain SQL (UPDATE … FROM a VALUES list) rather than `bulk_update`: this runs every second
     for all streaming replies of a process, and the ORM's CASE WHEN per row and field cost about
-    20 times the CPU (17 against 0.9 ms for 50 replies, PostgreSQL).
+    20 times the CPU (17 against 0.9 ms for 50 replies, PostgreSQL). The partial text is model
+    output: made storable (chat/text.py), as turn_finish will save it.
     """
     if not items:
         return 0
@@ -418,7 +423,7 @@ def checkpoint_many(items: list[Checkpoint]) -> int:
     row = "(%s, %s::jsonb, %s)" if postgres else "(%s, %s, %s)"
     params: list = [connection.ops.adapt_datetimefield_value(timezone.now())]
     for item in items:
-        params += [item.message_id, json.dumps(item.content), item.seq]
+        params += [item.message_id, json.dumps(storable_json(item.content)), item.seq]
     params.append(Message.Status.STREAMING.value)
     # PostgreSQL names the VALUES columns in the alias; SQLite calls them column1, column2…
     alias = "v(id, content, seq)" if postgres else "v"
@@ -486,14 +491,14 @@ def _ledger_row(
         message_id=message_id,
         purpose=call.purpose,
         model=call.model,
-        request_id=call.request_id,
+        request_id=storable(call.request_id),
         round=call.round,
         input_tokens=usage.input_tokens,
         cache_write_5m_tokens=usage.cache_write_5m_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         output_tokens=usage.output_tokens,
-        stop_reason=call.stop_reason,
+        stop_reason=storable(call.stop_reason),
         ttft_ms=call.ttft_ms,
         duration_ms=call.duration_ms,
         prices=prices,
@@ -613,15 +618,17 @@ def turn_finish(
 ) -> None:
     """Save the reply's final blocks and outcome, in one transaction.
 
-    Usage is already in the ledger: each call settled when it ended (chat/budgets.py).
+    The blocks and texts are model or upstream output: made storable (chat/text.py), so no
+    character of theirs can keep the reply from being saved. Usage is already in the ledger:
+    each call settled when it ended (chat/budgets.py).
     """
     with transaction.atomic():
         Message.objects.filter(pk=message_id).update(
-            content=content,
+            content=storable_json(content),
             status=status,
-            stop_reason=stop_reason,
+            stop_reason=storable(stop_reason),
             error_code=error_code,
-            error_message=error_message[:500],
+            error_message=storable(error_message[:500]),
             token_count=output_tokens or None,
             stream_seq=seq,
             updated_at=timezone.now(),
@@ -766,11 +773,14 @@ def conversation_import(
     """A new conversation from validated API-shaped messages (chat/export.py validates them).
 
     A user message holding only tool results belongs to the assistant turn around it, as the
-    app stores a whole turn in one message. Parents are chained and the leaf is set.
+    app stores a whole turn in one message. Parents are chained and the leaf is set. Every text
+    is made storable (chat/text.py): an export may hold model output with NUL or a lone
+    surrogate, and the conversation is imported with U+FFFD in their place.
     """
+    system, title = storable(system), storable(title)
     stored: list[tuple[str, list[dict]]] = []
     for message in messages:
-        blocks = message["content"]
+        blocks = storable_json(message["content"])
         results_only = all(b.get("type") == "tool_result" for b in blocks)
         continues_turn = message["role"] == "assistant" or results_only
         if continues_turn and stored and stored[-1][0] == "assistant":

@@ -15,6 +15,7 @@ from django.conf import settings
 
 from chat import claude
 from chat.models import ApiCall, Conversation, Message
+from chat.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,9 @@ _background: set[asyncio.Task] = set()
 
 
 def clean_title(raw: str) -> str:
-    """The first line, without Markdown marks or quotes, cut at a word near 80 characters."""
-    line = next((ln for ln in raw.strip().splitlines() if ln.strip()), "")
+    """The first line, without Markdown marks or quotes, cut at a word near 80 characters;
+    storable (the model may write a NUL or a lone surrogate: chat/text.py)."""
+    line = next((ln for ln in storable(raw).strip().splitlines() if ln.strip()), "")
     line = re.sub(r"[#*_`>\[\]]", "", line).strip().strip("\"'“”").strip()
     line = re.sub(r"^title:\s*", "", line, flags=re.IGNORECASE)
     if len(line) > TITLE_MAX_CHARS:

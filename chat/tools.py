@@ -17,8 +17,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
-from django.db.models import CharField, Q
-from django.db.models.functions import Cast
 
 log = logging.getLogger(__name__)
 
@@ -186,30 +184,57 @@ def current_time(tool_input: dict, context: ToolContext) -> str:
 
 
 SEARCH_RESULTS = 5
+SNIPPET_BEFORE, SNIPPET_AFTER = 80, 160
 
 
 def search_conversations(tool_input: dict, context: ToolContext) -> str:
-    """Search the user's own messages (never anyone else's), newest first."""
+    """What the user's own search box finds for the query (chat.selectors.search_conversations:
+    the same indexed query; never a deleted conversation nor anyone else's), this conversation
+    left out, in the list's order; each with its newest matching message."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import OuterRef, Subquery
+
+    from chat import selectors
     from chat.models import Message
 
-    query = " ".join(tool_input["query"].split())
-    rows = (
-        Message.objects.annotate(body=Cast("content", CharField()))
-        .filter(Q(body__icontains=query), conversation__owner_id=context.user_id)
-        .exclude(conversation_id=context.conversation_id)
-        .select_related("conversation")
-        .order_by("-id")[:SEARCH_RESULTS]
+    query = selectors.search_query(tool_input["query"])
+    owner = get_user_model()(pk=context.user_id)
+    newest_hit = (
+        selectors.matching_messages(query).filter(conversation=OuterRef("pk")).order_by("-id")
+        if query
+        else Message.objects.none()
     )
+    conversations = list(
+        selectors.search_conversations(owner, query, archived=None)
+        .exclude(pk=context.conversation_id)
+        .annotate(hit_id=Subquery(newest_hit.values("pk")[:1]))[:SEARCH_RESULTS]
+    )
+    hits = Message.objects.in_bulk([c.hit_id for c in conversations if c.hit_id])
     found = []
-    for message in rows:
-        text = message.text
-        at = max(text.lower().find(query.lower()), 0)
-        snippet = text[max(at - 80, 0) : at + 160].replace("\n", " ")
-        title = message.conversation.display_title
+    for conversation in conversations:
+        title = conversation.display_title
+        message = hits.get(conversation.hit_id)
+        if message is None:  # its title matches
+            found.append(f'- "{title}" ({conversation.updated_at:%Y-%m-%d}): the title matches.')
+            continue
+        snippet = _snippet(message.text, query)
         found.append(f'- "{title}" ({message.created_at:%Y-%m-%d}, {message.role}): …{snippet}…')
     if not found:
-        return f"No earlier messages mention {query!r}."
-    return "Earlier messages that mention it:\n" + "\n".join(found)
+        return f"No earlier conversations mention {query!r}."
+    return "Earlier conversations that mention it:\n" + "\n".join(found)
+
+
+def _snippet(text: str, query: str) -> str:
+    """The text around the query's first appearance (or of its first word that appears: the
+    full-text search matches words, not the phrase); the start when none does literally."""
+    lower = text.lower()
+    at = -1
+    for needle in [query, *query.split()]:
+        at = lower.find(needle.lower())
+        if at >= 0:
+            break
+    at = max(at, 0)
+    return text[max(at - SNIPPET_BEFORE, 0) : at + SNIPPET_AFTER].replace("\n", " ")
 
 
 def default_registry() -> Registry:

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat import catalogue, selectors, services
 from chat.models import Conversation, UserSettings
+from chat.text import has_unstorable
 
 TITLE_MAX_CHARS = 200
 SEARCH_MAX_CHARS = 200
@@ -46,7 +47,7 @@ def user_zone(prefs: UserSettings | None) -> zoneinfo.ZoneInfo:
 def _page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
     prefs = user_prefs(request.user)
     zone = user_zone(prefs)
-    query = request.GET.get("q", "").strip()[:SEARCH_MAX_CHARS]
+    query = selectors.search_query(request.GET.get("q", ""))[:SEARCH_MAX_CHARS]
     archived = request.GET.get("archived") == "1"
     if query:
         rows = selectors.search_conversations(request.user, query, archived=None)
@@ -162,6 +163,11 @@ def _done(request: HttpRequest, conversation: Conversation, payload: dict, to: s
 def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.get_conversation(request.user, pk)
     title = " ".join(request.POST.get("title", "").split())[:TITLE_MAX_CHARS]
+    if has_unstorable(title):  # what the user typed is refused, not changed (chat/text.py)
+        error = "The title holds characters that cannot be stored (NUL or a lone surrogate)."
+        if wants_json(request):
+            return JsonResponse({"error": error}, status=400)
+        return HttpResponseBadRequest(error, content_type="text/plain; charset=utf-8")
     conversation.title = title
     conversation.save(update_fields=["title"])
     to = reverse("chat:conversation", args=[conversation.pk])

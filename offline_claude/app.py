@@ -38,7 +38,7 @@ from .errors import (
     invalid,
     new_id,
 )
-from .events import message_json, sse, stream_events
+from .events import encode_json, message_json, sse, stream_events
 from .replies import Conversation, ReplyPlan, analyse_turn, message_text, plan_reply
 from .tokens import CacheUsage, PromptCache, count_tokens, request_segments
 from .validation import check_model, validate_messages_body
@@ -119,7 +119,7 @@ class Responder:
         self, status: int, payload: Any, extra: list[tuple[str, str]] | None = None
     ) -> None:
         """Send a complete JSON response."""
-        data = json.dumps(payload, ensure_ascii=False).encode()
+        data = encode_json(payload)
         await self.start(
             status, "application/json", [("content-length", str(len(data))), *(extra or [])]
         )
@@ -430,9 +430,7 @@ class OfflineClaude:
             status = STATUS_FOR_ERROR_TYPE.get(error_type, 500)
             message = directives.message or DEFAULT_MESSAGES.get(error_type, "Overloaded")
             raise ApiError(status, message, error_type=error_type, error_code=directives.error_code)
-        data = json.dumps(
-            message_json(plan, message_id=message_id, model=model, usage=usage), ensure_ascii=False
-        ).encode()
+        data = encode_json(message_json(plan, message_id=message_id, model=model, usage=usage))
         if directives.drop_after is not None:
             await respond.start(200, "application/json", [("content-length", str(len(data)))])
             await respond.body(data[: len(data) // 2], more=True)

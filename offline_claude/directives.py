@@ -9,6 +9,8 @@ optional; unknown keys are ignored)::
 
     words=N          reply with exactly N filler chunks (N output tokens)
     reply            reply with exactly the text after the directive line
+    escapes          with reply: each \\uXXXX in that text stands for the code point U+XXXX
+                     (how a test makes the model write NUL or a lone surrogate)
     call=A[,B...]    tool rounds: a short text plus one tool_use per name (parallel
                      calls, input from the offered tool's input_schema, {} for an
                      unknown name), stop_reason tool_use, while the turn has completed
@@ -73,7 +75,7 @@ _INT_KEYS = frozenset(
 )
 _FLOAT_KEYS = frozenset({"pace_ms", "first_ms", "stall_s"})
 _STR_KEYS = frozenset({"stop", "error_type", "message", "error_code", "retry_after"})
-_FLAGS = frozenset({"reply"})
+_FLAGS = frozenset({"reply", "escapes"})
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Directives:
     raw: str | None = None
     words: int | None = None
     reply: bool = False
+    escapes: bool = False
     call: tuple[str, ...] = ()
     rounds: int = 1
     pause_after: int | None = None
@@ -167,6 +170,16 @@ def parse_directive_args(raw: str, args: str) -> Directives:
     if isinstance(status, int) and not 400 <= status <= 599:
         raise invalid(f"offline directive: status must be 400..599, got {status}")
     return Directives(**values)  # type: ignore[arg-type]
+
+
+_ESCAPE_RE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def unescape(text: str) -> str:
+    """``text`` with each ``\\uXXXX`` replaced by the code point U+XXXX (``escapes``); as in
+    JSON, a high and a low surrogate escape in a row make one character, a lone one stays."""
+    decoded = _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
 
 
 def strip_directives(text: str) -> str:

@@ -11,10 +11,17 @@ from .replies import ReplyPlan
 from .tokens import CacheUsage
 
 
+def encode_json(data: Any, **options: Any) -> bytes:
+    """JSON as UTF-8, non-ASCII text unescaped as the real API sends it, but a lone surrogate
+    (which UTF-8 cannot carry) as its ``\\uXXXX`` escape: surrogates only occur inside JSON
+    strings, where Python's backslashreplace writes exactly that escape."""
+    return json.dumps(data, ensure_ascii=False, **options).encode("utf-8", "backslashreplace")
+
+
 def sse(event: str, data: dict[str, Any]) -> bytes:
     """Encode one server-sent event the way the real API does (``event:`` + ``data:`` lines)."""
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    payload = encode_json(data, separators=(",", ":"))
+    return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"
 
 
 def _stop_details(stop_reason: str) -> dict[str, Any] | None:

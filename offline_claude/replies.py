@@ -6,7 +6,8 @@ the user's latest text message (see :func:`analyse_turn`). Priority of the modes
 
 0. ``[[offline call=A,B]]`` while the turn has completed fewer than ``rounds`` tool
    rounds: a short text plus one ``tool_use`` block per name
-1. ``[[offline reply]]``: the text after the directive line, verbatim
+1. ``[[offline reply]]``: the text after the directive line, verbatim (with
+   ``escapes``, each ``\\uXXXX`` in it as its code point)
 2. ``[[offline words=N]]``: N deterministic filler chunks
 3. the last message carries ``tool_result`` blocks: a report of the results
 4. tools are offered and the user's text asks to calculate / for the time or
@@ -29,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .directives import Directives
+from .directives import Directives, unescape
 from .errors import new_id
 from .tokens import Segment
 
@@ -544,7 +545,8 @@ def _base_plan(conv: Conversation, directives: Directives, turn: Turn) -> ReplyP
     if directives.call and turn.tool_rounds < directives.rounds and tools_allowed:
         return ReplyPlan(blocks + _tool_use_blocks(conv, list(directives.call)), "tool_use")
     if directives.reply:
-        return ReplyPlan([PlannedBlock("text", chunk_text(conv.reply_text))])
+        text = unescape(conv.reply_text) if directives.escapes else conv.reply_text
+        return ReplyPlan([PlannedBlock("text", chunk_text(text))])
     if directives.words is not None:
         return ReplyPlan([PlannedBlock("text", filler_chunks(directives.words))])
     messages = body["messages"]

@@ -217,6 +217,28 @@ async def test_stream_reply_mode_is_exact(client: anthropic.AsyncAnthropic) -> N
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [True, False])
+async def test_reply_escapes_write_nul_and_lone_surrogates(
+    client: anthropic.AsyncAnthropic, stream: bool
+) -> None:
+    prompt = "[[offline reply escapes]]\nnul\\u0000here lone\\ud800 pair\\ud83d\\ude00 \\u00e9"
+    expected = "nul\x00here lone\ud800 pair\U0001f600 \u00e9"  # a pair is one character
+    deltas: list[str] = []
+    if stream:
+        message = await ask_stream(client, prompt, sink=deltas)
+        assert "".join(deltas) == expected
+    else:
+        message = await ask(client, prompt)
+    assert message.content[0].text == expected
+
+
+@pytest.mark.asyncio
+async def test_reply_without_escapes_keeps_backslashes(client: anthropic.AsyncAnthropic) -> None:
+    message = await ask(client, "[[offline reply]]\nsee \\u0000")
+    assert message.content[0].text == "see \\u0000"
+
+
+@pytest.mark.asyncio
 async def test_raw_sse_sequence_and_headers(http: httpx2.AsyncClient) -> None:
     request = body("[[offline words=3]]", stream=True, max_tokens=50)
     response = await http.post("/v1/messages", headers=HEADERS, json=request)
