@@ -319,7 +319,8 @@ class _BlockBuilder:
         return built
 
     def delta(self, index: int, delta: object) -> str | None:
-        """Apply a delta; return text to show (text_delta only)."""
+        """Apply a delta; return text to show (text_delta only). Thinking text and signatures
+        are collected into their block."""
         block = self.blocks[index]
         kind = delta.type
         if kind == "text_delta":
@@ -353,16 +354,21 @@ async def stream_round(
     record: CallRecord,
     tools: list[dict] | None = None,
     tool_choice: dict | None = None,
+    thinking: dict | None = None,
     on_block: Callable[[dict], None] | None = None,
     on_start: Callable[[CallRecord], Awaitable[None]] | None = None,
     user_id: int | None = None,
+    on_thinking: Callable[[str], None] | None = None,
 ) -> AsyncIterator[str]:
-    """Stream one request; yield its text deltas.
+    """Stream one request; yield its text deltas (text blocks only).
 
     Fills `record` as events arrive: request id, usage, stop_reason, timings, and the complete
-    content blocks (text, tool_use with parsed input, thinking) in `record.content`. `on_block`
-    is called with each block as it completes; `user_id` (our user's pk) goes out as the opaque
-    `metadata.user_id` (user_metadata_id); `on_start` is awaited once, after message_start
+    content blocks in order (text, tool_use with parsed input, thinking with its signature,
+    redacted_thinking as sent) in `record.content`. `thinking` holds the request fields that
+    ask for thinking (`thinking`, `output_config`; see context.thinking_params). `on_thinking`
+    is called with each piece of thinking text as it streams; `on_block` with each block as it
+    completes; `user_id` (our user's pk) goes out as the opaque `metadata.user_id`
+    (user_metadata_id); `on_start` is awaited once, after message_start
     (the API has then reported the input usage), before any text. Raises ClaudeError on any
     upstream failure; `record` then holds what the API had reported. Cancelling the consumer of
     this generator closes the upstream connection.
@@ -373,6 +379,8 @@ async def stream_round(
         extra["tools"] = tools
     if tool_choice:
         extra["tool_choice"] = tool_choice
+    if thinking:
+        extra.update(thinking)
     try:
         stream = await client.messages.create(
             model=model,
@@ -398,6 +406,8 @@ async def stream_round(
                 kind = event.type
                 if kind == "content_block_delta":
                     text = builder.delta(event.index, event.delta)
+                    if event.delta.type == "thinking_delta" and on_thinking is not None:
+                        on_thinking(event.delta.thinking)
                     if text:
                         if record.first_token_at is None:
                             record.first_token_at = time.monotonic()

@@ -1,7 +1,12 @@
 """What goes into a request: stored messages in the API's shape, fitted to the context window.
 
-Stored assistant messages hold a whole turn — text, tool_use and tool_result blocks in order —
-and are split here into the alternating assistant / user messages the API expects. When the
+Stored assistant messages hold a whole turn — thinking, text, tool_use and tool_result blocks in
+order — and are split here into the alternating assistant / user messages the API expects. A
+Continue leaves a `continuation` block in the reply (the short user turn that asked the model to
+go on), which becomes that user message again. Thinking blocks go back only within the reply
+being written (its tool rounds, unmodified and in order); those of earlier turns are left out,
+which the API allows, so no block is ever sent after a history that changed (a summary, dropped
+images, another model, another tool list) and refused for it. When the
 history passes FOLD_THRESHOLD of the window, images in older turns are dropped first; if that is
 not enough, older turns are folded into a summary (made by the fast model, stored on the
 conversation) and the summary plus recent turns are sent.
@@ -20,6 +25,15 @@ RECENT_SHARE = 0.40
 KEEP_IMAGES_TURNS = 2
 IMAGE_TOKENS_DEFAULT = 1600
 SUMMARY_PREFIX = "Summary of the earlier part of this conversation:\n"
+THINKING_TYPES = ("thinking", "redacted_thinking")
+CONTINUATION = "continuation"
+# The user turn a Continue adds after the cut reply: every model accepts it (a prefill is refused
+# on Claude 4.6 and later), and the model goes on from where its reply stopped.
+CONTINUE_PROMPT = (
+    "Continue exactly where your last message stopped, without repeating anything and without "
+    "any introduction."
+)
+ADAPTIVE_SUPPORT = ("manual+adaptive", "adaptive", "always")
 
 ImageResolver = Callable[[dict], dict | None]
 
@@ -53,17 +67,69 @@ class StoredTurn:
         return self.token_count or estimate_tokens(self.content)
 
 
+def thinking_params(*, support: str, effort: str | None) -> dict:
+    """The request fields that ask for thinking: the one place they are built.
+
+    `support` is the model's thinking support (none, manual, manual+adaptive, adaptive,
+    always); `effort` is what the user asked for, or None. Nothing is asked without an effort:
+    a model then does what it does by default (always-thinking models think). Never
+    `{"type": "disabled"}`, which always-thinking models refuse; never manual budgets, which
+    Claude 4.7 and later refuse.
+    """
+    if effort is None or support not in ADAPTIVE_SUPPORT:
+        return {}
+    return {
+        "thinking": {"type": "adaptive", "display": "summarized"},
+        "output_config": {"effort": effort},
+    }
+
+
+def continuation_block() -> dict:
+    return {"type": CONTINUATION, "text": CONTINUE_PROMPT}
+
+
 def split_turn(role: str, content: list[dict]) -> list[dict]:
-    """A stored message as API messages: an assistant turn splits around its tool results."""
+    """A stored message as API messages: an assistant turn splits around its tool results and
+    the requests to continue it. An assistant part left empty is left out (a reply cut while
+    thinking, its thinking not sent back)."""
     if role == "user":
         return [{"role": "user", "content": list(content)}]
     messages: list[dict] = []
     for block in content:
-        want = "user" if block.get("type") == "tool_result" else "assistant"
+        kind = block.get("type")
+        want = "user" if kind in ("tool_result", CONTINUATION) else "assistant"
+        if kind == CONTINUATION:
+            block = {"type": "text", "text": block["text"]}
         if not messages or messages[-1]["role"] != want:
             messages.append({"role": want, "content": []})
         messages[-1]["content"].append(block)
     return messages
+
+
+def without_thinking(content: list[dict]) -> list[dict]:
+    return [b for b in content if b.get("type") not in THINKING_TYPES]
+
+
+def reply_messages(blocks: list[dict]) -> list[dict]:
+    """The reply being written as API messages: its thinking blocks go back unmodified and in
+    order, except those before its last Continue (they belong to an answer the API has seen
+    end, like an earlier turn's)."""
+    marks = [i for i, b in enumerate(blocks) if b.get("type") == CONTINUATION]
+    if marks:
+        blocks = without_thinking(blocks[: marks[-1]]) + blocks[marks[-1] :]
+    return split_turn("assistant", blocks)
+
+
+def join(messages: list[dict], more: list[dict]) -> list[dict]:
+    """`messages` followed by `more`, adjacent messages of one role merged (the API wants
+    them alternating)."""
+    joined = [dict(m) for m in messages]
+    for message in more:
+        if joined and joined[-1]["role"] == message["role"]:
+            joined[-1] = {**joined[-1], "content": [*joined[-1]["content"], *message["content"]]}
+        else:
+            joined.append(message)
+    return joined
 
 
 def _drop_empty_text(content: list[dict]) -> list[dict]:
@@ -96,13 +162,14 @@ def to_api_messages(
     """Saved turns as alternating API messages.
 
     Image references of turns before `keep_images_from` (a message id) are dropped; the rest
-    go through `resolve_image`. A reply that failed before any text is left out, and adjacent
-    messages of one role are merged, so a failure never breaks the alternation.
+    go through `resolve_image`. Thinking blocks of these (earlier) turns are left out. A reply
+    that failed before any text is left out, and adjacent messages of one role are merged, so a
+    failure never breaks the alternation.
     """
     merged: list[dict] = []
     for turn in turns:
         content = []
-        for block in _drop_empty_text(turn.content):
+        for block in without_thinking(_drop_empty_text(turn.content)):
             if block.get("type") == "image":
                 if turn.id < keep_images_from:
                     continue

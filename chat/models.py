@@ -143,12 +143,22 @@ class Message(models.Model):
 
     @property
     def text(self) -> str:
-        """The text a user sees: the text blocks joined; other blocks are shown beside it."""
-        return TEXT_BLOCK_SEPARATOR.join(
-            block["text"]
-            for block in self.content
-            if isinstance(block, dict) and block.get("type") == "text" and block.get("text")
-        )
+        """The text a user sees: the text blocks joined; other blocks are shown beside it. The
+        text a Continue added (after a `continuation` block) joins the cut text without a seam."""
+        parts: list[str] = []
+        glue = False
+        for block in self.content:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "continuation":
+                glue = True
+            elif block.get("type") == "text" and block.get("text"):
+                if glue and parts:
+                    parts[-1] += block["text"]
+                else:
+                    parts.append(block["text"])
+                glue = False
+        return TEXT_BLOCK_SEPARATOR.join(parts)
 
 
 class ApiCall(models.Model):

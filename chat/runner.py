@@ -7,8 +7,11 @@ tab on any process.
 
 A reply may take several API calls (rounds): tool use (every tool_use block of a response is
 run and answered), `pause_turn` (the turn is sent back to continue), and a final call without
-tools when the tool-round limit is reached. Each call reserves budget before it and settles to
-one ledger row after it.
+tools when the tool-round limit is reached. A Continue reopens a reply cut by max_tokens: the cut
+reply goes back as a complete assistant turn plus a short user turn asking to go on, and the
+new text joins the old without a seam. Thinking text streams to tabs as `thinking` frames;
+thinking blocks stay in the saved reply, signatures included, in order. Each call reserves
+budget before it and settles to one ledger row after it.
 """
 
 from __future__ import annotations
@@ -118,9 +121,11 @@ class Reply:
         # Blocks of the turn: those saved before (a continuation) plus each finished round's.
         self.blocks: list[dict] = [dict(b) for b in plan.base_blocks]
         self._round_blocks: list[dict] = []  # the round streaming now (filled live)
-        self._merge_text = bool(plan.base_blocks)  # a continuation extends the last text block
+        # A Continue's first text joins the cut text directly (no separator), as saved.
+        self._glue = bool(plan.base_blocks)
         self._calls: list[claude.CallRecord] = []
         self._pending: list[str] = []
+        self._pending_thinking: list[str] = []
         self._has_text = asyncio.Event()
         self._closing = False
         self._stopping = False
@@ -148,17 +153,7 @@ class Reply:
 
     def content(self) -> list[dict]:
         """The turn's blocks as they stand, the streaming round included."""
-        blocks = [dict(b) for b in self.blocks]
-        for block in self._round_blocks:
-            if not block:
-                continue
-            if block.get("type") == "text" and self._merge_text and blocks:
-                last = blocks[-1]
-                if last.get("type") == "text":
-                    blocks[-1] = {**last, "text": last["text"] + block["text"]}
-                    continue
-            blocks.append(dict(block))
-        return blocks
+        return [dict(b) for b in self.blocks] + [dict(b) for b in self._round_blocks if b]
 
     @property
     def text(self) -> str:
@@ -252,9 +247,9 @@ class Reply:
                 reservation = await self._reserve(plan, index)
             record = claude.CallRecord(model=plan.model, purpose=purpose, round=index)
             self._calls.append(record)
-            turn = context.split_turn("assistant", self.blocks) if self.blocks else []
+            turn = context.reply_messages(self.blocks) if self.blocks else []
             messages = context.strip_trailing_whitespace(
-                context.mark_cache_breakpoint(plan.history + turn)
+                context.mark_cache_breakpoint(context.join(plan.history, turn))
             )
             try:
                 await self._stream_round(plan, messages, record, tool_choice)
@@ -263,7 +258,7 @@ class Reply:
                 reservation = None
             self._end_round()
             if record.stop_reason == "pause_turn":
-                purpose, self._merge_text = ApiCall.Purpose.CONTINUATION, True
+                purpose = ApiCall.Purpose.CONTINUATION
                 continue
             if record.stop_reason != "tool_use" or tool_choice is not None:
                 return
@@ -290,9 +285,11 @@ class Reply:
             record=record,
             tools=plan.tools,
             tool_choice=tool_choice,
+            thinking=plan.thinking,
             on_block=self._on_block,
             on_start=self._open_call,
             user_id=plan.user_id,
+            on_thinking=self._on_thinking,
         ):
             # Tabs show the deltas until the end (`done` does not resend the text), so they carry
             # the text as it will be saved: storable, character by character (chat/text.py).
@@ -300,8 +297,9 @@ class Reply:
             text = storable(text)
             if first_text:
                 first_text = False
-                if not self._merge_text and self.blocks_text_before(record):
+                if not self._glue and self.blocks_text_before(record):
                     text = TEXT_BLOCK_SEPARATOR + text
+                self._glue = False
             self._pending.append(text)
             self._has_text.set()
 
@@ -313,7 +311,12 @@ class Reply:
     def _end_round(self) -> None:
         self.blocks = self.content()
         self._round_blocks = []
-        self._merge_text = False
+
+    def _on_thinking(self, text: str) -> None:
+        """Thinking text goes to tabs beside the reply (never into its deltas, no seq)."""
+        if text:
+            self._pending_thinking.append(text)
+            self._has_text.set()
 
     def _on_block(self, block: dict) -> None:
         if block.get("type") == "tool_use":
@@ -536,18 +539,25 @@ class Reply:
         interval = settings.STREAM_COALESCE_MS / 1000
         while True:
             await self._has_text.wait()
-            if not self._closing and self.seq > self.seq_base:
+            # The reply's first text goes out at once; thinking alone waits to be coalesced.
+            if not self._closing and (self.seq > self.seq_base or not self._pending):
                 await asyncio.sleep(interval)
             self._has_text.clear()
             await self._flush()
             if self._closing:
                 # Text may have come while the last frame was being sent: send it too, so the
                 # final frame never overtakes a delta.
-                while self._pending:
+                while self._pending or self._pending_thinking:
                     await self._flush()
                 return
 
     async def _flush(self) -> None:
+        if self._pending_thinking:
+            thinking = "".join(self._pending_thinking)
+            self._pending_thinking.clear()
+            await self._broadcast(
+                {"type": "thinking", "message_id": self.message_id, "text": thinking}
+            )
         if not self._pending:
             return
         text = "".join(self._pending)

@@ -255,6 +255,7 @@ class TurnPlan:
     time_zone: str = "UTC"
     purpose: str = ApiCall.Purpose.REPLY
     base_blocks: list[dict] = field(default_factory=list)  # a continuation's saved blocks
+    thinking: dict = field(default_factory=dict)  # request fields asking for thinking, if any
     seq_base: int = 0
     fold: list[context.StoredTurn] = field(default_factory=list)  # to summarise first
     summary: str = ""
@@ -287,8 +288,14 @@ def plan_turn(
     purpose: str = ApiCall.Purpose.REPLY,
     conversation: Conversation | None = None,
     reply: Message | None = None,
+    effort: str | None = None,
 ) -> TurnPlan:
     """Build the request for a reply: pinned system prompt, fitted history, tools, limits.
+
+    `effort` asks for adaptive thinking at that effort where the model supports it (see
+    context.thinking_params); None asks for nothing. A Continue sends the cut reply back as a
+    complete assistant turn followed by a short user turn asking to go on (a `continuation`
+    block, saved in the reply so later requests repeat it exactly).
 
     A caller that has just read the conversation (with its system prompt) and created the reply,
     in the same transaction, passes them and saves two reads.
@@ -335,13 +342,7 @@ def plan_turn(
         .values_list("time_zone", flat=True)
         .first()
     )
-    base_blocks = (
-        context.strip_trailing_whitespace([{"role": "assistant", "content": reply.content}])[0][
-            "content"
-        ]
-        if continuation
-        else []
-    )
+    base_blocks = [*reply.content, context.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
     return TurnPlan(
         conversation_id=conversation_id,
@@ -356,6 +357,8 @@ def plan_turn(
         time_zone=zone or "UTC",
         purpose=purpose,
         base_blocks=base_blocks,
+        # The catalogue states each model's thinking support; a model without it asks nothing.
+        thinking=context.thinking_params(support=getattr(info, "thinking", "none"), effort=effort),
         seq_base=reply.stream_seq if continuation else 0,
         fold=fitted.fold,
         summary=summary,

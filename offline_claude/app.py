@@ -5,7 +5,7 @@ Routes:
 * ``POST /v1/messages`` (JSON or ``stream: true`` SSE) and
   ``POST /v1/messages/count_tokens``; require a non-empty ``x-api-key`` (or
   ``authorization: Bearer ...``) and an ``anthropic-version`` header (any value)
-* ``GET /v1/models`` and ``GET /v1/models/{id}``
+* ``GET /v1/models`` (paginated) and ``GET /v1/models/{id}``: the served models
 * ``GET /_offline/health``, ``GET /_offline/stats``, ``GET /_offline/requests``
   (last 200 ``/v1/`` requests,
   oldest first, without ``x-api-key`` / ``authorization``), ``DELETE
@@ -23,10 +23,12 @@ import dataclasses
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import lineup, thinking
 from .directives import Directives, parse_text
 from .errors import (
     DEFAULT_MESSAGES,
@@ -41,7 +43,7 @@ from .errors import (
 from .events import encode_json, message_json, sse, stream_events
 from .replies import Conversation, ReplyPlan, analyse_turn, message_text, plan_reply
 from .tokens import CacheUsage, PromptCache, count_tokens, request_segments
-from .validation import check_model, validate_messages_body
+from .validation import validate_messages_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,13 +54,6 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_RECORDS = 200
 _HIDDEN_HEADERS = frozenset({"x-api-key", "authorization"})
 _NO_FAILURE = {"status": None, "error_after": None, "drop_after": None, "stall_after": None}
-
-#: Listed by ``GET /v1/models`` (any ``claude-*`` id is accepted by the Messages endpoints).
-MODELS: tuple[tuple[str, str, str], ...] = (
-    ("claude-opus-4-7", "Claude Opus 4.7", "2026-04-01T00:00:00Z"),
-    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z"),
-    ("claude-haiku-4-5", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
-)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -304,12 +299,10 @@ class OfflineClaude:
                 await respond.json(200, {"input_tokens": count_tokens(request_segments(body))})
                 return
             if path == "/v1/models" and method == "GET":
-                await respond.json(200, self._models_page())
+                await respond.json(200, lineup.page(_query(request.query)))
                 return
             if path.startswith("/v1/models/") and method == "GET":
-                await respond.json(
-                    200, self._model_info(check_model(path.removeprefix("/v1/models/")))
-                )
+                await respond.json(200, lineup.get(path.removeprefix("/v1/models/")).info())
                 return
         raise ApiError(404, f"Not found: {method} {request.path}", error_type="not_found_error")
 
@@ -321,29 +314,6 @@ class OfflineClaude:
             raise ApiError(401, "x-api-key header is required", error_type="authentication_error")
         if not request.headers.get("anthropic-version", "").strip():
             raise invalid("anthropic-version: header is required")
-
-    @staticmethod
-    def _model_info(model_id: str) -> dict[str, Any]:
-        known = {m[0]: m for m in MODELS}
-        _, name, created = known.get(
-            model_id, (model_id, model_id.replace("-", " ").title(), "2025-01-01T00:00:00Z")
-        )
-        return {
-            "type": "model",
-            "id": model_id,
-            "display_name": name,
-            "created_at": created,
-            "lifecycle": "active",
-        }
-
-    def _models_page(self) -> dict[str, Any]:
-        data = [self._model_info(m[0]) for m in MODELS]
-        return {
-            "data": data,
-            "has_more": False,
-            "first_id": data[0]["id"],
-            "last_id": data[-1]["id"],
-        }
 
     def _active_failures(self, directives: Directives) -> Directives:
         """Apply ``fail_times``: past the first K requests with this directive, fail no more."""
@@ -357,6 +327,8 @@ class OfflineClaude:
 
     async def _messages(self, request: Request, respond: Responder) -> None:
         body = validate_messages_body(request.json())
+        model = lineup.get(body["model"])
+        thinking.check_returned_blocks(body, model)
         turn = analyse_turn(body["messages"])
         parsed = parse_text(message_text(body["messages"][turn.anchor]))
         directives = self._active_failures(parsed.directives)
@@ -366,7 +338,16 @@ class OfflineClaude:
             raise _status_error(directives)
         segments = request_segments(body)
         plan = plan_reply(
-            Conversation(body, segments, parsed.visible, parsed.reply_text, turn), directives
+            Conversation(
+                body,
+                segments,
+                parsed.visible,
+                parsed.reply_text,
+                turn,
+                thinking=thinking.is_on(body, model),
+                thinking_shown=thinking.display(body, model) == "summarized",
+            ),
+            directives,
         )
         usage = self.cache.apply(segments)
         message_id = new_id("msg_")
@@ -437,6 +418,11 @@ class OfflineClaude:
             raise DropConnection
         await respond.start(200, "application/json", [("content-length", str(len(data)))])
         await respond.body(data)
+
+
+def _query(raw: str) -> dict[str, str]:
+    """Query parameters (the last value of each)."""
+    return dict(urllib.parse.parse_qsl(raw))
 
 
 def _status_error(directives: Directives) -> ApiError:

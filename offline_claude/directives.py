@@ -17,6 +17,8 @@ optional; unknown keys are ignored)::
                      fewer than ``rounds`` tool rounds; then the normal reply (the
                      tool results report unless words/reply is given)
     rounds=N         tool rounds ``call`` asks for (default 1)
+    redact           when the reply thinks, its thinking comes as a ``redacted_thinking``
+                     block (opaque ``data``, no text) instead of a ``thinking`` block
     pause_after=N    first round only: stop after N chunks with stop_reason pause_turn
     pace_ms=F        delay between streamed deltas (default env OFFLINE_CLAUDE_PACE_MS or 20)
     first_ms=F       delay before message_start (or before the non-stream response)
@@ -75,7 +77,7 @@ _INT_KEYS = frozenset(
 )
 _FLOAT_KEYS = frozenset({"pace_ms", "first_ms", "stall_s"})
 _STR_KEYS = frozenset({"stop", "error_type", "message", "error_code", "retry_after"})
-_FLAGS = frozenset({"reply", "escapes"})
+_FLAGS = frozenset({"reply", "escapes", "redact"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Directives:
     words: int | None = None
     reply: bool = False
     escapes: bool = False
+    redact: bool = False
     call: tuple[str, ...] = ()
     rounds: int = 1
     pause_after: int | None = None

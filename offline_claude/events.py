@@ -94,7 +94,7 @@ def stream_events(
         )
         if index == 0:
             yield StreamEvent("ping", {"type": "ping"})
-        for chunk in block.chunks:
+        for chunk in block.streamed_chunks:
             yield StreamEvent(
                 "content_block_delta",
                 {"type": "content_block_delta", "index": index, "delta": block.delta(chunk)},

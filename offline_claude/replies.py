@@ -24,14 +24,15 @@ the same with ``stop_reason: "pause_turn"`` and ``stop`` overrides the stop reas
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import thinking
 from .directives import Directives, unescape
 from .errors import new_id
+from .thinking import THINKING_KINDS
 from .tokens import Segment
 
 _CHUNK_RE = re.compile(r"\s*\S+\s*|\s+")
@@ -74,7 +75,11 @@ def filler_chunks(count: int) -> list[str]:
 
 @dataclass
 class PlannedBlock:
-    """One output content block; ``chunks`` are its deltas (text, thinking or partial JSON)."""
+    """One output content block; ``chunks`` are its deltas (text, thinking or partial JSON).
+
+    A thinking block whose text is not displayed (``shown`` false: ``display: "omitted"``) and
+    a ``redacted_thinking`` block still count their chunks as output tokens but stream none.
+    """
 
     type: str
     chunks: list[str]
@@ -82,36 +87,51 @@ class PlannedBlock:
     tool_name: str = ""
     tool_input: dict[str, Any] = field(default_factory=dict)
     signature: str = ""
+    shown: bool = True
 
     @property
     def text(self) -> str:
         """The concatenated chunks."""
         return "".join(self.chunks)
 
+    @property
+    def streamed_chunks(self) -> list[str]:
+        """The chunks sent as deltas."""
+        if self.type == "redacted_thinking" or not self.shown:
+            return []
+        return self.chunks
+
     def final(self) -> dict[str, Any]:
         """The block as it appears in a non-streamed Message's ``content``."""
-        if self.type == "tool_use":
+        if self.type in ("tool_use", "server_tool_use"):
             return {
-                "type": "tool_use",
+                "type": self.type,
                 "id": self.tool_id,
                 "name": self.tool_name,
                 "input": self.tool_input,
             }
         if self.type == "thinking":
-            return {"type": "thinking", "thinking": self.text, "signature": self.signature}
+            shown = self.text if self.shown else ""
+            return {"type": "thinking", "thinking": shown, "signature": self.signature}
+        if self.type == "redacted_thinking":
+            return {"type": "redacted_thinking", "data": self.signature}
+        if self.type == "web_search_tool_result":
+            return {"type": self.type, "tool_use_id": self.tool_id, "content": []}
         return {"type": "text", "text": self.text}
 
     def start(self) -> dict[str, Any]:
         """The block as announced by ``content_block_start`` (empty text / input)."""
-        if self.type == "tool_use":
-            return {"type": "tool_use", "id": self.tool_id, "name": self.tool_name, "input": {}}
+        if self.type in ("tool_use", "server_tool_use"):
+            return {"type": self.type, "id": self.tool_id, "name": self.tool_name, "input": {}}
         if self.type == "thinking":
             return {"type": "thinking", "thinking": "", "signature": ""}
+        if self.type in ("redacted_thinking", "web_search_tool_result"):
+            return self.final()
         return {"type": "text", "text": ""}
 
     def delta(self, chunk: str) -> dict[str, Any]:
         """The ``delta`` object of a ``content_block_delta`` carrying ``chunk``."""
-        if self.type == "tool_use":
+        if self.type in ("tool_use", "server_tool_use"):
             return {"type": "input_json_delta", "partial_json": chunk}
         if self.type == "thinking":
             return {"type": "thinking_delta", "thinking": chunk}
@@ -168,12 +188,17 @@ class Turn:
     anchor: int
     """Index of the user's latest text message (the one whose directive counts)."""
     prefill: str | None
-    """Text of the final assistant message when the request continues it, else ``None``."""
+    """Text the reply of this round already has, when the request continues it (a final
+    assistant message, or assistant messages followed by requests to continue), else ``None``."""
     tool_rounds: int
     """Tool rounds completed in the turn: assistant messages with ``tool_use`` after the
     anchor (a final prefilled assistant message is not counted)."""
     after_tool_results: bool
-    """Whether the message before any prefill is a user message with ``tool_result``s."""
+    """Whether the round answers a user message with ``tool_result``s."""
+    round_start: int = 0
+    """Index of the message this round answers: the anchor or the latest tool results."""
+    new_message: bool = True
+    """Whether the reply is a new assistant message (not the continuation of a final one)."""
 
     @property
     def first_round(self) -> bool:
@@ -181,32 +206,59 @@ class Turn:
         return self.prefill is None and not self.after_tool_results
 
 
+_CONTINUE_RE = re.compile(r"^\W*(?:please[\s,]+)?(?:continue|go on|keep going)\b", re.I)
+
+
+def asks_to_continue(messages: list[dict[str, Any]], index: int) -> bool:
+    """Whether ``messages[index]`` is a user message that only asks the model to continue its
+    previous (assistant) message — "Continue…", "Go on…", "Keep going…", without a directive."""
+    message = messages[index]
+    if (
+        index == 0
+        or message.get("role") != "user"
+        or messages[index - 1].get("role") != ("assistant")
+    ):
+        return False
+    text = message_text(message)
+    return "[[offline" not in text and bool(_CONTINUE_RE.match(text))
+
+
 def analyse_turn(messages: list[dict[str, Any]]) -> Turn:
     """Locate the current turn in a validated ``messages`` list.
 
     The anchor is the last user message that has text; a user message without text
     is skipped when it holds ``tool_result`` blocks (it answers tool calls, it does not
-    start a turn). A user message with neither (only images, say) is an anchor too.
+    start a turn), and so is one that only asks to continue the reply before it. A user
+    message with neither (only images, say) is an anchor too.
     """
     continuing = messages[-1].get("role") == "assistant"
     history = messages[:-1] if continuing else messages
     anchor = 0
+    round_start = len(history) - 1
+    found_round = False
     for index in range(len(history) - 1, -1, -1):
         message = history[index]
-        if message.get("role") == "user" and (has_text(message) or not has_tool_results(message)):
+        if message.get("role") != "user" or asks_to_continue(messages, index):
+            continue
+        if not found_round:
+            round_start, found_round = index, True
+        if has_text(message) or not has_tool_results(message):
             anchor = index
             break
     rounds = sum(
         1 for m in history[anchor + 1 :] if m.get("role") == "assistant" and has_tool_use(m)
     )
-    last = history[-1] if history else None
+    written = [m for m in messages[round_start + 1 :] if m.get("role") == "assistant"]
+    start = messages[round_start] if messages else None
     return Turn(
         anchor=anchor,
-        prefill=prefill_text(messages[-1]) if continuing else None,
+        prefill="".join(prefill_text(m) for m in written) if written else None,
         tool_rounds=rounds,
         after_tool_results=bool(
-            last is not None and last.get("role") == "user" and has_tool_results(last)
+            start is not None and start.get("role") == "user" and has_tool_results(start)
         ),
+        round_start=round_start,
+        new_message=not continuing,
     )
 
 
@@ -234,6 +286,10 @@ class Conversation:
     """Text after the directive line (for ``reply`` mode)."""
     turn: Turn | None = None
     """Position in the current turn (computed from ``body`` when omitted)."""
+    thinking: bool = False
+    """Whether the reply starts with a thinking block (the request or the model's default)."""
+    thinking_shown: bool = True
+    """Whether thinking text is returned (``display: "summarized"``) or only its signature."""
 
     def current_turn(self) -> Turn:
         """``turn``, or the analysis of ``body['messages']``."""
@@ -489,13 +545,15 @@ def _tool_use_blocks(conv: Conversation, names: list[str]) -> list[PlannedBlock]
     return [text, *uses]
 
 
-def _thinking_block(conv: Conversation) -> PlannedBlock:
+def _thinking_block(conv: Conversation, directives: Directives) -> PlannedBlock:
+    """The reply's thinking; signed once the reply is final (see :func:`plan_reply`)."""
     text = (
         f"The user wrote: {_quote(conv.user_text, 8)} "
         "I am the offline model, so I will answer deterministically."
     )
-    signature = "offline-" + hashlib.sha256(text.encode()).hexdigest()
-    return PlannedBlock("thinking", chunk_text(text), signature=signature)
+    if directives.redact:
+        return PlannedBlock("redacted_thinking", chunk_text(text))
+    return PlannedBlock("thinking", chunk_text(text), shown=conv.thinking_shown)
 
 
 def _apply_limits(
@@ -536,21 +594,17 @@ def _apply_limits(
 def _base_plan(conv: Conversation, directives: Directives, turn: Turn) -> ReplyPlan:
     """The complete reply for this round, before any prefill, limit or ``stop``."""
     body = conv.body
-    thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in (
-        "enabled",
-        "adaptive",
-    )
-    blocks = [_thinking_block(conv)] if thinking else []
+    blocks = [_thinking_block(conv, directives)] if conv.thinking else []
     tools_allowed = (body.get("tool_choice") or {}).get("type") != "none"
     if directives.call and turn.tool_rounds < directives.rounds and tools_allowed:
         return ReplyPlan(blocks + _tool_use_blocks(conv, list(directives.call)), "tool_use")
     if directives.reply:
         text = unescape(conv.reply_text) if directives.escapes else conv.reply_text
-        return ReplyPlan([PlannedBlock("text", chunk_text(text))])
+        return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(text))])
     if directives.words is not None:
-        return ReplyPlan([PlannedBlock("text", filler_chunks(directives.words))])
+        return ReplyPlan([*blocks, PlannedBlock("text", filler_chunks(directives.words))])
     messages = body["messages"]
-    last = messages[-2] if turn.prefill is not None else messages[-1]
+    last = messages[turn.round_start]
     report = tool_results_reply(conv, last) if last.get("role") == "user" else None
     if report is not None:
         return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(report))])
@@ -560,17 +614,52 @@ def _base_plan(conv: Conversation, directives: Directives, turn: Turn) -> ReplyP
     return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(default_reply(conv)))])
 
 
-def _continuation(plan: ReplyPlan, prefill: str) -> ReplyPlan:
+def _continuation(plan: ReplyPlan, prefill: str, *, new_message: bool) -> ReplyPlan:
     """What follows ``prefill`` in ``plan``: the rest of its text, then its tool calls.
 
-    If the plan's text does not start with the prefill, the whole text is emitted.
-    Thinking blocks are not repeated.
+    If the plan's text does not start with the prefill, the whole text is emitted. A new
+    assistant message (after a request to continue) starts with its own thinking; the
+    continuation of a final assistant message does not repeat it.
     """
     full = plan.text
     rest = full[len(prefill) :] if full.startswith(prefill) else full
-    blocks = [PlannedBlock("text", chunk_text(rest))] if rest else []
+    thinking = [b for b in plan.blocks if b.type in THINKING_KINDS] if new_message else []
+    blocks = thinking + ([PlannedBlock("text", chunk_text(rest))] if rest else [])
     blocks += [b for b in plan.blocks if b.type == "tool_use"]
     return ReplyPlan(blocks, plan.stop_reason)
+
+
+def _pause_in_server_tool(plan: ReplyPlan, conv: Conversation) -> None:
+    """A turn paused by the API ends in a server tool call it has not run yet."""
+    query = " ".join(conv.user_text.split())[:60] or "offline"
+    plan.blocks.append(_tool_use_block("web_search", {"query": query}))
+    plan.blocks[-1].type = "server_tool_use"
+    plan.blocks[-1].tool_id = new_id("srvtoolu_")
+
+
+def _paused_call(messages: list[dict[str, Any]]) -> str | None:
+    """The id of the server tool call a final (paused) assistant message ends with."""
+    content = messages[-1].get("content") if messages[-1].get("role") == "assistant" else None
+    if isinstance(content, list) and content and content[-1].get("type") == "server_tool_use":
+        return str(content[-1].get("id"))
+    return None
+
+
+def _sign(plan: ReplyPlan, conv: Conversation, model: str) -> None:
+    """Bind each thinking block to the model and to everything before it."""
+    messages = conv.body["messages"]
+    if messages[-1].get("role") == "assistant":
+        index, before = len(messages) - 1, list(messages[-1]["content"] or [])
+        if isinstance(messages[-1]["content"], str):
+            before = [{"type": "text", "text": messages[-1]["content"]}]
+    else:
+        index, before = len(messages), []
+    for block in plan.blocks:
+        if block.type in THINKING_KINDS:
+            shown = block.text if block.type == "thinking" and block.shown else ""
+            prefix = thinking.prefix_hash(conv.body, index, before)
+            block.signature = thinking.sign(block.type, model, shown, prefix)
+        before.append(block.final())
 
 
 def plan_reply(conv: Conversation, directives: Directives) -> ReplyPlan:
@@ -578,12 +667,19 @@ def plan_reply(conv: Conversation, directives: Directives) -> ReplyPlan:
     turn = conv.current_turn()
     plan = _base_plan(conv, directives, turn)
     if turn.prefill is not None:
-        plan = _continuation(plan, turn.prefill)
+        plan = _continuation(plan, turn.prefill, new_message=turn.new_message)
+    paused = _paused_call(conv.body["messages"])
+    if paused is not None:  # the API runs the pending search first
+        result = PlannedBlock("web_search_tool_result", [], tool_id=paused)
+        plan.blocks.insert(0, result)
     pause_after = directives.pause_after if turn.first_round else None
     _apply_limits(
         plan, list(conv.body.get("stop_sequences") or []), int(conv.body["max_tokens"]), pause_after
     )
+    if plan.stop_reason == "pause_turn" and pause_after is not None:
+        _pause_in_server_tool(plan, conv)
     if directives.stop is not None and turn.first_round:
         plan.stop_reason = directives.stop
         plan.stop_sequence = "###" if directives.stop == "stop_sequence" else None
+    _sign(plan, conv, str(conv.body["model"]))
     return plan

@@ -2,9 +2,12 @@
 
 Errors raise :class:`~offline_claude.errors.ApiError`: 400 ``invalid_request_error``
 with messages in the real API's ``path: problem`` style, or 404 ``not_found_error``
-for a model id that does not start with ``claude-``. Unknown top-level fields are
-accepted (newer SDK features must not break the emulator). A final ``assistant``
-message (a prefill) must not end with whitespace, as in the real API.
+for a model id the offline model does not serve (``models.json``). Unknown top-level
+fields are accepted (newer SDK features must not break the emulator). Per model, as
+documented: a final ``assistant`` message (a prefill) is refused on Claude 4.6 and later
+unless it continues a ``pause_turn`` (it ends in a server tool block); where a prefill is
+accepted it must not end with whitespace; ``thinking.type`` and ``output_config.effort``
+must be ones the model takes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import ApiError, invalid
+from .errors import invalid
+from .lineup import Model, get
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 MAX_CACHE_BREAKPOINTS = 4
@@ -176,11 +180,32 @@ def _check_messages(messages: Any) -> int:
     return breakpoints
 
 
-def _check_prefill(messages: list[dict[str, Any]]) -> None:
-    """A final assistant message (a prefill) must not end with whitespace."""
+PREFILL_REFUSED = (
+    "This model does not support assistant message prefill. The conversation must end with a "
+    "user message."
+)
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+
+def continues_pause_turn(message: dict[str, Any]) -> bool:
+    """Whether a final assistant message sends back a turn paused in a server tool loop: its
+    last block is a ``server_tool_use`` or a server tool's result (what a ``pause_turn``
+    response ends with), not text of the model's to be continued."""
+    content = message["content"]
+    if not isinstance(content, list) or not content:
+        return False
+    kind = content[-1].get("type", "")
+    return kind == "server_tool_use" or (kind.endswith("_tool_result") and kind != "tool_result")
+
+
+def _check_prefill(messages: list[dict[str, Any]], model: Model) -> None:
+    """A final assistant message: refused where prefill is removed (a pause_turn continuation
+    excepted); else it must not end with whitespace."""
     final = messages[-1]
     if final["role"] != "assistant":
         return
+    if not model.prefill and not continues_pause_turn(final):
+        raise invalid(PREFILL_REFUSED)
     content = final["content"]
     last = content if isinstance(content, str) else (content[-1] if content else None)
     text = last.get("text") if isinstance(last, dict) and last.get("type") == "text" else last
@@ -273,7 +298,13 @@ def _check_sampling(body: dict[str, Any]) -> None:
         raise invalid("stream: Input should be a valid boolean")
 
 
-def _check_thinking(body: dict[str, Any], count_only: bool) -> None:
+_THINKING_HINT = {
+    "adaptive": 'Use "thinking.type.enabled" with "budget_tokens" to control thinking.',
+    "between_tools": 'Use "thinking.type.adaptive" or "thinking.type.disabled".',
+}
+
+
+def _check_thinking(body: dict[str, Any], model: Model, count_only: bool) -> None:
     thinking = body.get("thinking")
     if thinking is None:
         return
@@ -281,12 +312,23 @@ def _check_thinking(body: dict[str, Any], count_only: bool) -> None:
         "enabled",
         "disabled",
         "adaptive",
+        "between_tools",
     ):
         raise invalid(
             "thinking: Input tag found using 'type' does not match any of the expected "
             "tags: 'enabled', 'disabled', 'adaptive'"
         )
-    if thinking["type"] != "enabled":
+    kind = thinking["type"]
+    if kind not in model.thinking_types:
+        hint = _THINKING_HINT.get(
+            kind,
+            'Use "thinking.type.adaptive" and "output_config.effort" to control thinking behavior.',
+        )
+        raise invalid(f'"thinking.type.{kind}" is not supported for this model. {hint}')
+    display = thinking.get("display")
+    if display is not None and display not in ("summarized", "omitted"):
+        raise invalid("thinking.display: Input should be 'summarized' or 'omitted'")
+    if kind != "enabled":
         return
     budget = thinking.get("budget_tokens")
     if not _is_int(budget):
@@ -299,15 +341,27 @@ def _check_thinking(body: dict[str, Any], count_only: bool) -> None:
         raise invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
 
 
-def check_model(model: Any) -> str:
-    """Validate ``model``: a string starting with ``claude-`` (else 400 / 404)."""
-    if model is None:
-        raise invalid("model: Field required")
-    if not isinstance(model, str):
-        raise invalid("model: Input should be a valid string")
-    if not model.startswith("claude-"):
-        raise ApiError(404, f"model: {model}", error_type="not_found_error")
-    return model
+def _check_effort(body: dict[str, Any], model: Model) -> None:
+    config = body.get("output_config")
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise invalid("output_config: Input should be a valid dictionary")
+    effort = config.get("effort")
+    if effort is None:
+        return
+    if effort not in EFFORTS:
+        raise invalid(
+            "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
+        )
+    if effort not in model.efforts:
+        if not model.efforts:
+            raise invalid("output_config.effort: effort is not supported by this model")
+        allowed = ", ".join(model.efforts)
+        raise invalid(
+            f"output_config.effort: {effort!r} is not supported by this model "
+            f"(supported: {allowed})"
+        )
 
 
 def validate_messages_body(body: Any, *, count_only: bool = False) -> dict[str, Any]:
@@ -317,7 +371,7 @@ def validate_messages_body(body: Any, *, count_only: bool = False) -> dict[str, 
     """
     if not isinstance(body, dict):
         raise invalid("Request body must be a JSON object")
-    check_model(body.get("model"))
+    model = get(body.get("model"))
     if not count_only:
         max_tokens = body.get("max_tokens")
         if max_tokens is None:
@@ -328,7 +382,7 @@ def validate_messages_body(body: Any, *, count_only: bool = False) -> dict[str, 
             raise invalid("max_tokens: Input should be greater than or equal to 1")
     breakpoints = _check_messages(body.get("messages"))
     if not count_only:
-        _check_prefill(body["messages"])
+        _check_prefill(body["messages"], model)
     breakpoints += _check_system(body.get("system"))
     breakpoints += _check_tools(body.get("tools"), body.get("tool_choice"))
     if breakpoints > MAX_CACHE_BREAKPOINTS:
@@ -337,5 +391,6 @@ def validate_messages_body(body: Any, *, count_only: bool = False) -> dict[str, 
             f"provided. Found {breakpoints}."
         )
     _check_sampling(body)
-    _check_thinking(body, count_only)
+    _check_thinking(body, model, count_only)
+    _check_effort(body, model)
     return body

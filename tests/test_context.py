@@ -13,7 +13,7 @@ from chat.models import ApiCall, Conversation, Message
 from tests.conftest import open_socket, recv_until
 
 TINY = {
-    "id": "claude-tiny-test",
+    "id": "claude-haiku-4-5",  # a served id, with a window small enough to fold
     "label": "Tiny test model",
     "context_window": 4000,
     "max_output": 400,

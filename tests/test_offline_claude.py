@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import io
 import json
 import math
@@ -28,10 +29,12 @@ import pytest_asyncio
 from anthropic.types import Message
 from PIL import Image
 
+from offline_claude import lineup
 from offline_claude.directives import parse_text
 from offline_claude.replies import analyse_turn, chunk_text, filler_chunks
 
 MODEL = "claude-sonnet-4-6"
+HAIKU = "claude-haiku-4-5"  # the one served model that still accepts a prefill
 HEADERS = {"x-api-key": "test", "anthropic-version": "2023-06-01"}
 EPHEMERAL = {"type": "ephemeral"}
 
@@ -96,7 +99,8 @@ async def ask(
 ) -> Message:
     """Non-streamed request; ``content`` is the single user message unless ``messages=``."""
     kw.setdefault("messages", user(content))
-    return await client.messages.create(model=MODEL, max_tokens=max_tokens, **kw)
+    kw.setdefault("model", MODEL)
+    return await client.messages.create(max_tokens=max_tokens, **kw)
 
 
 async def ask_stream(
@@ -108,7 +112,8 @@ async def ask_stream(
 ) -> Message:
     """Streamed request via ``messages.stream``; text deltas are appended to ``sink``."""
     kw.setdefault("messages", user(content))
-    async with client.messages.stream(model=MODEL, max_tokens=max_tokens, **kw) as stream:
+    kw.setdefault("model", MODEL)
+    async with client.messages.stream(max_tokens=max_tokens, **kw) as stream:
         async for chunk in stream.text_stream:
             if sink is not None:
                 sink.append(chunk)
@@ -614,9 +619,28 @@ async def continue_(
     stream: bool,
     **kw: Any,
 ) -> Message:
-    """Continue a prefilled final assistant message."""
+    """Continue a prefilled final assistant message (on Haiku 4.5, which accepts a prefill)."""
     send = ask_stream if stream else ask
+    kw.setdefault("model", HAIKU)
     return await send(client, messages=[*messages, {"role": "assistant", "content": prefill}], **kw)
+
+
+CONTINUE = "Continue exactly where you stopped, without repeating anything."
+
+
+async def go_on(
+    client: anthropic.AsyncAnthropic,
+    messages: list[dict[str, Any]],
+    cut: Message,
+    *,
+    stream: bool,
+    **kw: Any,
+) -> Message:
+    """Continue a cut reply the way every model accepts: the reply as a complete assistant turn,
+    then a user turn asking to go on."""
+    send = ask_stream if stream else ask
+    followed = [*messages, as_param(cut), {"role": "user", "content": CONTINUE}]
+    return await send(client, messages=followed, **kw)
 
 
 @pytest.mark.asyncio
@@ -722,33 +746,35 @@ async def test_pause_after_then_continuation(
     full = "".join(filler_chunks(30))
     send = ask_stream if stream else ask
     paused = await send(client, prompt)
-    assert paused.stop_reason == "pause_turn" and paused.usage.output_tokens == 7
+    # A paused turn ends in a server tool call the API has not run yet.
+    assert paused.stop_reason == "pause_turn"
+    assert [b.type for b in paused.content] == ["text", "server_tool_use"]
+    search = paused.content[1]
+    assert search.id.startswith("srvtoolu_") and search.name == "web_search"
     partial = paused.content[0].text
     assert partial == "".join(filler_chunks(30)[:7])
-    prefill = partial.rstrip()
-    rest = await continue_(client, user(prompt), prefill, stream=not stream)
+    assert paused.usage.output_tokens > 7  # the text's 7 plus the tool call's input
+    # Sent back as it stands (no user turn after it): accepted on a model without prefill.
+    again = ask if stream else ask_stream
+    rest = await again(client, messages=[*user(prompt), as_param(paused)])
     assert rest.stop_reason == "end_turn"  # a continuation never pauses again
-    continuation = rest.content[0].text
-    assert continuation.startswith(" ") and prefill + continuation == full
-    assert rest.usage.output_tokens == 30 - 7
-    # The prefill counts as input.
-    assert rest.usage.input_tokens == math.ceil(len(prompt) / 4) + math.ceil(len(prefill) / 4)
+    result, text = rest.content
+    assert result.type == "web_search_tool_result" and result.tool_use_id == search.id
+    assert partial + text.text == full and rest.usage.output_tokens == 30 - 7
 
 
 @pytest.mark.asyncio
 async def test_pause_after_in_a_tool_round(client: anthropic.AsyncAnthropic) -> None:
     messages = user("[[offline call=calculator pause_after=3]] calculate 1 + 2")
     paused = await ask_stream(client, messages=messages, tools=[CALCULATOR])
-    assert paused.stop_reason == "pause_turn" and [b.type for b in paused.content] == ["text"]
-    rest = await continue_(
-        client, messages, paused.content[0].text.rstrip(), stream=False, tools=[CALCULATOR]
-    )
+    assert paused.stop_reason == "pause_turn"
+    assert [b.type for b in paused.content] == ["text", "server_tool_use"]
+    rest = await ask(client, messages=[*messages, as_param(paused)], tools=[CALCULATOR])
     assert rest.stop_reason == "tool_use"
-    assert (
-        paused.content[0].text.rstrip() + rest.content[0].text
-        == "I'll use the `calculator` tool for that."
+    assert paused.content[0].text + rest.content[1].text == (
+        "I'll use the `calculator` tool for that."
     )
-    assert rest.content[1].input == {"expression": "1 + 2"}
+    assert rest.content[2].input == {"expression": "1 + 2"}
 
 
 @pytest.mark.asyncio
@@ -761,7 +787,7 @@ async def test_max_tokens_continuations_join_to_the_full_text(
     reasons: list[str | None] = []
     for step in range(5):
         if not pieces:
-            reply = await ask(client, prompt, max_tokens=15)
+            reply = await ask(client, prompt, max_tokens=15, model=HAIKU)
         else:
             # Earlier pieces as their own blocks (joined as is), only the last one stripped.
             blocks = [{"type": "text", "text": p} for p in pieces[:-1]]
@@ -776,6 +802,25 @@ async def test_max_tokens_continuations_join_to_the_full_text(
             break
     assert reasons == ["max_tokens", "max_tokens", "end_turn"]
     assert "".join(pieces) == full
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-opus-5-5"])
+async def test_asking_to_continue_after_max_tokens_joins_to_the_full_text(
+    client: anthropic.AsyncAnthropic, model: str
+) -> None:
+    messages = user("[[offline words=40]]")
+    replies = [await ask(client, messages=messages, max_tokens=30, model=model)]
+    while replies[-1].stop_reason == "max_tokens" and len(replies) < 8:
+        messages = [*messages, as_param(replies[-1]), {"role": "user", "content": CONTINUE}]
+        send = ask_stream if len(replies) % 2 else ask
+        replies.append(await send(client, messages=messages, max_tokens=30, model=model))
+    # Each reply is the rest of the same answer: nothing repeated, nothing lost.
+    pieces = [b.text for r in replies for b in r.content if b.type == "text"]
+    assert replies[-1].stop_reason == "end_turn" and len(replies) >= 2
+    assert "".join(pieces) == "".join(filler_chunks(40))
+    if model == "claude-opus-5-5":  # every reply is a new assistant message: it thinks first
+        assert all(r.content[0].type == "thinking" for r in replies)
 
 
 @pytest.mark.asyncio
@@ -806,14 +851,14 @@ async def test_prefill_with_trailing_whitespace_is_rejected(
 @pytest.mark.asyncio
 async def test_stop_applies_to_the_first_round_only(client: anthropic.AsyncAnthropic) -> None:
     prompt = "[[offline words=20 stop=refusal]]"
-    refused = await ask_stream(client, prompt, max_tokens=8)
+    refused = await ask_stream(client, prompt, max_tokens=8, model=HAIKU)
     assert refused.stop_reason == "refusal" and refused.usage.output_tokens == 8
     prefill = refused.content[0].text.rstrip()
     rest = await continue_(client, user(prompt), prefill, stream=False)
     assert rest.stop_reason == "end_turn" and rest.stop_details is None
     assert prefill + rest.content[0].text == "".join(filler_chunks(20))
     # stop=max_tokens: the continuation of the complete text ends normally, adding nothing.
-    cut = await ask(client, "[[offline words=6 stop=max_tokens]]")
+    cut = await ask(client, "[[offline words=6 stop=max_tokens]]", model=HAIKU)
     assert cut.stop_reason == "max_tokens"
     done = await continue_(
         client, user("[[offline words=6 stop=max_tokens]]"), cut.content[0].text, stream=True
@@ -924,3 +969,351 @@ async def test_client_leaving_mid_stream_frees_the_server(
             async for _chunk in stream.text_stream:
                 break
     await wait_idle(http)
+
+
+# --- per-model behaviour, as the API documents it -------------------------------------
+
+PREFILL_REFUSED = (
+    "This model does not support assistant message prefill. The conversation must end with a "
+    "user message."
+)
+NO_PREFILL = [m.id for m in lineup.models().values() if not m.prefill]
+ALWAYS_THINKING = [m.id for m in lineup.models().values() if m.thinking == "always"]
+ADAPTIVE_ONLY = [m.id for m in lineup.models().values() if "enabled" not in m.thinking_types]
+OPUS_55 = "claude-opus-5-5"
+
+
+async def refused(call: Any) -> anthropic.BadRequestError:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await call
+    assert caught.value.status_code == 400 and caught.value.type == "invalid_request_error"
+    return caught.value
+
+
+def test_the_table_serves_the_documented_lineup() -> None:
+    table = lineup.models()
+    assert {"claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5", "claude-fable-5-2"} <= set(
+        table
+    )
+    assert {"claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-4-5"} <= set(table)
+    assert {"claude-fable-5-2", "claude-opus-5-5", "claude-sonnet-5-5"} <= set(ALWAYS_THINKING)
+    assert [m for m in table.values() if m.prefill] == [table[HAIKU]]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("model", NO_PREFILL)
+async def test_a_prefill_is_refused_on_4_6_and_later(
+    client: anthropic.AsyncAnthropic, model: str
+) -> None:
+    error = await refused(
+        ask(client, messages=[*user("hi"), {"role": "assistant", "content": "Sure"}], model=model)
+    )
+    assert error.api_message == PREFILL_REFUSED
+
+
+@pytest.mark.asyncio
+async def test_haiku_4_5_still_accepts_a_prefill(client: anthropic.AsyncAnthropic) -> None:
+    reply = await continue_(client, user("[[offline reply]]\nHello there."), "Hello", stream=True)
+    assert reply.content[0].text == " there." and reply.stop_reason == "end_turn"
+
+
+@pytest.mark.asyncio
+async def test_a_final_assistant_turn_without_a_paused_server_tool_is_a_prefill(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    paused = await ask(client, "[[offline words=30 pause_after=5]]")
+    # The text alone is not a pause_turn continuation: the server tool call is what says so.
+    text_only = {"role": "assistant", "content": [paused.content[0].model_dump()]}
+    error = await refused(
+        ask(client, messages=[*user("[[offline words=30 pause_after=5]]"), text_only])
+    )
+    assert error.api_message == PREFILL_REFUSED
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("model", ADAPTIVE_ONLY)
+async def test_manual_thinking_is_refused_on_4_7_and_later(
+    client: anthropic.AsyncAnthropic, model: str
+) -> None:
+    error = await refused(
+        ask(
+            client,
+            "x",
+            max_tokens=5000,
+            model=model,
+            thinking={"type": "enabled", "budget_tokens": 2000},
+        )
+    )
+    assert error.api_message == (
+        '"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive" '
+        'and "output_config.effort" to control thinking behavior.'
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("model", ALWAYS_THINKING)
+async def test_always_thinking_models_refuse_disabled(
+    client: anthropic.AsyncAnthropic, model: str
+) -> None:
+    error = await refused(ask(client, "x", model=model, thinking={"type": "disabled"}))
+    assert error.api_message == (
+        '"thinking.type.disabled" is not supported for this model. Use "thinking.type.adaptive" '
+        'and "output_config.effort" to control thinking behavior.'
+    )
+
+
+@pytest.mark.asyncio
+async def test_thinking_settings_still_accepted(client: anthropic.AsyncAnthropic) -> None:
+    manual = await ask(
+        client, "x", max_tokens=3000, thinking={"type": "enabled", "budget_tokens": 1024}
+    )
+    assert manual.content[0].type == "thinking"  # Sonnet 4.6: deprecated, still accepted
+    off = await ask(client, "x", model="claude-haiku-5-5", thinking={"type": "disabled"})
+    assert [b.type for b in off.content] == ["text"]
+
+
+@pytest.mark.asyncio
+async def test_effort_levels_follow_the_model(client: anthropic.AsyncAnthropic) -> None:
+    for model in ("claude-opus-5-5", "claude-opus-4-7"):
+        fine = await ask(
+            client, "x", max_tokens=1000, model=model, output_config={"effort": "xhigh"}
+        )
+        assert fine.stop_reason == "end_turn"
+    no_xhigh = await refused(ask(client, "x", output_config={"effort": "xhigh"}))
+    assert "xhigh" in no_xhigh.api_message and no_xhigh.api_message.startswith(
+        "output_config.effort"
+    )
+    none = await refused(ask(client, "x", model=HAIKU, output_config={"effort": "low"}))
+    assert none.api_message.startswith("output_config.effort")
+    bogus = await refused(ask(client, "x", model=OPUS_55, output_config={"effort": "extreme"}))
+    assert bogus.api_message.startswith("output_config.effort: Input should be")
+
+
+@pytest.mark.asyncio
+async def test_unknown_model_ids_are_404(
+    client: anthropic.AsyncAnthropic, http: httpx2.AsyncClient
+) -> None:
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        await ask(client, "x", model="claude-sonnet-9-9")
+    assert caught.value.status_code == 404 and caught.value.type == "not_found_error"
+    with pytest.raises(anthropic.NotFoundError):
+        await client.models.retrieve("claude-3-opus-20240229")
+
+
+@pytest.mark.asyncio
+async def test_models_api_lists_the_table_with_limits_paginated(
+    client: anthropic.AsyncAnthropic, http: httpx2.AsyncClient
+) -> None:
+    table = list(lineup.models().values())
+    every = [m async for m in client.models.list(limit=3)]  # the SDK follows the pages
+    assert [m.id for m in every] == [m.id for m in table]
+    raw = (await http.get("/v1/models?limit=3", headers=HEADERS)).json()
+    assert raw["has_more"] is True and len(raw["data"]) == 3
+    assert raw["first_id"] == table[0].id and raw["last_id"] == table[2].id
+    row = raw["data"][0]
+    assert row["max_input_tokens"] == table[0].max_input_tokens
+    assert row["max_tokens"] == table[0].max_tokens and row["type"] == "model"
+    tail = (await http.get(f"/v1/models?after_id={table[-3].id}", headers=HEADERS)).json()
+    assert [m["id"] for m in tail["data"]] == [m.id for m in table[-2:]]
+    assert tail["has_more"] is False
+    back = (await http.get(f"/v1/models?before_id={table[3].id}&limit=2", headers=HEADERS)).json()
+    assert [m["id"] for m in back["data"]] == [table[1].id, table[2].id] and back["has_more"]
+    one = await client.models.retrieve(OPUS_55)
+    assert one.display_name == "Claude Opus 5.5"
+    assert one.max_input_tokens == 1_000_000 and one.max_tokens == 128_000
+
+
+# --- thinking blocks ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("model", ALWAYS_THINKING)
+async def test_always_thinking_models_start_with_an_omitted_thinking_block(
+    client: anthropic.AsyncAnthropic, http: httpx2.AsyncClient, model: str
+) -> None:
+    reply = await ask(client, "[[offline words=5]]", model=model)
+    thinking, text = reply.content
+    assert thinking.type == "thinking" and thinking.thinking == "" and thinking.signature
+    assert text.text == "".join(filler_chunks(5))
+    assert reply.usage.output_tokens > 5  # thinking tokens bill as output, shown or not
+    # Streamed: no thinking_delta, one signature_delta.
+    raw = await http.post(
+        "/v1/messages",
+        headers=HEADERS,
+        json=body("[[offline words=2]]", model=model, max_tokens=100, stream=True),
+    )
+    deltas = [d["delta"]["type"] for e, d in parse_sse(raw.text) if e == "content_block_delta"]
+    assert "thinking_delta" not in deltas and deltas.count("signature_delta") == 1
+
+
+@pytest.mark.asyncio
+async def test_summarized_thinking_streams_its_text(client: anthropic.AsyncAnthropic) -> None:
+    seen: list[str] = []
+    async with client.messages.stream(
+        model=OPUS_55,
+        max_tokens=200,
+        messages=user("[[offline words=3]] hello"),
+        thinking={"type": "adaptive", "display": "summarized"},
+    ) as stream:
+        async for event in stream:
+            if event.type == "thinking":
+                seen.append(event.thinking)
+        final = await stream.get_final_message()
+    thinking = final.content[0]
+    assert thinking.type == "thinking" and thinking.thinking and "".join(seen) == thinking.thinking
+    assert thinking.signature
+    # Sonnet 4.6 thinks only when asked; its thinking is summarized by default.
+    plain = await ask(client, "x")
+    assert [b.type for b in plain.content] == ["text"]
+    asked = await ask(client, "x", max_tokens=300, thinking={"type": "adaptive"})
+    assert asked.content[0].type == "thinking" and asked.content[0].thinking
+
+
+async def three_round_loop(
+    client: anthropic.AsyncAnthropic, model: str = OPUS_55
+) -> tuple[list[dict[str, Any]], list[Message]]:
+    """A three-round tool loop sent back exactly as returned; the messages and responses."""
+    messages = user("[[offline call=calculator rounds=3]] calculate 2 + 3")
+    replies = []
+    for _ in range(4):
+        reply = await ask(client, messages=messages, tools=[CALCULATOR], model=model)
+        replies.append(reply)
+        if reply.stop_reason != "tool_use":
+            break
+        messages = [*messages, as_param(reply), results_for(reply)]
+    return messages, replies
+
+
+@pytest.mark.asyncio
+async def test_a_three_round_tool_loop_with_thinking_sent_back_completes(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    messages, replies = await three_round_loop(client)
+    assert [r.stop_reason for r in replies] == ["tool_use"] * 3 + ["end_turn"]
+    assert all(r.content[0].type == "thinking" for r in replies)
+
+
+def _assistant_indexes(messages: list[dict[str, Any]]) -> list[int]:
+    return [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+
+
+BOUND = (
+    "Invalid `signature` in `thinking` block. The block is bound to a different conversation. "
+    'Remove the block, or set `thinking.block_binding.prefix_mismatch_behavior` to "drop_block".'
+)
+
+
+@pytest.mark.asyncio
+async def test_a_dropped_edited_or_moved_thinking_block_is_refused(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    messages, _ = await three_round_loop(client)
+    loop = messages  # up to the last tool results; the final answer is not sent back
+    first, second, third = _assistant_indexes(loop)
+
+    async def send(changed: list[dict[str, Any]]) -> anthropic.BadRequestError:
+        return await refused(ask(client, messages=changed, tools=[CALCULATOR], model=OPUS_55))
+
+    # Dropped from an earlier round: the later blocks no longer follow the prefix they did.
+    dropped = copy.deepcopy(loop)
+    del dropped[first]["content"][0]
+    error = await send(dropped)
+    assert error.api_message == f"messages.{second}.content.0: {BOUND}"
+    # Dropped from the last round: the final assistant message must start with thinking.
+    dropped_last = copy.deepcopy(loop)
+    del dropped_last[third]["content"][0]
+    error = await send(dropped_last)
+    assert error.api_message.startswith(
+        f"messages.{third}.content.0.type: Expected thinking or redacted_thinking, but found text."
+    )
+    # Edited.
+    edited = copy.deepcopy(loop)
+    edited[second]["content"][0]["thinking"] = "something else"
+    error = await send(edited)
+    assert (
+        error.api_message
+        == f"messages.{second}.content.0: Invalid `signature` in `thinking` block."
+    )
+    # Moved: two rounds' blocks swapped.
+    moved = copy.deepcopy(loop)
+    a, b = moved[first]["content"][0], moved[second]["content"][0]
+    moved[first]["content"][0], moved[second]["content"][0] = b, a
+    error = await send(moved)
+    assert error.api_message == f"messages.{first}.content.0: {BOUND}"
+    # Something before the blocks changed (the system prompt).
+    error = await refused(
+        ask(client, messages=loop, tools=[CALCULATOR], model=OPUS_55, system="Be brief.")
+    )
+    assert error.api_message == f"messages.{first}.content.0: {BOUND}"
+    # Unchanged, it goes through.
+    done = await ask(client, messages=loop, tools=[CALCULATOR], model=OPUS_55)
+    assert done.stop_reason == "end_turn"
+
+
+@pytest.mark.asyncio
+async def test_blocks_another_model_cannot_read_are_dropped_without_an_error(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    loop, _ = await three_round_loop(client)
+    # Fable 5.2 reads Opus 5.5's blocks: they are checked, and they pass.
+    fable = await ask(client, messages=loop, tools=[CALCULATOR], model="claude-fable-5-2")
+    assert fable.stop_reason == "end_turn"
+    # Sonnet 5.5 cannot read them: dropped, no error — even edited ones are never used.
+    sonnet = await ask(client, messages=loop, tools=[CALCULATOR], model="claude-sonnet-5-5")
+    assert sonnet.stop_reason == "end_turn"
+
+
+@pytest.mark.asyncio
+async def test_the_next_turn_after_a_thinking_reply_succeeds(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    first = await ask(client, "[[offline words=4]] one", model=OPUS_55)
+    follow = [*user("[[offline words=4]] one"), as_param(first), *user("[[offline words=3]] two")]
+    second = await ask(client, messages=follow, model=OPUS_55)
+    assert second.stop_reason == "end_turn" and second.content[0].type == "thinking"
+    # Earlier turns' thinking may also be left out: no block then needs checking.
+    stripped = copy.deepcopy(follow)
+    stripped[1]["content"] = [b for b in stripped[1]["content"] if b["type"] != "thinking"]
+    assert (await ask(client, messages=stripped, model=OPUS_55)).stop_reason == "end_turn"
+
+
+@pytest.mark.asyncio
+async def test_redacted_thinking_round_trips(client: anthropic.AsyncAnthropic) -> None:
+    question = user("[[offline call=calculator redact]] calculate 1 + 1")
+    reply = await ask_stream(client, messages=question, tools=[CALCULATOR], model=OPUS_55)
+    redacted = reply.content[0]
+    assert redacted.type == "redacted_thinking" and redacted.data
+    follow = [*question, as_param(reply), results_for(reply)]
+    done = await ask(client, messages=follow, tools=[CALCULATOR], model=OPUS_55)
+    assert done.stop_reason == "end_turn"
+    tampered = copy.deepcopy(follow)
+    tampered[1]["content"][0]["data"] = tampered[1]["content"][0]["data"][:-4] + "AAA="
+    error = await refused(ask(client, messages=tampered, tools=[CALCULATOR], model=OPUS_55))
+    assert "Invalid `signature`" in error.api_message
+
+
+@pytest.mark.asyncio
+async def test_older_models_check_the_current_tool_loop_only(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    adaptive = {"type": "adaptive"}
+    question = user("[[offline call=calculator]] calculate 1 + 1")
+    reply = await ask(
+        client, messages=question, tools=[CALCULATOR], thinking=adaptive, max_tokens=1000
+    )
+    assert reply.content[0].type == "thinking" and reply.content[0].thinking  # summarized
+    follow = [*question, as_param(reply), results_for(reply)]
+    without = copy.deepcopy(follow)
+    del without[1]["content"][0]
+    error = await refused(
+        ask(client, messages=without, tools=[CALCULATOR], thinking=adaptive, max_tokens=1000)
+    )
+    assert "Expected thinking or redacted_thinking, but found text" in error.api_message
+    answer = await ask(
+        client, messages=follow, tools=[CALCULATOR], thinking=adaptive, max_tokens=1000
+    )
+    # A later turn on Sonnet 4.6: earlier thinking is not checked, even with a changed system.
+    later = [*follow, as_param(answer), *user("thanks")]
+    assert (
+        await ask(client, messages=later, system="new", max_tokens=1000)
+    ).stop_reason == "end_turn"
