@@ -33,7 +33,7 @@ CONTINUE_PROMPT = (
     "Continue exactly where your last message stopped, without repeating anything and without "
     "any introduction."
 )
-ADAPTIVE_SUPPORT = ("manual+adaptive", "adaptive", "always")
+ADAPTIVE_SUPPORT = ("manual-and-adaptive", "adaptive", "always")
 
 ImageResolver = Callable[[dict], dict | None]
 
@@ -70,7 +70,7 @@ class StoredTurn:
 def thinking_params(*, support: str, effort: str | None) -> dict:
     """The request fields that ask for thinking: the one place they are built.
 
-    `support` is the model's thinking support (none, manual, manual+adaptive, adaptive,
+    `support` is the model's thinking support (none, manual, manual-and-adaptive, adaptive,
     always); `effort` is what the user asked for, or None. Nothing is asked without an effort:
     a model then does what it does by default (always-thinking models think). Never
     `{"type": "disabled"}`, which always-thinking models refuse; never manual budgets, which
