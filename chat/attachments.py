@@ -24,7 +24,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -179,6 +179,17 @@ def _delete_objects(keys: list[str]) -> bool:
             logger.warning("Could not delete %s: %s", error.get("Key"), error.get("Message"))
             ok = False
     return ok
+
+
+def _list_objects(prefix: str) -> Iterator[tuple[str, datetime]]:
+    """(key, last modified) of every object under the prefix. Raises AttachmentError."""
+    try:
+        pages = _client().get_paginator("list_objects_v2").paginate(Bucket=_bucket(), Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["LastModified"]
+    except (BotoCoreError, ClientError) as exc:
+        raise _storage_error(exc) from None
 
 
 # --- start ----------------------------------------------------------------------------------------
@@ -491,6 +502,28 @@ def cleanup_unsent(*, older_than_hours: int) -> int:
         gone = [key for pk, key in rows.items() if pk not in kept]
         _delete_objects(gone)
         deleted += len(gone)
+
+
+def cleanup_orphan_uploads(*, now: datetime | None = None) -> int:
+    """Deletes objects under uploads/ that no attachment row owns; returns how many.
+
+    Such objects are files posted again with an upload's signature after the upload was
+    verified (its row then points at images/…) or its row was deleted. Only objects older than
+    PRESIGN_POST_EXPIRY_SECONDS go: by then no signature can write that key again, and an upload
+    whose row is not visible yet is never touched. The listing comes before the query of the
+    rows, so a row made meanwhile has a key the listing could not contain. `now` (S3's clock is
+    compared with it) is this moment unless given. Raises AttachmentError (storage_unavailable).
+    """
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.PRESIGN_POST_EXPIRY_SECONDS)
+    old = [key for key, modified in _list_objects(UPLOAD_PREFIX) if modified < cutoff]
+    deleted = 0
+    for start in range(0, len(old), CLEANUP_BATCH):
+        batch = old[start : start + CLEANUP_BATCH]
+        owned = set(Attachment.objects.filter(key__in=batch).values_list("key", flat=True))
+        orphans = [key for key in batch if key not in owned]
+        if orphans and _delete_objects(orphans):
+            deleted += len(orphans)
+    return deleted
 
 
 # --- send -----------------------------------------------------------------------------------------
