@@ -24,6 +24,7 @@ STATUS_BY_CODE = {
     attachments.NOT_FOUND: 404,
     attachments.RATE_LIMITED: 429,
     attachments.STORAGE_UNAVAILABLE: 503,
+    attachments.BUSY: 503,
 }
 
 
@@ -32,7 +33,10 @@ def error_response(code: str, message: str, status: int) -> JsonResponse:
 
 
 def _from_error(exc: AttachmentError) -> JsonResponse:
-    return error_response(exc.code, exc.message, STATUS_BY_CODE.get(exc.code, 400))
+    response = error_response(exc.code, exc.message, STATUS_BY_CODE.get(exc.code, 400))
+    if exc.code == attachments.BUSY:
+        response["Retry-After"] = str(attachments.BUSY_RETRY_AFTER_S)
+    return response
 
 
 def json_login_required(view: Callable) -> Callable:

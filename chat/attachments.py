@@ -2,9 +2,9 @@
 
 start → upload → finish. `start_upload` saves a pending row and signs a presigned POST for a key
 the server makes; the browser posts the file straight to S3; `finish_upload` checks what arrived
-(size, type, magic bytes, pixels), re-encodes it with Pillow and writes the clean bytes back to
-the same key. Only verified attachments may be sent. Presigned URLs are minted when needed and
-never stored.
+(size, type, magic bytes, pixels), re-encodes it with Pillow and writes the clean bytes under
+another key (`images/…`), deleting the upload. Only verified attachments may be sent.
+Presigned URLs are minted when needed and never stored.
 
 Callers see `Attachment` rows, plain dicts and one error type, `AttachmentError`; boto3 and
 Pillow types and errors stay inside (the Pillow work is in chat/image_codec.py). The S3 client
@@ -18,9 +18,13 @@ import base64
 import hashlib
 import ipaddress
 import logging
+import threading
 import unicodedata
 import uuid
-from datetime import timedelta
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -49,6 +53,10 @@ INVALID = "attachment_invalid"
 NOT_FOUND = "not_found"
 RATE_LIMITED = "rate_limited"
 STORAGE_UNAVAILABLE = "storage_unavailable"
+BUSY = "busy"
+# What a busy answer tells the client to wait before finishing again (Retry-After, seconds).
+BUSY_RETRY_AFTER_S = 2
+UPLOAD_PREFIX = "uploads/"
 
 # Uploads started but not finished within the presigned POST's lifetime, per user, at most this
 # many times IMAGE_MAX_PER_MESSAGE: bounds rows and signatures one user can make.
@@ -83,8 +91,23 @@ def _storage():
     return storages["attachments"]
 
 
+# One boto3 client per storage, shared by every thread (boto3's clients are thread-safe; its
+# sessions and resources are not). django-storages makes a session and resource per thread, and
+# under Daphne each request runs on a new thread: that cost 13 MiB and 0.3 s of CPU per request,
+# 270 MiB for 20 finishes at once (bench/upload_memory.py).
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_clients_lock = threading.Lock()
+
+
 def _client():
-    return _storage().connection.meta.client
+    storage = _storage()
+    client = _clients.get(storage)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(storage)
+            if client is None:
+                client = _clients[storage] = storage.connection.meta.client
+    return client
 
 
 def _bucket() -> str:
@@ -158,6 +181,17 @@ def _delete_objects(keys: list[str]) -> bool:
     return ok
 
 
+def _list_objects(prefix: str) -> Iterator[tuple[str, datetime]]:
+    """(key, last modified) of every object under the prefix. Raises AttachmentError."""
+    try:
+        pages = _client().get_paginator("list_objects_v2").paginate(Bucket=_bucket(), Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["LastModified"]
+    except (BotoCoreError, ClientError) as exc:
+        raise _storage_error(exc) from None
+
+
 # --- start ----------------------------------------------------------------------------------------
 
 
@@ -209,7 +243,7 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
     if in_flight >= IN_FLIGHT_FACTOR * settings.IMAGE_MAX_PER_MESSAGE:
         raise AttachmentError(RATE_LIMITED, "Too many uploads at once; wait for them to finish.")
 
-    key = f"uploads/{owner.pk}/{uuid.uuid4().hex}.{kind.extension}"
+    key = f"{UPLOAD_PREFIX}{owner.pk}/{uuid.uuid4().hex}.{kind.extension}"
     attachment = Attachment.objects.create(
         owner=owner,
         key=key,
@@ -237,13 +271,76 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
 # --- finish ---------------------------------------------------------------------------------------
 
 
+class DecodeSlots:
+    """At most IMAGE_VERIFY_CONCURRENCY image decodes at once in this process.
+
+    One finish decoding a 6000×4000 JPEG peaked at 374 MB before reduced decoding, and 20 at once
+    (one user's in-flight cap) at 3.07 GB, each taking up to 11.9 s. Finish is a synchronous view:
+    under Daphne each request runs in a thread of its own, so a slot is a thread-level lock; the
+    limit is read on every acquire, so it follows the setting. The counters make the waiting
+    observable (log lines, tests) where a BoundedSemaphore would hide them.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.busy = 0
+        self.waiting = 0
+
+    def _free(self) -> bool:
+        return self.busy < settings.IMAGE_VERIFY_CONCURRENCY
+
+    def acquire(self, *, timeout: float) -> bool:
+        with self._changed:
+            self.waiting += 1
+            self._changed.notify_all()
+            try:
+                if not self._changed.wait_for(self._free, timeout=timeout):
+                    return False
+                self.busy += 1
+                return True
+            finally:
+                self.waiting -= 1
+                self._changed.notify_all()
+
+    def release(self) -> None:
+        with self._changed:
+            self.busy -= 1
+            self._changed.notify_all()
+
+    def wait_until(self, predicate, *, timeout: float) -> bool:
+        """Waits until predicate(self) holds (checked after each change); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout=timeout)
+
+
+decode_slots = DecodeSlots()
+
+
+@contextmanager
+def decode_slot() -> Iterator[None]:
+    """Holds one decode slot; raises AttachmentError(busy) when none frees up within
+    IMAGE_VERIFY_WAIT_SECONDS (the upload stays pending: finish may be retried)."""
+    if not decode_slots.acquire(timeout=settings.IMAGE_VERIFY_WAIT_SECONDS):
+        logger.warning(
+            "Image check refused: %d decoding, %d waiting", decode_slots.busy, decode_slots.waiting
+        )
+        raise AttachmentError(
+            BUSY, "The server is busy checking other images; this one will be checked shortly."
+        )
+    try:
+        yield
+    finally:
+        decode_slots.release()
+
+
 def _verify(attachment: Attachment) -> Encoded:
     """Checks the uploaded object and replaces it with a clean re-encoding. Raises AttachmentError.
 
-    Order: key shape → HEAD (exists, size, type) → read (bounded) → magic bytes → Pillow open
-    (four formats, pixel limit before decoding) → full decode → re-encode → write to the
-    verified key. The clean copy lives under another key than the upload, so the upload's
-    presigned POST (valid for minutes) can never overwrite what was verified.
+    Order: key shape → HEAD (exists, size, type) → a decode slot → read (bounded) → magic bytes →
+    Pillow open (four formats, pixel limit before decoding) → decode (reduced for a large JPEG)
+    → re-encode → write to the verified key. The clean copy lives under another key than the
+    upload, so the upload's presigned POST (valid for minutes) can never overwrite what was
+    verified.
     """
     kind = kind_of(attachment.content_type)
     max_bytes = settings.IMAGE_UPLOAD_MAX_BYTES
@@ -257,7 +354,18 @@ def _verify(attachment: Attachment) -> Encoded:
         raise _invalid("The uploaded file is not the size that was declared.")
     if (head.get("ContentType") or "").lower() != kind.content_type:
         raise _invalid(f"The file was not uploaded as a {kind.label} image.")
-    data = _read(attachment.key, limit=max_bytes)
+    # The read is inside the slot too: a waiting finish then holds no bytes (up to 20 MB each).
+    with decode_slot():
+        encoded = _read_and_reencode(attachment.key, kind, size=size)
+    _write(verified_key(attachment.key), encoded.data, kind.content_type)
+    return encoded
+
+
+def _read_and_reencode(key: str, kind: ImageKind, *, size: int) -> Encoded:
+    """The object's bytes, checked and re-encoded; nothing large outlives the call."""
+    # At most the size HEAD gave (checked against the limit) + 1: the HTTP layer allocates a
+    # buffer of the size asked for, which was 20 MB for every image when this asked for the limit.
+    data = _read(key, limit=size)
     if data is None:
         raise _invalid("No file was uploaded.")
     if len(data) != size:
@@ -265,11 +373,9 @@ def _verify(attachment: Attachment) -> Encoded:
     if sniff(data) != kind.content_type:
         raise _invalid(f"The file's contents are not a {kind.label} image.")
     try:
-        encoded = reencode(decode(data, kind), kind)
+        return reencode(decode(data, kind, fit_edge=settings.IMAGE_LONG_EDGE_PX), kind)
     except ImageRefused as exc:
         raise _invalid(str(exc)) from None
-    _write(verified_key(attachment.key), encoded.data, kind.content_type)
-    return encoded
 
 
 def verified_key(upload_key: str) -> str:
@@ -314,14 +420,15 @@ def finish_upload(*, owner, attachment_id: int) -> Attachment:
 
     Raises AttachmentError: not_found (missing or someone else's), attachment_invalid (already
     finished, or the file is refused: the row is then rejected with the reason and the object
-    deleted), storage_unavailable (S3 unreachable: the row stays pending, finish may be retried).
+    deleted), storage_unavailable (S3 unreachable) and busy (no decode slot in time): for these
+    two the row stays pending and finish may be retried.
     """
     attachment = _owned(owner, attachment_id)
     if attachment.state == Attachment.State.VERIFIED:
         raise _invalid("This upload has already been finished.")
     if attachment.state == Attachment.State.REJECTED:
         raise _invalid(f"This upload was refused: {attachment.reject_reason}")
-    if not attachment.key.startswith(f"uploads/{owner.pk}/"):
+    if not attachment.key.startswith(f"{UPLOAD_PREFIX}{owner.pk}/"):
         # Keys are made by start_upload; another shape is someone else's object: leave it.
         raise _invalid("This upload does not belong to you.")
     try:
@@ -395,6 +502,28 @@ def cleanup_unsent(*, older_than_hours: int) -> int:
         gone = [key for pk, key in rows.items() if pk not in kept]
         _delete_objects(gone)
         deleted += len(gone)
+
+
+def cleanup_orphan_uploads(*, now: datetime | None = None) -> int:
+    """Deletes objects under uploads/ that no attachment row owns; returns how many.
+
+    Such objects are files posted again with an upload's signature after the upload was
+    verified (its row then points at images/…) or its row was deleted. Only objects older than
+    PRESIGN_POST_EXPIRY_SECONDS go: by then no signature can write that key again, and an upload
+    whose row is not visible yet is never touched. The listing comes before the query of the
+    rows, so a row made meanwhile has a key the listing could not contain. `now` (S3's clock is
+    compared with it) is this moment unless given. Raises AttachmentError (storage_unavailable).
+    """
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.PRESIGN_POST_EXPIRY_SECONDS)
+    old = [key for key, modified in _list_objects(UPLOAD_PREFIX) if modified < cutoff]
+    deleted = 0
+    for start in range(0, len(old), CLEANUP_BATCH):
+        batch = old[start : start + CLEANUP_BATCH]
+        owned = set(Attachment.objects.filter(key__in=batch).values_list("key", flat=True))
+        orphans = [key for key in batch if key not in owned]
+        if orphans and _delete_objects(orphans):
+            deleted += len(orphans)
+    return deleted
 
 
 # --- send -----------------------------------------------------------------------------------------

@@ -84,4 +84,21 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
                 id="claudeweb.E009",
             )
         )
+    if settings.IMAGE_VERIFY_CONCURRENCY < 1:
+        errors.append(
+            Error(
+                f"IMAGE_VERIFY_CONCURRENCY is {settings.IMAGE_VERIFY_CONCURRENCY}.",
+                hint="Use a whole number of at least 1 (image checks at once per process; "
+                "each may take about 100 MB).",
+                id="claudeweb.E010",
+            )
+        )
+    if not 0 <= settings.IMAGE_VERIFY_WAIT_SECONDS <= 60:
+        errors.append(
+            Error(
+                f"IMAGE_VERIFY_WAIT_SECONDS is {settings.IMAGE_VERIFY_WAIT_SECONDS}.",
+                hint="Use 0 to 60 seconds; past that a proxy may give up on the request first.",
+                id="claudeweb.E011",
+            )
+        )
     return errors

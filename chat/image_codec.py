@@ -4,12 +4,17 @@
 pixel limit; `reencode` writes it again in the same format, small enough, with no metadata.
 Both raise `ImageRefused` with a message for the user; chat/attachments.py turns it into its
 AttachmentError.
+
+Memory: a decoded image takes 3–4 bytes per pixel (a 6000×4000 photo: 72 MB as RGB), so decode
+asks libjpeg for a reduced decode (1/2, 1/4 or 1/8, never below the stored size) and no step
+makes a second full-size copy; chat/attachments.py bounds how many decodes run at once.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import struct
 from dataclasses import dataclass
 
@@ -73,8 +78,14 @@ class Encoded:
     height: int
 
 
-def decode(data: bytes, kind: ImageKind) -> Image.Image:
-    """The first frame, fully loaded, orientation applied. Raises ImageRefused."""
+def decode(data: bytes, kind: ImageKind, *, fit_edge: int | None = None) -> Image.Image:
+    """The first frame, fully loaded, orientation applied. Raises ImageRefused.
+
+    The pixel limit is checked on the header's size, before any pixel is decoded. With
+    `fit_edge`, a JPEG is decoded at the smallest of 1/1, 1/2, 1/4 or 1/8 of its size whose long
+    edge is still at least `fit_edge` (libjpeg scales in the DCT: the pixels never exist at full
+    size), so a later exact resize to that edge loses nothing; other formats decode whole.
+    """
     max_pixels = settings.IMAGE_MAX_PIXELS
     too_many = ImageRefused(f"The image has too many pixels; the limit is {max_pixels:,}.")
     try:
@@ -86,8 +97,12 @@ def decode(data: bytes, kind: ImageKind) -> Image.Image:
                 raise ImageRefused("The image has no pixels.")
             if width * height > max_pixels:
                 raise too_many
+            if fit_edge and img.format == "JPEG":
+                img.draft("RGB", _draft_size(width, height, fit_edge))
             img.load()
-            return ImageOps.exif_transpose(img)
+            # In place: a copy would double the memory of the largest image in the process.
+            ImageOps.exif_transpose(img, in_place=True)
+            return img
     except Image.DecompressionBombError:
         raise too_many from None
     except ImageRefused:
@@ -99,12 +114,20 @@ def decode(data: bytes, kind: ImageKind) -> Image.Image:
         ) from None
 
 
+def _draft_size(width: int, height: int, edge: int) -> tuple[int, int]:
+    """The size the image will be resized to (long edge `edge`, never enlarged), rounded up:
+    a draft decode picks the largest reduction that stays at or above it on both sides."""
+    scale = min(1.0, edge / max(width, height))
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+
 def _has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
 
 
 def _normalise(img: Image.Image, kind: ImageKind) -> Image.Image:
-    """A copy in a mode the target format stores well, with no metadata (EXIF, ICC, XMP…)."""
+    """The image in a mode the target format stores well (the same object when it already is
+    in that mode), with no metadata (EXIF, ICC, XMP…)."""
     try:
         if img.mode.startswith("I;16") or img.mode in ("I", "F"):
             img = img.convert("I").point(lambda v: v / 256).convert("L")
@@ -116,7 +139,8 @@ def _normalise(img: Image.Image, kind: ImageKind) -> Image.Image:
             target = "L"
         else:
             target = "RGB"
-        clean = img.convert(target)
+        # convert() to the same mode would copy the whole image for nothing.
+        clean = img if img.mode == target else img.convert(target)
     except ValueError as exc:
         raise ImageRefused(f"The image's colour mode {img.mode} is not supported.") from exc
     clean.info = {}

@@ -251,6 +251,10 @@ IMAGE_STORED_MAX_BYTES = envint("IMAGE_STORED_MAX_BYTES", 3_932_160)
 # The browser shrinks images whose long edge is above this before uploading.
 IMAGE_BROWSER_LONG_EDGE_PX = envint("IMAGE_BROWSER_LONG_EDGE_PX", 2048)
 IMAGE_MAX_PER_MESSAGE = envint("IMAGE_MAX_PER_MESSAGE", 10)
+# Image decodes (finishing an upload) at once per process; each may take ~100 MB. A finish
+# waits this many seconds for a turn, then answers 503 busy with Retry-After (stays pending).
+IMAGE_VERIFY_CONCURRENCY = envint("IMAGE_VERIFY_CONCURRENCY", 2)
+IMAGE_VERIFY_WAIT_SECONDS = envfloat("IMAGE_VERIFY_WAIT_SECONDS", 10.0)
 PRESIGN_POST_EXPIRY_SECONDS = envint("PRESIGN_POST_EXPIRY_SECONDS", 300)
 PRESIGN_GET_EXPIRY_SECONDS = envint("PRESIGN_GET_EXPIRY_SECONDS", 600)
 # How images reach Claude: "url" (a presigned GET; the bucket must be reachable from the

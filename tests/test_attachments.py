@@ -428,6 +428,43 @@ def test_cleanup_removes_old_unsent_images_only(alice, s3, conversation):
     assert list(Attachment.objects.all()) == [old_sent]
 
 
+def upload_keys(s3) -> dict:
+    """Every object under uploads/ with its LastModified."""
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.AWS_STORAGE_BUCKET_NAME, Prefix="uploads/"
+    )
+    return {o["Key"]: o["LastModified"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_cleanup_removes_upload_objects_no_attachment_owns(alice, s3, settings):
+    data = image_bytes()
+    done, post = started(alice, data)
+    upload(post, data)
+    done = attachments.finish_upload(owner=alice, attachment_id=done.pk)
+    upload(post, data)  # posted again with the still-valid signature: no row points here
+    orphan = post["fields"]["key"]
+    pending, pending_post = started(alice, data)
+    upload(pending_post, data)
+    expiry = timedelta(seconds=settings.PRESIGN_POST_EXPIRY_SECONDS)
+    modified = upload_keys(s3)
+    assert {orphan, pending.key} <= modified.keys()
+
+    # Younger than the signature's lifetime: it may be an upload in flight, it stays.
+    attachments.cleanup_orphan_uploads(now=modified[orphan] + expiry - timedelta(seconds=1))
+    assert stored(s3, orphan) == data
+
+    later = max(modified[orphan], modified[pending.key]) + expiry + timedelta(seconds=1)
+    before = upload_keys(s3)
+    deleted = attachments.cleanup_orphan_uploads(now=later)
+    after = upload_keys(s3)
+    assert orphan not in after
+    assert deleted == len(before.keys() - after.keys())
+    assert stored(s3, pending.key) == data  # owned by a pending upload: kept, however old
+    assert stored(s3, done.key) is not None  # the verified image (under images/) is untouched
+    owned = set(Attachment.objects.values_list("key", flat=True))
+    assert all(key in owned or changed >= later - expiry for key, changed in after.items())
+
+
 def test_cancel_deletes_the_image_unless_sent(client, alice, s3, conversation):
     attachment, sent = verified(alice), verified(alice)
     message = Message.objects.create(conversation=conversation, role="user", content=[])

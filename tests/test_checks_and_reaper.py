@@ -86,6 +86,20 @@ def test_a_bad_image_delivery_is_reported(settings):
     assert "claudeweb.E009" in codes(settings)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "code"),
+    [
+        ("IMAGE_VERIFY_CONCURRENCY", 0, "claudeweb.E010"),
+        ("IMAGE_VERIFY_WAIT_SECONDS", -1.0, "claudeweb.E011"),
+        ("IMAGE_VERIFY_WAIT_SECONDS", 600.0, "claudeweb.E011"),
+    ],
+)
+def test_bad_image_check_limits_are_reported(settings, name, value, code):
+    assert code not in codes(settings)
+    setattr(settings, name, value)
+    assert code in codes(settings)
+
+
 def test_production_settings_pass_check_deploy_with_no_warnings():
     import os
     import subprocess

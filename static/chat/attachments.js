@@ -6,6 +6,9 @@
 const API = "/attachments/";
 const LOSSY_QUALITY = 0.9;
 const IN_FLIGHT = new Set(["preparing", "uploading", "verifying"]);
+// A finish answered 503 `busy` (the server's image checks are all taken) is sent again after
+// its Retry-After, this many times; the upload stays pending on the server meanwhile.
+const BUSY_RETRIES = 5;
 
 /** The CSRF token for scripts: the page's meta tag, else Django's cookie. */
 export function csrfToken() {
@@ -32,8 +35,27 @@ async function api(method, url, body) {
       data = null;
     }
   }
-  if (!response.ok) throw new Error(data?.error?.message || `The server answered ${response.status}.`);
+  if (!response.ok) {
+    const error = new Error(data?.error?.message || `The server answered ${response.status}.`);
+    error.code = data?.error?.code || "";
+    error.retryAfter = Number(response.headers.get("Retry-After")) || 0;
+    throw error;
+  }
   return data;
+}
+
+/** Finish an upload, waiting and asking again while the server answers `busy`. */
+async function finishUpload(item) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await api("POST", `${API}${item.id}/finish/`);
+    } catch (error) {
+      if (error.code !== "busy" || attempt >= BUSY_RETRIES || item.cancelled) throw error;
+      item.caption.textContent = "Waiting for the server…";
+      await new Promise((resolve) => setTimeout(resolve, Math.max(1, error.retryAfter) * 1000));
+      if (item.cancelled) throw error;
+    }
+  }
 }
 
 /** Width and height scaled so the long edge is at most `edge`; never enlarged. */
@@ -241,7 +263,7 @@ export class AttachmentTray {
       this.setProgress(item, 1);
       if (item.cancelled) return this.discard(item);
       this.setState(item, "verifying");
-      const result = await api("POST", `${API}${item.id}/finish/`);
+      const result = await finishUpload(item);
       if (item.cancelled) return this.discard(item);
       item.width = result.width;
       item.height = result.height;

@@ -1,4 +1,4 @@
-"""Delete images that were uploaded but never sent: their S3 objects and their rows."""
+"""Delete images that were uploaded but never sent, and upload objects no attachment owns."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from chat import attachments
 
 
 class Command(BaseCommand):
-    help = "Delete attachments never sent with a message, older than the given age."
+    help = (
+        "Delete attachments never sent with a message, older than the given age, and objects "
+        "under uploads/ that no attachment owns (older than the upload signature's lifetime)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
@@ -28,3 +31,8 @@ class Command(BaseCommand):
             raise CommandError("--older-than-hours must be 0 or more.")
         deleted = attachments.cleanup_unsent(older_than_hours=hours)
         self.stdout.write(f"Deleted {deleted} unsent attachment(s) older than {hours} h.")
+        try:
+            orphans = attachments.cleanup_orphan_uploads()
+        except attachments.AttachmentError as exc:
+            raise CommandError(f"Could not list the uploads: {exc.message}") from None
+        self.stdout.write(f"Deleted {orphans} upload object(s) no attachment owns.")
