@@ -444,10 +444,12 @@ async def complete(
     max_tokens: int,
     record: CallRecord,
     user_id: int | None = None,
+    thinking: dict | None = None,
 ) -> str:
     """One non-streamed request (titles, summaries); returns its text. Raises ClaudeError.
 
-    `user_id` (our user's pk) goes out as the opaque `metadata.user_id`, as in stream_round.
+    `user_id` (our user's pk) goes out as the opaque `metadata.user_id`, as in stream_round;
+    `thinking` holds the request's thinking fields (context.no_thinking_params), if any.
     """
     client = get_client()
     try:
@@ -457,6 +459,7 @@ async def complete(
             messages=messages,
             max_tokens=max_tokens,
             **_metadata(user_id),
+            **(thinking or {}),
         )
     except Exception as exc:
         error = to_claude_error(exc)

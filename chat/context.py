@@ -34,6 +34,8 @@ CONTINUE_PROMPT = (
     "any introduction."
 )
 ADAPTIVE_SUPPORT = ("manual-and-adaptive", "adaptive", "always")
+# Thinking can be turned off ({"type": "disabled"}) on these; always-thinking models refuse it.
+CAN_DISABLE = ("manual", "manual-and-adaptive", "adaptive")
 
 ImageResolver = Callable[[dict], dict | None]
 
@@ -82,6 +84,15 @@ def thinking_params(*, support: str, effort: str | None) -> dict:
         "thinking": {"type": "adaptive", "display": "summarized"},
         "output_config": {"effort": effort},
     }
+
+
+def no_thinking_params(*, support: str) -> dict:
+    """For side calls (titles, summaries): thinking off where the model allows it, so a small
+    max_tokens goes to the answer; nothing for models that always think (they refuse `disabled`)
+    or cannot think."""
+    if support in CAN_DISABLE:
+        return {"thinking": {"type": "disabled"}}
+    return {}
 
 
 def continuation_block() -> dict:

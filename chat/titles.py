@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import claude
+from chat import catalogue, claude, context
 from chat.models import ApiCall, Conversation, Message
 from chat.text import storable
 
@@ -55,6 +55,12 @@ def _save_title(conversation_id: int, title: str) -> bool:
     return bool(Conversation.objects.filter(pk=conversation_id, title="").update(title=title))
 
 
+def side_call_thinking() -> dict:
+    """Titles and summaries want their few tokens for the answer: thinking off where allowed."""
+    info = catalogue.find_model(settings.CLAUDE_FAST_MODEL)
+    return context.no_thinking_params(support=info.thinking if info else "none")
+
+
 async def _make_title(plan, layer, group: str) -> None:
     from chat import budgets
 
@@ -69,6 +75,7 @@ async def _make_title(plan, layer, group: str) -> None:
             max_tokens=30,
             record=record,
             user_id=plan.user_id,
+            thinking=side_call_thinking(),
         )
         title = clean_title(raw)
         if title and await _save_title(plan.conversation_id, title):
@@ -118,6 +125,7 @@ async def summarize(plan, *, on_record: Callable[[claude.CallRecord], Awaitable[
             ],
             max_tokens=SUMMARY_MAX_TOKENS,
             record=record,
+            thinking=side_call_thinking(),
             user_id=plan.user_id,
         )
     finally:

@@ -57,6 +57,11 @@ def _claude_settings(request):
     settings.CLAUDE_MAX_RETRIES = 0
     settings.CLAUDE_READ_TIMEOUT_S = 5.0
     settings.STREAM_REPLAY_KEEP_S = 60.0
+    # The suite's exact figures (output tokens, words before max_tokens, block order) are those
+    # of a model that does not think unasked; the default (Sonnet 5.5) always thinks, and thinking
+    # has tests of its own (test_continue_and_thinking.py, test_thinking_*.py), which name the
+    # models they use.
+    settings.CLAUDE_DEFAULT_MODEL = "claude-sonnet-4-6"
     claude.reset_clients()
     yield
     claude.reset_clients()

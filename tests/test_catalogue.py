@@ -85,7 +85,10 @@ def test_only_haiku_4_5_accepts_a_prefill():
 
 
 def test_the_defaults_are_current_models(settings):
-    assert catalogue.get_model(settings.CLAUDE_DEFAULT_MODEL).status == "current"
+    from claudeweb import settings as configured  # as read from the environment, before the
+    # suite's fixtures pin a model that does not think unasked (tests/conftest.py)
+
+    assert catalogue.get_model(configured.CLAUDE_DEFAULT_MODEL).status == "current"
     fast = catalogue.get_model(settings.CLAUDE_FAST_MODEL)
     current = [m for m in catalogue.all_models() if m.status == "current"]
     assert fast.price_input == min(m.price_input for m in current)
