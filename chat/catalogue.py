@@ -136,6 +136,34 @@ def find_model(model_id: str) -> ModelInfo | None:
     return _load(str(settings.CLAUDE_MODEL_CATALOGUE)).get(model_id)
 
 
+def efforts_of(model: ModelInfo) -> tuple[str, ...]:
+    """The effort levels a user may ask of the model: those of its adaptive thinking. A model
+    without adaptive thinking takes none (the app never asks for manual budgets)."""
+    from chat.context import ADAPTIVE_SUPPORT
+
+    return model.effort_levels if model.thinking in ADAPTIVE_SUPPORT else ()
+
+
+def nearest_effort(model: ModelInfo, effort: str) -> str:
+    """`effort` if the model takes it, else the nearest level it takes ("" for none or blank).
+
+    A conversation keeps its effort when it moves to a model that lacks that level: `xhigh`
+    on a model with low, medium, high and max becomes `high` (a tie goes to the lower level,
+    the cheaper one).
+    """
+    levels = efforts_of(model)
+    if effort in levels:
+        return effort
+    if not levels or effort not in EFFORT_LEVELS:
+        return ""
+    rank = EFFORT_LEVELS.index(effort)
+
+    def distance(level: str) -> tuple[int, int]:
+        return abs(EFFORT_LEVELS.index(level) - rank), EFFORT_LEVELS.index(level)
+
+    return min(levels, key=distance)
+
+
 def max_tokens_for(model: ModelInfo) -> int:
     """A request's max_tokens: the model's max output, capped by CLAUDE_MAX_OUTPUT_TOKENS."""
     return min(model.max_output, settings.CLAUDE_MAX_OUTPUT_TOKENS)

@@ -70,6 +70,8 @@ def _client_errors() -> Iterator[None]:
         raise ClientError("rate_limited", exc.message, retryable=True) from None
     except services.NotEditable as exc:
         raise _invalid(exc.message) from None
+    except services.EffortNotTaken as exc:
+        raise _invalid(exc.message) from None
     except services.NothingToContinue:
         raise _invalid(
             "The last reply was not cut short, so there is nothing to continue."
@@ -211,8 +213,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def cmd_send(self, frame: dict) -> None:
         client_id, text, model, attachment_ids = self._validate_send(frame)
+        effort = self._validate_effort(frame)
         started, plan = await self._start_turn(
-            text=text, client_id=client_id, model=model, attachment_ids=attachment_ids
+            text=text,
+            client_id=client_id,
+            model=model,
+            attachment_ids=attachment_ids,
+            effort=effort,
         )
         ack = {
             "type": "message",
@@ -310,6 +317,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except catalogue.UnknownModel:
                 raise _invalid(f"Unknown model {model[:60]!r}.") from None
         return client_id, text, model, attachments
+
+    @staticmethod
+    def _validate_effort(frame: dict) -> str | None:
+        """The send's `effort`, if any: one of the API's levels (whether the model takes it is
+        checked with the conversation, in _start_turn)."""
+        effort = frame.get("effort")
+        if effort is None:
+            return None
+        if not isinstance(effort, str) or effort not in catalogue.EFFORT_LEVELS:
+            raise _invalid(f"effort must be one of {', '.join(catalogue.EFFORT_LEVELS)}.")
+        return effort
 
     async def cmd_stop(self, frame: dict) -> None:
         reply = runner.local_reply(self.conversation_id)
@@ -446,7 +464,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _start_turn(
-        self, *, text: str, client_id: uuid.UUID, model: str | None, attachment_ids: list
+        self,
+        *,
+        text: str,
+        client_id: uuid.UUID,
+        model: str | None,
+        attachment_ids: list,
+        effort: str | None,
     ) -> tuple[services.TurnStart, services.TurnPlan | None]:
         """Save the turn, plan its request and reserve its budget — all or nothing."""
         with _client_errors(), transaction.atomic():
@@ -456,6 +480,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return services.TurnStart(existing, None, duplicate=True), None
             limits.check_reply_start(user_id=self.user.pk, sending=True)
             replaced = "" if model else services.replace_retired_model(conversation=conversation)
+            if effort is not None:  # the model this message goes to must take it
+                services.check_effort(
+                    model=catalogue.get_model(model or conversation.model), effort=effort
+                )
             images, image_blocks = [], []
             if attachment_ids:
                 from chat import attachments
@@ -480,6 +508,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 reply_message_id=started.assistant_message.pk,
                 conversation=conversation,
                 reply=started.assistant_message,
+                effort=services.turn_effort(conversation=conversation, requested=effort),
             )
             plan.replaced_model = replaced
             plan.reservation_id = self._reserve(plan)
@@ -527,7 +556,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             plan = None
             if reply is not None:
                 plan = services.plan_turn(
-                    conversation_id=self.conversation_id, reply_message_id=reply.pk
+                    conversation_id=self.conversation_id,
+                    reply_message_id=reply.pk,
+                    effort=services.turn_effort(conversation=conversation),
                 )
                 plan.replaced_model = replaced
                 plan.reservation_id = self._reserve(plan)
@@ -544,6 +575,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=self.conversation_id,
                 reply_message_id=reply.pk,
                 purpose=ApiCall.Purpose.CONTINUATION,
+                effort=services.turn_effort(conversation=conversation),
             )
             plan.replaced_model = replaced
             plan.reservation_id = self._reserve(plan)

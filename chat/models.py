@@ -57,6 +57,9 @@ class Conversation(models.Model):
     cache_creation_tokens = models.PositiveBigIntegerField(default=0)
     cache_read_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    # The thinking effort asked of the model on each reply (low … max, one the model takes);
+    # blank: none asked, the model does what it does by default (always-thinking models think).
+    thinking_effort = models.CharField(max_length=8, blank=True, default="")
     # Token budget of this conversation; null: settings.CONVERSATION_TOKEN_BUDGET.
     token_budget = models.PositiveIntegerField(null=True, blank=True)
     # Older turns folded into a summary to fit the context window: messages with id ≤

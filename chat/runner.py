@@ -27,7 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import budgets, claude, context, services, titles, tools
+from chat import budgets, claude, context, selectors, services, titles, tools
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
 from chat.text import storable, storable_json
 
@@ -171,7 +171,7 @@ class Reply:
                     "message": {
                         "id": self.message_id,
                         "role": "assistant",
-                        "content": self.plan.base_blocks,
+                        "content": selectors.page_content(self.plan.base_blocks),
                         "text": Message(content=self.plan.base_blocks).text,
                         "status": "streaming",
                         "seq": self.seq_base,

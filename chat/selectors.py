@@ -130,6 +130,21 @@ def latest_leaf_under(conversation: Conversation, message_id: int) -> int:
     return node
 
 
+def page_content(content: list) -> list:
+    """A message's blocks as pages see them: thinking keeps its text, never its signature, and
+    redacted thinking only its type. Both are for the API alone (they go back to it as they
+    were saved), not for a browser."""
+    shown = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            block = {"type": "thinking", "thinking": block.get("thinking", "")}
+        elif kind == "redacted_thinking":
+            block = {"type": "redacted_thinking"}
+        shown.append(block)
+    return shown
+
+
 def message_to_dict(
     message: Message, versions: list[int] | None = None, *, usage: dict | None = None
 ) -> dict:
@@ -143,7 +158,7 @@ def message_to_dict(
         "versions": versions or [message.pk],
         "role": message.role,
         "text": message.text,
-        "content": message.content,
+        "content": page_content(message.content),
         "status": message.status,
         "stop_reason": message.stop_reason,
         "error_code": message.error_code,

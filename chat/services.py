@@ -88,6 +88,7 @@ def replace_retired_model(*, conversation: Conversation) -> str:
     prefs = UserSettings.objects.filter(user_id=conversation.owner_id).first()
     conversation.model = default_model(prefs)
     conversation.save(update_fields=["model"])
+    _keep_effort_for_model(conversation)
     log.info(
         "conversation %s: model %s is not in the catalogue; now %s",
         conversation.pk,
@@ -95,6 +96,59 @@ def replace_retired_model(*, conversation: Conversation) -> str:
         conversation.model,
     )
     return old
+
+
+# --- thinking --------------------------------------------------------------------------------
+
+
+class EffortNotTaken(Exception):
+    """An effort level the model does not take (or a model that takes none)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def check_effort(*, model: catalogue.ModelInfo, effort: str) -> None:
+    """Raises EffortNotTaken, with a message for the user, unless the model takes `effort`."""
+    levels = catalogue.efforts_of(model)
+    if not levels:
+        raise EffortNotTaken(f"{model.label} does not take a thinking effort.")
+    if effort not in levels:
+        raise EffortNotTaken(
+            f"{model.label} takes the thinking efforts {', '.join(levels)}, not {effort}."
+        )
+
+
+def conversation_set_thinking(
+    *, conversation: Conversation, effort: str, model: str | None = None
+) -> Conversation:
+    """Save the conversation's thinking effort ("" for none asked). It is checked against
+    `model` — the model the next message goes to, which the page's picker may have changed —
+    or the conversation's. Raises EffortNotTaken or catalogue.UnknownModel."""
+    if effort:
+        check_effort(model=catalogue.get_model(model or conversation.model), effort=effort)
+    conversation.thinking_effort = effort
+    conversation.save(update_fields=["thinking_effort"])
+    return conversation
+
+
+def _keep_effort_for_model(conversation: Conversation) -> None:
+    """After a model change: the saved effort becomes the nearest the new model takes."""
+    info = catalogue.find_model(conversation.model)
+    effort = catalogue.nearest_effort(info, conversation.thinking_effort) if info else ""
+    if effort != conversation.thinking_effort:
+        conversation.thinking_effort = effort
+        conversation.save(update_fields=["thinking_effort"])
+
+
+def turn_effort(*, conversation: Conversation, requested: str | None = None) -> str | None:
+    """The effort a reply asks for: the send frame's (already checked), else the
+    conversation's setting as the model takes it; None asks for nothing."""
+    if requested:
+        return requested
+    info = catalogue.find_model(conversation.model)
+    return (catalogue.nearest_effort(info, conversation.thinking_effort) if info else "") or None
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
@@ -165,6 +219,7 @@ def turn_start(
             if model and model != conversation.model:
                 catalogue.get_model(model)
                 conversation.model = model
+                _keep_effort_for_model(conversation)
             content = [{"type": "text", "text": text}, *(image_blocks or [])]
             user_message = Message.objects.create(
                 conversation=conversation,

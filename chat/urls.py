@@ -16,6 +16,7 @@ urlpatterns = [
     path("c/<int:pk>/restore/", views.conversation_restore, name="restore"),
     path("c/<int:pk>/pin/", views.conversation_pin, name="pin"),
     path("c/<int:pk>/archive/", views.conversation_archive, name="archive"),
+    path("c/<int:pk>/thinking/", views.conversation_thinking, name="thinking"),
     path("c/<int:pk>/export.json", export.export_json, name="export_json"),
     path("c/<int:pk>/export.md", export.export_md, name="export_md"),
     path("settings/", settings_views.settings_page, name="settings"),

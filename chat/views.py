@@ -67,7 +67,9 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         ),
         "max_chars": settings.MESSAGE_MAX_CHARS,
         "meters": services.conversation_meters(conversation) if conversation else None,
-        "models": [{"id": m.id, "label": m.label} for m in catalogue.all_models()],
+        "models": [_model_config(m) for m in catalogue.all_models()],
+        "thinking_effort": conversation.thinking_effort if conversation else "",
+        "thinking_url": reverse("chat:thinking", args=[conversation.pk]) if conversation else None,
         # A retired id is not sent back with the next message: the server picks the default.
         "model": conversation.model if available else None,
         "messages": page.messages if page else [],
@@ -97,6 +99,18 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
                 "theme": prefs.theme if prefs else UserSettings.Theme.SYSTEM,
             },
         )
+
+
+def _model_config(model: catalogue.ModelInfo) -> dict:
+    """What the page's pickers need of a model: its thinking efforts, and whether thinking is
+    always on (then blank means the model's default effort, not off)."""
+    return {
+        "id": model.id,
+        "label": model.label,
+        "efforts": list(catalogue.efforts_of(model)),
+        "always_thinks": model.thinking == "always",
+        "default_effort": model.default_effort,
+    }
 
 
 def _recently_deleted(request: HttpRequest) -> Conversation | None:
@@ -207,6 +221,32 @@ def conversation_restore(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("chat:index")
     url = reverse("chat:conversation", args=[conversation.pk])
     return _done(request, conversation, {"restored": True, "url": url}, url)
+
+
+@require_POST
+@login_required
+def conversation_thinking(request: HttpRequest, pk: int) -> HttpResponse:
+    """The conversation's thinking effort: `effort` (blank: none asked) for `model` (the
+    model the next message goes to; default the conversation's)."""
+    conversation = selectors.get_conversation(request.user, pk)
+    effort = request.POST.get("effort", "")
+    model = request.POST.get("model") or None
+    error = ""
+    if effort and effort not in catalogue.EFFORT_LEVELS:
+        error = f"effort is blank or one of {', '.join(catalogue.EFFORT_LEVELS)}"
+    else:
+        try:
+            services.conversation_set_thinking(
+                conversation=conversation, effort=effort, model=model
+            )
+        except catalogue.UnknownModel:
+            error = "Unknown model"
+        except services.EffortNotTaken as exc:
+            error = exc.message
+    if error:
+        return JsonResponse({"error": error}, status=400)
+    to = reverse("chat:conversation", args=[pk])
+    return _done(request, conversation, {"thinking_effort": conversation.thinking_effort}, to)
 
 
 def _flag(request: HttpRequest, name: str) -> bool | None:

@@ -106,6 +106,7 @@ EXPECTED: dict[str, dict] = {
     "c/<int:pk>/restore/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/pin/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/archive/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
+    "c/<int:pk>/thinking/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/export.json": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/<int:pk>/export.md": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/import/": row("post", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
@@ -256,6 +257,8 @@ def request(client: Client, method: str, url: str, pattern: str):
         return client.post(url, {"pinned": "0"})
     if pattern == "c/<int:pk>/archive/":
         return client.post(url, {"archived": "0"})
+    if pattern == "c/<int:pk>/thinking/":
+        return client.post(url, {"effort": ""})
     return getattr(client, method)(url)
 
 

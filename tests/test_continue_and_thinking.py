@@ -28,20 +28,6 @@ def served():
     assert {m.id for m in catalogue.all_models()} == set(lineup.models())
 
 
-@pytest.fixture
-def asks_for_thinking(monkeypatch):
-    """The app asked for adaptive thinking at high effort (as a per-turn setting will ask),
-    on a model that supports it."""
-    plan_turn = services.plan_turn
-
-    def planned(**kwargs):
-        plan = plan_turn(**kwargs)
-        plan.thinking = context.thinking_params(support="always", effort="high")
-        return plan
-
-    monkeypatch.setattr(services, "plan_turn", planned)
-
-
 async def new_conversation(user, title: str = "Test") -> Conversation:
     @sync_to_async
     def make():
@@ -53,10 +39,12 @@ async def new_conversation(user, title: str = "Test") -> Conversation:
     return await make()
 
 
-async def send(ws, text: str, model: str | None = None) -> list[dict]:
+async def send(ws, text: str, model: str | None = None, effort: str | None = None) -> list[dict]:
     frame = {"type": "send", "client_id": str(uuid.uuid4()), "text": text}
     if model:
         frame["model"] = model
+    if effort:
+        frame["effort"] = effort
     await ws.send_json_to(frame)
     return await recv_until(ws, "done", "error", timeout=30)
 
@@ -159,12 +147,10 @@ async def test_a_three_round_tool_loop_on_opus_5_5_sends_thinking_back_unmodifie
     assert message.text == Message(content=[b for b in message.content if b["type"] == "text"]).text
 
 
-async def test_summarized_thinking_streams_as_thinking_frames(
-    alice, served, offline_requests, asks_for_thinking
-):
+async def test_summarized_thinking_streams_as_thinking_frames(alice, served, offline_requests):
     conversation = await new_conversation(alice)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=6]] think about it", model=OPUS_55)
+        frames = await send(ws, "[[offline words=6]] think about it", model=OPUS_55, effort="high")
     assert frames[-1]["type"] == "done"
     thinking_frames = [f for f in frames if f["type"] == "thinking"]
     assert thinking_frames and all("seq" not in f for f in thinking_frames)

@@ -67,6 +67,7 @@ def owned_urls(pk: int) -> list[tuple[str, str]]:
         ("post", reverse("chat:pin", args=[pk])),
         ("post", reverse("chat:archive", args=[pk])),
         ("post", reverse("chat:rename", args=[pk])),
+        ("post", reverse("chat:thinking", args=[pk])),
     ]
 
 

@@ -6,6 +6,7 @@ import { MessageList, withRetryHint } from "./messages.js";
 import { installCopyHandler } from "./render.js";
 import { AttachmentTray } from "./attachments.js";
 import { setupSidebar, setupShortcuts, applyTheme, autoGrow } from "./ui.js";
+import { ThinkingPicker } from "./thinking.js";
 
 // A delta that skips ahead waits this long for the missing ones before asking for a replay.
 const GAP_RESUME_DELAY_MS = 700;
@@ -117,9 +118,20 @@ class ChatPage {
     this.list.load(config.messages || []);
     this.showMeters(config.meters);
     this.bindOlder(messagesEl);
+    this.thinking = new ThinkingPicker({
+      wrapper: document.getElementById("thinking-setting"),
+      select: document.getElementById("thinking-picker"),
+      models: config.models,
+      effort: config.thinking_effort,
+      url: config.thinking_url,
+      notice: (text) => this.notice(text),
+      announce: (text) => this.announce(text),
+    });
+    this.thinking.setModel(this.model);
     this.modelPicker?.addEventListener("change", () => {
       this.model = this.modelPicker.value;
       if (this.modelIdEl) this.modelIdEl.textContent = this.model;
+      this.thinking.setModel(this.model);
       this.announce(`The next message goes to ${this.modelPicker.selectedOptions[0]?.textContent || this.model}.`);
     });
 
@@ -161,7 +173,9 @@ class ChatPage {
     this.reconnectButton?.addEventListener("click", () => this.socket.reconnectNow());
   }
 
-  submit() {
+  async submit() {
+    // A thinking setting being saved applies to this message: wait for it.
+    await this.thinking.settled();
     const raw = this.input.value;
     const text = normaliseText(raw);
     if (!text.trim()) return;
@@ -196,6 +210,7 @@ class ChatPage {
     if (!p) return;
     const frame = { type: "send", client_id: p.clientId, text: p.text, attachments: p.attachments };
     if (this.model) frame.model = this.model;
+    if (this.thinking.effort) frame.effort = this.thinking.effort;
     if (this.socket.send(frame)) {
       p.transmitted = true;
     } else if (this.connectionState === "not_found") {
@@ -332,6 +347,7 @@ class ChatPage {
     if (typeof frame.message === "string" && frame.message) this.notice(frame.message);
     if (frame.code === "model_replaced" && typeof frame.model === "string") {
       this.model = frame.model;
+      this.thinking.setModel(frame.model);
       if (this.modelPicker) this.modelPicker.value = frame.model;
       if (this.modelIdEl) this.modelIdEl.textContent = frame.model;
       document.querySelector('[data-testid="model-unavailable"]')?.remove();
@@ -463,6 +479,7 @@ class ChatPage {
     // Seq 1 starts the reply's text afresh: it replaces a checkpoint loaded with the page.
     m.text = (seq === 1 ? m.baseText : m.text) + (frame.text || "");
     m.lastSeq = seq;
+    this.list.endThinking(m);
     this.list.scheduleBody(m);
     if (m.pendingDone && m.lastSeq >= m.maxSeenSeq) this.onDone(m.pendingDone);
   }
@@ -508,7 +525,9 @@ class ChatPage {
     m.cost = frame.cost ?? m.cost;
     m.note = note;
     if (!m.createdAt) m.createdAt = new Date().toISOString();
+    this.list.endThinking(m);
     this.list.renderAll(m, { final: true });
+    this.refreshSavedExtras(m);
     this.announce(`${this.list.assistantName} finished replying.`);
     this.showMeters(frame.meters);
     this.list.refreshActions();
@@ -526,7 +545,9 @@ class ChatPage {
       m.errorCode = frame.code || "";
       m.errorMessage = text;
       m.retryable = Boolean(frame.retryable);
+      this.list.endThinking(m);
       this.list.renderAll(m, { final: true });
+      this.refreshSavedExtras(m);
       return;
     }
     // Not about a reply we show: our last send (or stop) was refused. The draft stays in the
@@ -537,8 +558,29 @@ class ChatPage {
 
   onThinking(frame) {
     const m = this.list.ensureStreaming(frame.message_id);
-    m.thinking += frame.text || "";
-    this.list.renderExtras(m);
+    if (m.status !== "streaming" || typeof frame.text !== "string") return;
+    this.list.addThinking(m, frame.text);
+  }
+
+  /**
+   * Thinking and tool steps of a finished reply, from its saved message: `thinking` frames carry
+   * no seq, so a tab that joined mid-reply missed some, and redacted thinking never streams.
+   * The newest message of the branch is read (one small request); the text is left alone.
+   */
+  async refreshSavedExtras(m) {
+    if (!this.config.messages_url || m.role !== "assistant") return;
+    try {
+      const response = await fetch(`${this.config.messages_url}?limit=1`, {
+        headers: { Accept: "application/json" }, credentials: "same-origin",
+      });
+      if (!response.ok) return;
+      const saved = (await response.json()).messages?.[0];
+      if (!saved || saved.id !== m.id || saved.status === "streaming") return;
+      this.list.applyExtras(m, saved.content);
+      this.list.renderExtras(m);
+    } catch {
+      // Offline: what streamed stays shown; a reload shows the saved thinking.
+    }
   }
 
   onTool(frame) {
@@ -550,6 +592,7 @@ class ChatPage {
       tool.isError = Boolean(frame.is_error);
     }
     m.tools.set(frame.id, tool);
+    this.list.endThinking(m);
     this.list.renderExtras(m);
   }
 }

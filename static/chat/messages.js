@@ -104,15 +104,16 @@ function toolResultText(content) {
   return JSON.stringify(content, null, 2);
 }
 
-/** Thinking text, tools (by id) and image blocks found in a message's content blocks. */
+/** Thinking text, redacted thinking, tools (by id) and images found in a message's content. */
 function extrasFromContent(content) {
   const thinking = [];
+  let redacted = false;
   const tools = new Map();
   const images = [];
   for (const block of Array.isArray(content) ? content : []) {
     if (!block || typeof block !== "object") continue;
-    if (block.type === "thinking" && block.thinking) thinking.push(block.thinking);
-    else if (block.type === "redacted_thinking") thinking.push("[redacted]");
+    if (block.type === "thinking" && typeof block.thinking === "string" && block.thinking) thinking.push(block.thinking);
+    else if (block.type === "redacted_thinking") redacted = true;
     else if (block.type === "image") images.push(block);
     else if (block.type === "tool_use" || block.type === "server_tool_use") {
       const prev = tools.get(block.id) || {};
@@ -122,7 +123,7 @@ function extrasFromContent(content) {
       tools.set(block.tool_use_id, { ...prev, result: block.content, isError: !!block.is_error });
     }
   }
-  return { thinking: thinking.join("\n\n"), tools, images };
+  return { thinking: thinking.join("\n\n"), redacted, tools, images };
 }
 
 export class MessageList {
@@ -334,14 +335,41 @@ export class MessageList {
       m.cost = dict.usage.cost ?? m.cost;
       m.model = dict.usage.model || m.model;
     }
-    const extras = extrasFromContent(dict.content);
-    if (extras.thinking || !m.thinking) m.thinking = extras.thinking;
-    if (extras.tools.size || !m.tools.size) m.tools = extras.tools;
-    m.images = extras.images;
+    this.applyExtras(m, dict.content);
+    m.images = extrasFromContent(dict.content).images;
     this.renderImages(m);
     if (!(live && stillStreaming)) m.streamer = null; // its text was replaced: render afresh
     this.renderAll(m, { final: !stillStreaming });
     return m;
+  }
+
+  /** Thinking and tool steps from saved content (the saved message is the truth for them). */
+  applyExtras(m, content) {
+    const extras = extrasFromContent(content);
+    if (extras.thinking || !m.thinking) m.thinking = extras.thinking;
+    m.thinkingRedacted = m.thinkingRedacted || extras.redacted;
+    if (extras.tools.size || !m.tools.size) m.tools = extras.tools;
+  }
+
+  /** A `thinking` frame: its text joins the reply's thinking, shown as it streams. */
+  addThinking(m, text) {
+    if (!text) return;
+    if (m.thinkingSince === null) {
+      // A new stretch of thinking (a later tool round's): a paragraph of its own.
+      if (m.thinking) m.thinking += "\n\n";
+      m.thinkingSince = performance.now();
+      m.thinkingTimed = true;
+    }
+    m.thinking += text;
+    this.renderThinking(m);
+  }
+
+  /** The reply moved on from thinking (text, a tool step, its end): the panel collapses. */
+  endThinking(m) {
+    if (m.thinkingSince === null) return;
+    m.thinkingMs += performance.now() - m.thinkingSince;
+    m.thinkingSince = null;
+    this.renderThinking(m);
   }
 
   /** The entry for a reply known only from a frame (`start`, or a delta of a reply we never saw start). */
@@ -359,7 +387,8 @@ export class MessageList {
     const m = {
       id: Number(id), role, text: "", baseText: "", status: "done", stopReason: "",
       errorCode: "", errorMessage: "", retryable: false, tokenCount: null, usage: null,
-      cost: null, thinking: "", tools: new Map(), images: [], imagesKey: "", lastSeq: 0, maxSeenSeq: 0,
+      cost: null, thinking: "", thinkingRedacted: false, thinkingSince: null, thinkingMs: 0,
+      thinkingTimed: false, thinkingOpen: null, thinkingEl: null, tools: new Map(), images: [], imagesKey: "", lastSeq: 0, maxSeenSeq: 0,
       note: "", renderTimer: null, lastRenderAt: 0, clientId: null, parentId: null, versions: [Number(id)],
       createdAt: null, model: null, streamer: null, editing: false,
     };
@@ -485,18 +514,60 @@ export class MessageList {
 
   renderExtras(m) {
     const nodes = [];
-    if (m.thinking) {
-      const details = el("details", "thinking");
-      details.dataset.testid = "thinking";
-      details.open = m.extrasEl.querySelector("details.thinking")?.open ?? false;
-      details.append(el("summary", "", m.status === "streaming" ? "Thinking…" : "Thinking"));
-      details.append(el("div", "thinking-text", m.thinking));
-      nodes.push(details);
-    }
+    if (m.thinking || m.thinkingRedacted) nodes.push(this.renderThinking(m, { place: false }));
     for (const tool of m.tools.values()) nodes.push(this.toolElement(m, tool));
     m.extrasEl.replaceChildren(...nodes);
     m.extrasEl.hidden = nodes.length === 0;
     if (this.pinned) this.scrollToBottom();
+  }
+
+  /**
+   * The thinking panel: a button (aria-expanded) over the thinking text, which is inserted as
+   * text. Open while the model thinks, then collapsed to "Thought for N s" (or "Thinking" for a
+   * saved reply, whose timing is unknown) unless the reader opened or closed it. Kept across
+   * renders, so the button keeps focus while thinking streams.
+   */
+  renderThinking(m, { place = true } = {}) {
+    if (!m.thinkingEl) {
+      const panel = el("div", "thinking");
+      panel.dataset.testid = "thinking";
+      const toggle = el("button", "thinking-toggle");
+      toggle.type = "button";
+      toggle.dataset.testid = "thinking-toggle";
+      const region = el("div", "thinking-body");
+      region.id = `thinking-${m.id}`;
+      region.dataset.testid = "thinking-body";
+      toggle.setAttribute("aria-controls", region.id);
+      toggle.addEventListener("click", () => {
+        m.thinkingOpen = toggle.getAttribute("aria-expanded") !== "true";
+        this.renderThinking(m);
+      });
+      const text = el("div", "thinking-text");
+      text.dataset.testid = "thinking-text";
+      const note = el("p", "thinking-redacted", "Some thinking was redacted.");
+      note.dataset.testid = "thinking-redacted";
+      region.append(text, note);
+      panel.append(toggle, region);
+      m.thinkingEl = panel;
+    }
+    const [toggle, region] = m.thinkingEl.children;
+    const [text, note] = region.children;
+    const active = m.thinkingSince !== null && m.status === "streaming";
+    let label = "Thinking";
+    if (active) label = "Thinking…";
+    else if (m.thinkingTimed && m.thinkingMs > 0) label = `Thought for ${Math.max(1, Math.round(m.thinkingMs / 1000))} s`;
+    toggle.textContent = label;
+    // Redacted thinking alone has nothing to hide: its note shows.
+    const open = m.thinkingOpen ?? (active || !m.thinking);
+    toggle.setAttribute("aria-expanded", String(open));
+    region.hidden = !open;
+    if (text.textContent !== m.thinking) text.textContent = m.thinking;
+    text.hidden = !m.thinking;
+    note.hidden = !m.thinkingRedacted;
+    m.thinkingEl.dataset.state = active ? "thinking" : "done";
+    if (active && open) text.scrollTop = text.scrollHeight;
+    if (place && m.thinkingEl.parentNode !== m.extrasEl) this.renderExtras(m);
+    return m.thinkingEl;
   }
 
   toolElement(m, tool) {
