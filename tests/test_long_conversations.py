@@ -437,3 +437,42 @@ def test_the_offline_model_counts_from_the_newest_compaction_block(offline_claud
     assert full.input_tokens > TRIGGER and cut.input_tokens == 3 + 2  # "A summary." + "third"
     with pytest.raises(anthropic.BadRequestError, match="compaction blocks require"):
         api.messages.count_tokens(model="claude-opus-5-5", messages=after)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("finish_replies")
+async def test_a_compacting_reply_goes_through_a_tool_round_with_its_thinking_intact(
+    alice, test_catalogue, offline_requests
+):
+    conversation = await seeded(alice, COMPACTING["id"], turns=6, words=5000)
+    async with open_socket(conversation.pk, alice) as ws:
+        frames = await send(ws, "Compute 6*7 please. [[offline call=calculator]]")
+    assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
+    reply = await sync_to_async(Message.objects.get)(pk=frames[-1]["message_id"])
+    kinds = [b["type"] for b in reply.content]
+    assert kinds[:3] == ["compaction", "thinking", "text"] and "tool_result" in kinds
+    # The tool round sent the compacting turn back as it came: block, thinking, call.
+    round_two = offline_requests.all()[-1]["body"]["messages"][-2]["content"]
+    assert [b["type"] for b in round_two][:2] == ["compaction", "thinking"]
+    calls = await reply_calls(conversation)
+    assert [c.purpose for c in calls] == ["reply", "tool_round"]
+    assert "compaction" in calls[0].prices and "compaction" not in calls[1].prices
+
+
+def test_the_catalogue_and_the_offline_lineup_agree_on_compaction():
+    from chat import catalogue
+    from offline_claude import lineup
+
+    served = lineup.models()
+    assert {m.id: m.compaction for m in catalogue.all_models()} == {
+        m.id: served[m.id].compaction for m in catalogue.all_models()
+    }
+
+
+def test_a_compaction_trigger_under_the_apis_minimum_fails_a_system_check(settings):
+    from chat.checks import check_claude_settings
+
+    settings.CLAUDE_COMPACTION_TRIGGER_TOKENS = 49_999
+    assert "claudeweb.E010" in [e.id for e in check_claude_settings()]
+    settings.CLAUDE_COMPACTION_TRIGGER_TOKENS = 50_000
+    assert "claudeweb.E010" not in [e.id for e in check_claude_settings()]
