@@ -48,6 +48,7 @@ class ModelInfo:
     effort_levels: tuple[str, ...] = ()
     default_effort: str = ""
     prefill: bool = False  # a request may end with an assistant turn
+    compaction: bool = False  # server-side compaction (context_management compact_20260112)
     retirement: str = ""  # as announced, e.g. "not sooner than 2027-07-24"; "" if none
     source: str = ""
     checked: str = ""
@@ -106,6 +107,7 @@ def _row(row: dict) -> ModelInfo:
         effort_levels=efforts,
         default_effort=row.get("default_effort") or "",
         prefill=bool(row.get("prefill", False)),
+        compaction=bool(row.get("compaction", False)),
         retirement=row.get("retirement") or "",
         source=row.get("source", ""),
         checked=row.get("checked", ""),

@@ -7,6 +7,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from chat import catalogue
 
+# The smallest compaction trigger the API takes (compaction-threshold page, trigger.value).
+COMPACTION_MIN_TRIGGER = 50_000
+
 
 @register(Tags.compatibility)
 def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
@@ -68,6 +71,14 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
             )
     if settings.CLAUDE_MAX_OUTPUT_TOKENS < 1:
         errors.append(Error("CLAUDE_MAX_OUTPUT_TOKENS must be at least 1.", id="claudeweb.E006"))
+    if settings.CLAUDE_COMPACTION_TRIGGER_TOKENS < COMPACTION_MIN_TRIGGER:
+        errors.append(
+            Error(
+                f"CLAUDE_COMPACTION_TRIGGER_TOKENS is {settings.CLAUDE_COMPACTION_TRIGGER_TOKENS}.",
+                hint=f"The API takes a compaction trigger of at least {COMPACTION_MIN_TRIGGER:,}.",
+                id="claudeweb.E010",
+            )
+        )
     if settings.MESSAGE_MAX_CHARS < 1:
         errors.append(Error("MESSAGE_MAX_CHARS must be at least 1.", id="claudeweb.E007"))
     if settings.STREAM_COALESCE_MS < 0 or settings.STREAM_CHECKPOINT_S <= 0:

@@ -84,6 +84,11 @@ class Usage:
         self.cache_write_1h_tokens += other.cache_write_1h_tokens
         self.cache_read_tokens += other.cache_read_tokens
 
+    @property
+    def prompt_tokens(self) -> int:
+        """The whole input: uncached, written to the cache and read from it."""
+        return self.input_tokens + self.cache_creation_tokens + self.cache_read_tokens
+
     def as_api(self) -> dict[str, int]:
         """In the API's field names, as the `done` frame carries them."""
         return {
@@ -99,13 +104,16 @@ class CallRecord:
     """What one upstream request did; filled while streaming, complete or not.
 
     After a failure it holds the usage the API had reported so far (message_start), so the
-    ledger records it.
+    ledger records it. `usage` is the API's top-level usage: the reply's own sampling, whose
+    input is the context the reply read. `compaction` sums the request's compaction
+    iterations (server-side compaction): billed too, but not in the top-level figures.
     """
 
     model: str
     request_id: str = ""
     message_id: str = ""
     usage: Usage = field(default_factory=Usage)
+    compaction: Usage | None = None
     stop_reason: str = ""
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
@@ -272,6 +280,24 @@ def system_blocks(text: str) -> list[dict]:
     return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
 
 
+def _compaction_usage(usage: object) -> Usage | None:
+    """The compaction iterations of a response's usage, summed; None when there were none.
+
+    The API lists each sampling step of a request in `usage.iterations`; a `compaction`
+    entry is the summarising step, "not included in the top-level usage fields" (anthropic
+    2.17, BetaIterationsUsage), yet billed like any other.
+    """
+    steps = [i for i in getattr(usage, "iterations", None) or [] if i.type == "compaction"]
+    if not steps:
+        return None
+    total = Usage()
+    for step in steps:
+        part = Usage()
+        _usage_from(step, part)
+        total.add(part)
+    return total
+
+
 def _usage_from(usage: object, into: Usage, *, output_only: bool = False) -> None:
     """Copy the API's usage (cumulative in message_delta) into ours."""
     output = getattr(usage, "output_tokens", None)
@@ -311,7 +337,7 @@ class _BlockBuilder:
             self._json[index] = []
         elif kind == "thinking":
             built = {"type": "thinking", "thinking": "", "signature": ""}
-        else:  # redacted thinking, server tool results: kept exactly as sent
+        else:  # redacted thinking, compaction, server tool results: kept exactly as sent
             built = block.model_dump(mode="json", exclude_none=True)
         while len(self.blocks) <= index:
             self.blocks.append({})
@@ -332,6 +358,10 @@ class _BlockBuilder:
             block["thinking"] += delta.thinking
         elif kind == "signature_delta":
             block["signature"] = delta.signature
+        elif kind == "compaction_delta":  # the summary comes whole, in one delta
+            block["content"] = delta.content
+            if getattr(delta, "encrypted_content", None):
+                block["encrypted_content"] = delta.encrypted_content
         return None
 
     def stop(self, index: int) -> dict:
@@ -359,6 +389,7 @@ async def stream_round(
     on_start: Callable[[CallRecord], Awaitable[None]] | None = None,
     user_id: int | None = None,
     on_thinking: Callable[[str], None] | None = None,
+    compaction: dict | None = None,
 ) -> AsyncIterator[str]:
     """Stream one request; yield its text deltas (text blocks only).
 
@@ -369,7 +400,11 @@ async def stream_round(
     is called with each piece of thinking text as it streams; `on_block` with each block as it
     completes; `user_id` (our user's pk) goes out as the opaque `metadata.user_id`
     (user_metadata_id); `on_start` is awaited once, after message_start
-    (the API has then reported the input usage), before any text. Raises ClaudeError on any
+    (the API has then reported the input usage), before any text. `compaction` holds the
+    beta and `context_management` fields that ask for server-side compaction
+    (context.compaction_params); the request then goes through the SDK's beta messages API,
+    and a compaction block streams like any other block (its summary in one
+    compaction_delta). Raises ClaudeError on any
     upstream failure; `record` then holds what the API had reported. Cancelling the consumer of
     this generator closes the upstream connection.
     """
@@ -381,8 +416,12 @@ async def stream_round(
         extra["tool_choice"] = tool_choice
     if thinking:
         extra.update(thinking)
+    messages_api = client.messages
+    if compaction:
+        extra.update(compaction)
+        messages_api = client.beta.messages
     try:
-        stream = await client.messages.create(
+        stream = await messages_api.create(
             model=model,
             system=system,
             messages=messages,
@@ -426,6 +465,7 @@ async def stream_round(
                 elif kind == "message_delta":
                     record.stop_reason = event.delta.stop_reason or ""
                     _usage_from(event.usage, record.usage, output_only=True)
+                    record.compaction = _compaction_usage(event.usage)
     except Exception as exc:
         error = to_claude_error(exc)
         if error is None:
@@ -474,8 +514,47 @@ async def complete(
     record.message_id = message.id
     record.stop_reason = message.stop_reason or ""
     _usage_from(message.usage, record.usage)
+    record.compaction = _compaction_usage(message.usage)
     record.content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
     return "".join(b.text for b in message.content if b.type == "text")
+
+
+async def count_tokens(
+    *,
+    model: str,
+    system: list[dict],
+    messages: list[dict],
+    tools: list[dict] | None = None,
+    thinking: dict | None = None,
+    compaction: dict | None = None,
+) -> int:
+    """The input tokens of a request as it would be sent (`POST /v1/messages/count_tokens`).
+
+    The endpoint is free but rate limited: callers ask only near the context limit, never on
+    every turn. It is not a billed call, so it makes no ledger row. `thinking` and
+    `compaction` are the request's own fields (a history holding compaction blocks needs the
+    beta to be read). Raises ClaudeError.
+    """
+    client = get_client()
+    extra: dict = {}
+    if tools:
+        extra["tools"] = tools
+    if thinking:
+        extra.update(thinking)
+    messages_api = client.messages
+    if compaction:
+        extra.update(compaction)
+        messages_api = client.beta.messages
+    try:
+        counted = await messages_api.count_tokens(
+            model=model, system=system, messages=messages, **extra
+        )
+    except Exception as exc:
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+    return counted.input_tokens
 
 
 @dataclass(frozen=True)

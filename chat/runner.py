@@ -217,7 +217,9 @@ class Reply:
                 titles.start(self.plan, layer=self.layer, group=self.group)
             # While it stays replayable the reply needs its text, not the request: let the
             # history go (in a long conversation it is the bulk of the memory a reply holds).
-            self.plan = dataclasses.replace(self.plan, system=[], history=[], tools=[], fold=[])
+            self.plan = dataclasses.replace(
+                self.plan, system=[], history=[], tools=[], fold=[], whole_history=[]
+            )
             self._calls.clear()
             # Stay answerable for `resume` a little while, then let go.
             await asyncio.sleep(settings.STREAM_REPLAY_KEEP_S)
@@ -235,6 +237,8 @@ class Reply:
     async def _rounds(self) -> None:
         """Call the API until the turn ends: tool rounds and pause_turn continue it."""
         plan = self.plan
+        if plan.near_limit:
+            plan = await self._measure(plan)
         if plan.fold:
             plan = await self._fold_history(plan)
         tool_rounds = 0
@@ -290,6 +294,7 @@ class Reply:
             on_start=self._open_call,
             user_id=plan.user_id,
             on_thinking=self._on_thinking,
+            compaction=plan.compaction,
         ):
             # Tabs show the deltas until the end (`done` does not resend the text), so they carry
             # the text as it will be saved: storable, character by character (chat/text.py).
@@ -413,19 +418,43 @@ class Reply:
                 await asyncio.sleep(delay)
                 delay *= 2
 
+    async def _measure(self, plan: services.TurnPlan) -> services.TurnPlan:
+        """Near the limit, the estimate decides whether to fold: check it once with
+        count_tokens (free, rate limited, never billed: no ledger row) and plan again on the
+        exact figure. A failed count leaves the estimate's plan."""
+        turn = context.reply_messages(self.blocks) if self.blocks else []
+        try:
+            counted = await claude.count_tokens(
+                model=plan.model,
+                system=plan.system,
+                messages=context.strip_trailing_whitespace(context.join(plan.whole_history, turn)),
+                tools=plan.tools,
+                thinking=plan.thinking,
+                compaction=plan.compaction,
+            )
+        except claude.ClaudeError as exc:
+            log.info("count_tokens for reply %s failed: %s", self.message_id, exc.code)
+            return plan
+        return await self._replan(plan, counted=counted)
+
+    async def _replan(self, plan: services.TurnPlan, **options) -> services.TurnPlan:
+        new_plan = await database_sync_to_async(services.plan_turn)(
+            conversation_id=self.conversation_id,
+            reply_message_id=self.message_id,
+            purpose=plan.purpose,
+            **options,
+        )
+        new_plan.reservation_id = plan.reservation_id
+        new_plan.thinking = plan.thinking  # the effort asked for this reply still holds
+        return new_plan
+
     async def _fold_history(self, plan: services.TurnPlan) -> services.TurnPlan:
         """Summarise the turns that no longer fit, store the summary, and plan again."""
         summary = await titles.summarize(plan, on_record=self._record_side_call)
         await database_sync_to_async(services.store_summary)(
             conversation_id=self.conversation_id, summary=summary, upto_id=plan.fold[-1].id
         )
-        new_plan = await database_sync_to_async(services.plan_turn)(
-            conversation_id=self.conversation_id,
-            reply_message_id=self.message_id,
-            purpose=plan.purpose,
-        )
-        new_plan.reservation_id = plan.reservation_id
-        return new_plan
+        return await self._replan(plan)
 
     async def _record_side_call(self, record: claude.CallRecord) -> None:
         await self._settle(None, record)

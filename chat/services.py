@@ -317,6 +317,9 @@ class TurnPlan:
     make_title: bool = False
     reservation_id: int | None = None
     replaced_model: str = ""  # the retired id this reply's conversation moved away from
+    compaction: dict = field(default_factory=dict)  # request fields asking for compaction
+    near_limit: bool = False  # the estimate is close to the limit: count it exactly first
+    whole_history: list[dict] = field(default_factory=list)  # near_limit: nothing dropped
 
 
 def _resolve_image(block: dict) -> dict | None:
@@ -336,6 +339,54 @@ def _resolve_image(block: dict) -> dict | None:
         return None
 
 
+REPLY_PURPOSES = (
+    ApiCall.Purpose.REPLY,
+    ApiCall.Purpose.TOOL_ROUND,
+    ApiCall.Purpose.CONTINUATION,
+)
+
+
+def reply_usage(call: ApiCall) -> tuple[int, int]:
+    """(whole input, output) of the reply's own sampling in a ledger row: the row's figures
+    less a compaction iteration's (kept in its price snapshot), i.e. the API's top-level
+    usage, whose input is the context the reply read."""
+    part = (call.prices or {}).get("compaction") or {}
+    prompt = (
+        call.input_tokens
+        + call.cache_write_5m_tokens
+        + call.cache_write_1h_tokens
+        + call.cache_read_tokens
+    )
+    for key in COMPACTION_PROMPT_KEYS:
+        prompt -= int(part.get(key, 0))
+    return prompt, call.output_tokens - int(part.get("output_tokens", 0))
+
+
+def last_measured(*, conversation_id: int, message_ids: list[int]) -> context.Measured | None:
+    """The API's figures for the newest call made for one of `message_ids` (a branch): a
+    reply, tool round or continuation that ended without error, after the conversation's
+    latest summary (an older call's input held turns since folded away)."""
+    calls = ApiCall.objects.filter(
+        conversation_id=conversation_id,
+        purpose__in=REPLY_PURPOSES,
+        error_code="",
+        message_id__in=message_ids,
+    )
+    folded = (
+        ApiCall.objects.filter(conversation_id=conversation_id, purpose=ApiCall.Purpose.SUMMARY)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if folded is not None:
+        calls = calls.filter(id__gt=folded)
+    call = calls.order_by("-id").first()
+    if call is None:
+        return None
+    prompt, output = reply_usage(call)
+    return context.Measured(input_tokens=prompt, output_tokens=output, message_id=call.message_id)
+
+
 def plan_turn(
     *,
     conversation_id: int,
@@ -344,6 +395,7 @@ def plan_turn(
     conversation: Conversation | None = None,
     reply: Message | None = None,
     effort: str | None = None,
+    counted: int | None = None,
 ) -> TurnPlan:
     """Build the request for a reply: pinned system prompt, fitted history, tools, limits.
 
@@ -351,6 +403,14 @@ def plan_turn(
     context.thinking_params); None asks for nothing. A Continue sends the cut reply back as a
     complete assistant turn followed by a short user turn asking to go on (a `continuation`
     block, saved in the reply so later requests repeat it exactly).
+
+    The request's size is the branch's last call's real figures plus an estimate of what came
+    since (last_measured), or `counted`, the exact figure count_tokens gave for it.
+    `near_limit` tells the runner to ask count_tokens first (`whole_history` is then the
+    request with nothing dropped).
+    Models with server-side compaction get the `compact_20260112` edit (its trigger is
+    CLAUDE_COMPACTION_TRIGGER_TOKENS); for the others a compaction block saved earlier (from
+    another model) is sent as a summary.
 
     A caller that has just read the conversation (with its system prompt) and created the reply,
     in the same transaction, passes them and saves two reads.
@@ -382,6 +442,19 @@ def plan_turn(
         context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
         for m in path
     ]
+    if not info.compaction:
+        compacted, turns = context.without_compaction(turns)
+        summary = compacted or summary
+    known = None
+    if counted is None:
+        own = [context.StoredTurn(id=reply.pk, role=reply.role, content=reply.content)]
+        measured = last_measured(conversation_id=conversation_id, message_ids=[*ids, reply.pk])
+        # A Continue's request also holds the reply so far, then the request to go on.
+        known = context.known_total(
+            context.since_compaction(turns + (own if continuation else [])), measured
+        )
+        if known is not None and continuation:
+            known += context.estimate_tokens([context.continuation_block()])
     fitted = context.fit(
         turns=turns,
         summary=summary,
@@ -389,6 +462,8 @@ def plan_turn(
         window=info.context_window,
         max_tokens=max_tokens,
         resolve_image=_resolve_image,
+        known=known,
+        counted=counted,
     )
     if not fitted.fold and not fitted.messages:
         raise ContextTooLong
@@ -418,6 +493,12 @@ def plan_turn(
         fold=fitted.fold,
         summary=summary,
         make_title=not conversation.title and replies_before == 0 and not continuation,
+        compaction=context.compaction_params(
+            supported=info.compaction,
+            trigger_tokens=settings.CLAUDE_COMPACTION_TRIGGER_TOKENS,
+        ),
+        near_limit=fitted.near,
+        whole_history=fitted.whole,
     )
 
 
@@ -517,16 +598,18 @@ COMPLETED_FIELDS = (
 )
 
 
-def _priced(call: CallRecord) -> tuple[dict, Decimal]:
-    """The price snapshot in force now for the call's model, and the call's cost at it."""
-    info = catalogue.find_model(call.model)
-    if info is None:
-        return {}, Decimal(0)
-    usage = call.usage
-    # The request's whole prompt chooses a prompt-size tier (Haiku 5.5 above 100K tokens).
-    prices = info.prices(
-        total_input=usage.input_tokens + usage.cache_creation_tokens + usage.cache_read_tokens
-    )
+# The token figures of a compaction iteration kept in a ledger row's price snapshot.
+COMPACTION_PROMPT_KEYS = (
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+)
+
+
+def _cost_at_tier(info: catalogue.ModelInfo, usage: Usage) -> tuple[dict, Decimal]:
+    # The prompt chooses a prompt-size tier (Haiku 5.5 above 100K tokens).
+    prices = info.prices(total_input=usage.prompt_tokens)
     cost = catalogue.cost_of(
         prices,
         input_tokens=usage.input_tokens,
@@ -538,11 +621,51 @@ def _priced(call: CallRecord) -> tuple[dict, Decimal]:
     return prices, cost
 
 
+def _priced(call: CallRecord) -> tuple[dict, Decimal]:
+    """The price snapshot in force now for the call's model, and the call's cost at it.
+
+    A call with server-side compaction is billed for its compaction iteration too, which the
+    API keeps out of its top-level usage. Each iteration is a sampling of its own prompt, so
+    each is priced at the tier its own prompt falls in; the snapshot then holds, under
+    `compaction`, that iteration's tokens and prices, and the cost is the sum.
+    """
+    info = catalogue.find_model(call.model)
+    if info is None:
+        return {}, Decimal(0)
+    prices, cost = _cost_at_tier(info, call.usage)
+    if call.compaction is not None:
+        part = call.compaction
+        part_prices, part_cost = _cost_at_tier(info, part)
+        prices = {
+            **prices,
+            "compaction": {
+                "input_tokens": part.input_tokens,
+                "cache_write_5m_tokens": part.cache_write_5m_tokens,
+                "cache_write_1h_tokens": part.cache_write_1h_tokens,
+                "cache_read_tokens": part.cache_read_tokens,
+                "output_tokens": part.output_tokens,
+                "prices": part_prices,
+                "cost": str(part_cost),
+            },
+        }
+        cost += part_cost
+    return prices, cost
+
+
+def billed_usage(call: CallRecord) -> Usage:
+    """Every token the call is billed for: its top-level usage and its compaction's."""
+    total = Usage()
+    total.add(call.usage)
+    if call.compaction is not None:
+        total.add(call.compaction)
+    return total
+
+
 def _ledger_row(
     call: CallRecord, *, user_id: int, conversation_id: int | None, message_id: int | None
 ) -> ApiCall:
     prices, cost = _priced(call)
-    usage = call.usage
+    usage = billed_usage(call)
     return ApiCall(
         user_id=user_id,
         conversation_id=conversation_id,
@@ -610,7 +733,7 @@ def record_calls(
                 **{name: getattr(row, name) for name in COMPLETED_FIELDS}
             )
         rows.append(row)
-        total.add(call.usage)
+        total.add(billed_usage(call))
     ApiCall.objects.bulk_create([row for row in rows if row.pk is None])
     total_cost = sum((row.cost for row in rows), Decimal(0))
     for row in rows:
@@ -646,13 +769,10 @@ def record_calls(
             "cost": F("cost") + total_cost,
         }
         if replies and not replies[-1].error_code:
-            last = replies[-1].usage  # the whole prompt of the latest request: the gauge
-            totals["context_tokens"] = (
-                last.input_tokens
-                + last.cache_creation_tokens
-                + last.cache_read_tokens
-                + last.output_tokens
-            )
+            # The context the latest reply read (its top-level usage: after any compaction)
+            # and what it wrote.
+            last = replies[-1].usage
+            totals["context_tokens"] = last.prompt_tokens + last.output_tokens
         Conversation.objects.filter(pk=conversation_id).update(**totals)
     return TurnResult(usage=total, cost=total_cost)
 
@@ -707,6 +827,28 @@ def reap_stale_replies(*, stale_seconds: float, conversation_id: int | None = No
     )
 
 
+def context_in_use(conversation: Conversation) -> int:
+    """The context the conversation fills, as its gauge shows it: on the active branch, the
+    last call's real input and output plus an estimate of only the messages after it (what
+    plan_turn counts too); the conversation's stored figure when no call of the branch is
+    known."""
+    from chat.selectors import path_to, tree
+
+    ids = path_to(tree(conversation), conversation.leaf_id).ids
+    measured = last_measured(conversation_id=conversation.pk, message_ids=ids) if ids else None
+    if measured is None:
+        return conversation.context_tokens
+    after = ids[ids.index(measured.message_id) + 1 :]
+    rows = Message.objects.filter(pk__in=after).values_list("pk", "role", "content", "token_count")
+    return context.known_total(
+        [
+            context.StoredTurn(id=measured.message_id, role="assistant", content=[]),
+            *(context.StoredTurn(*row) for row in rows),
+        ],
+        measured,
+    )
+
+
 def conversation_meters(conversation: Conversation) -> dict:
     """What the composer shows: the context window in use and the token budget left."""
     # A retired id: the window of the model its next message will run on.
@@ -722,7 +864,7 @@ def conversation_meters(conversation: Conversation) -> dict:
     cached = conversation.cache_read_tokens
     prompt = conversation.input_tokens + conversation.cache_creation_tokens + cached
     return {
-        "context_tokens": conversation.context_tokens,
+        "context_tokens": context_in_use(conversation),
         "context_window": info.context_window,
         "budget_used": spent,
         "budget_limit": conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET,

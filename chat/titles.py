@@ -108,6 +108,11 @@ async def summarize(plan, *, on_record: Callable[[claude.CallRecord], Awaitable[
     if plan.summary:
         parts.append(f"Earlier summary:\n{plan.summary}")
     for turn in plan.fold:
+        # A server-side compaction's summary (from a model that has it) stands for what
+        # came before it.
+        for block in turn.content:
+            if block.get("type") == "compaction" and block.get("content"):
+                parts.append("Earlier summary:\n" + block["content"])
         text = Message(content=turn.content).text
         if text:
             parts.append(f"{turn.role.title()}: {text}")

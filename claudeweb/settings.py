@@ -211,6 +211,10 @@ CLAUDE_FAST_MODEL = env("CLAUDE_FAST_MODEL", "claude-haiku-5-5")
 # is its earlier name, still read.
 CLAUDE_MAX_OUTPUT_TOKENS = envint("CLAUDE_MAX_OUTPUT_TOKENS", envint("CLAUDE_MAX_TOKENS", 16000))
 CLAUDE_MAX_TOOL_ITERATIONS = envint("CLAUDE_MAX_TOOL_ITERATIONS", 5)
+# Server-side compaction (models whose catalogue row says "compaction"): the API summarises the
+# conversation when a request's input reaches this many tokens. 150,000 is the API's own
+# default; it takes no less than 50,000 (system check E010).
+CLAUDE_COMPACTION_TRIGGER_TOKENS = envint("CLAUDE_COMPACTION_TRIGGER_TOKENS", 150_000)
 CLAUDE_MAX_RETRIES = envint("CLAUDE_MAX_RETRIES", 2)
 CLAUDE_READ_TIMEOUT_S = envfloat("CLAUDE_READ_TIMEOUT_S", 60.0)
 CLAUDE_CONNECT_TIMEOUT_S = envfloat("CLAUDE_CONNECT_TIMEOUT_S", 10.0)

@@ -4,7 +4,9 @@ Routes:
 
 * ``POST /v1/messages`` (JSON or ``stream: true`` SSE) and
   ``POST /v1/messages/count_tokens``; require a non-empty ``x-api-key`` (or
-  ``authorization: Bearer ...``) and an ``anthropic-version`` header (any value)
+  ``authorization: Bearer ...``) and an ``anthropic-version`` header (any value); both read
+  a conversation from its newest ``compaction`` block on, and a request with the
+  ``compact_20260112`` edit may start its reply with one (``compaction.py``)
 * ``GET /v1/models`` (paginated) and ``GET /v1/models/{id}``: the served models
 * ``GET /_offline/health``, ``GET /_offline/stats``, ``GET /_offline/requests``
   (last 200 ``/v1/`` requests,
@@ -28,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import lineup, thinking
+from . import compaction, lineup, thinking
 from .directives import Directives, parse_text
 from .errors import (
     DEFAULT_MESSAGES,
@@ -296,7 +298,10 @@ class OfflineClaude:
                 return
             if path == "/v1/messages/count_tokens" and method == "POST":
                 body = validate_messages_body(request.json(), count_only=True)
-                await respond.json(200, {"input_tokens": count_tokens(request_segments(body))})
+                model = lineup.get(body["model"])
+                compaction.check(body, model, compaction.betas(request.headers))
+                counted = {**body, "messages": compaction.effective_messages(body["messages"])}
+                await respond.json(200, {"input_tokens": count_tokens(request_segments(counted))})
                 return
             if path == "/v1/models" and method == "GET":
                 await respond.json(200, lineup.page(_query(request.query)))
@@ -328,6 +333,7 @@ class OfflineClaude:
     async def _messages(self, request: Request, respond: Responder) -> None:
         body = validate_messages_body(request.json())
         model = lineup.get(body["model"])
+        compact = compaction.check(body, model, compaction.betas(request.headers))
         thinking.check_returned_blocks(body, model)
         turn = analyse_turn(body["messages"])
         parsed = parse_text(message_text(body["messages"][turn.anchor]))
@@ -336,7 +342,10 @@ class OfflineClaude:
             await asyncio.sleep(directives.first_ms / 1000)
         if directives.status is not None:
             raise _status_error(directives)
-        segments = request_segments(body)
+        # The API reads the conversation from its newest compaction block on.
+        read = {**body, "messages": compaction.effective_messages(body["messages"])}
+        segments = request_segments(read)
+        summary, kept = self._compaction(read, segments, compact)
         plan = plan_reply(
             Conversation(
                 body,
@@ -348,13 +357,53 @@ class OfflineClaude:
                 thinking_shown=thinking.display(body, model) == "summarized",
             ),
             directives,
+            compaction=summary,
+            pause_after_compaction=compact is not None and compact.pause_after,
         )
-        usage = self.cache.apply(segments)
+        usage = self._usage(read, segments, compact, summary, kept, plan)
         message_id = new_id("msg_")
         if body.get("stream"):
             await self._stream(respond, plan, usage, message_id, body["model"], directives)
         else:
             await self._respond_whole(respond, plan, usage, message_id, body["model"], directives)
+
+    @staticmethod
+    def _compaction(
+        read: dict[str, Any], segments: list, compact: compaction.Compaction | None
+    ) -> tuple[str | None, int]:
+        """(summary, index of the first message kept) when this request compacts, else
+        (None, 0): the input reached the trigger and turns precede the current one."""
+        if compact is None:
+            return None, 0
+        tokens = count_tokens(segments)
+        start = analyse_turn(read["messages"]).anchor
+        if tokens < compact.trigger or start == 0:
+            return None, 0
+        return compaction.summary_of(read["messages"][: start + 1], tokens), start
+
+    def _usage(
+        self,
+        read: dict[str, Any],
+        segments: list,
+        compact: compaction.Compaction | None,
+        summary: str | None,
+        kept: int,
+        plan: ReplyPlan,
+    ) -> CacheUsage:
+        """The request's usage; with compaction asked for, its ``iterations`` too: the
+        compaction iteration reads the whole request, the reply the compacted context."""
+        if compact is None:
+            return self.cache.apply(segments)
+        iterations = []
+        if summary is not None:
+            whole = self.cache.apply(segments)
+            iterations.append(whole.iteration("compaction", compaction.summary_tokens(summary)))
+            block = {"type": "compaction", "content": summary}
+            messages = compaction.compacted_messages(read["messages"], block, kept)
+            segments = request_segments({**read, "messages": messages})
+        usage = self.cache.apply(segments)
+        iterations.append(usage.iteration("message", plan.output_tokens))
+        return dataclasses.replace(usage, iterations=tuple(iterations))
 
     async def _stream(
         self,

@@ -65,11 +65,12 @@ def stream_events(
 ) -> Iterator[StreamEvent]:
     """The real event sequence for ``plan``.
 
-    ``message_start`` (usage with ``output_tokens: 1``), then per block
+    ``message_start`` (usage with ``output_tokens: 1``, no ``iterations``), then per block
     ``content_block_start`` / ``content_block_delta``... / ``content_block_stop`` (a
     ``ping`` follows the first block start; thinking blocks end with a
-    ``signature_delta``), then ``message_delta`` (stop reason and cumulative usage
-    including the input and cache figures) and ``message_stop``.
+    ``signature_delta``; a compaction block streams its summary in one ``compaction_delta``),
+    then ``message_delta`` (stop reason and cumulative usage including the input and cache
+    figures, and ``iterations`` when compaction was asked for) and ``message_stop``.
     """
     yield StreamEvent(
         "message_start",
@@ -83,7 +84,8 @@ def stream_events(
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": usage.as_usage(1),
+                # The per-iteration figures come with the final usage (message_delta).
+                "usage": {k: v for k, v in usage.as_usage(1).items() if k != "iterations"},
             },
         },
     )

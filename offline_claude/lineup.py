@@ -4,8 +4,9 @@ It plays the API, not the app: each row says what the API documents for that mod
 limits (``max_input_tokens``, ``max_tokens``, as ``GET /v1/models`` reports them), which
 ``thinking.type`` values it accepts, whether it thinks when the request sets no ``thinking``,
 which ``output_config.effort`` levels it takes, what a thinking block shows by default, whether
-a final assistant message (a prefill) is accepted, and whether returned thinking blocks are
-bound to the model and the exact earlier prefix ("preserved thinking").
+a final assistant message (a prefill) is accepted, whether returned thinking blocks are
+bound to the model and the exact earlier prefix ("preserved thinking"), and whether it takes
+server-side compaction (``compaction``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Model:
     prefill: bool
     preserved_thinking: bool
     reads_thinking_of: tuple[str, ...]
+    compaction: bool = False  # takes the context_management edit compact_20260112
 
     def info(self) -> dict[str, Any]:
         """The Models API object."""

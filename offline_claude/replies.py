@@ -1,7 +1,8 @@
 """Deterministic reply planning: what offline Claude answers, as chunks.
 
-A reply is a list of :class:`PlannedBlock` (thinking, text, tool_use). Every chunk
-is one output token and one streamed delta. The *current turn* is everything after
+A reply is a list of :class:`PlannedBlock` (compaction, thinking, text, tool_use). Every
+chunk is one output token and one streamed delta (a compaction block's summary is one delta
+and its own iteration's output: see ``compaction.py``). The *current turn* is everything after
 the user's latest text message (see :func:`analyse_turn`). Priority of the modes:
 
 0. ``[[offline call=A,B]]`` while the turn has completed fewer than ``rounds`` tool
@@ -117,6 +118,8 @@ class PlannedBlock:
             return {"type": "redacted_thinking", "data": self.signature}
         if self.type == "web_search_tool_result":
             return {"type": self.type, "tool_use_id": self.tool_id, "content": []}
+        if self.type == "compaction":
+            return {"type": "compaction", "content": self.text}
         return {"type": "text", "text": self.text}
 
     def start(self) -> dict[str, Any]:
@@ -127,6 +130,8 @@ class PlannedBlock:
             return {"type": "thinking", "thinking": "", "signature": ""}
         if self.type in ("redacted_thinking", "web_search_tool_result"):
             return self.final()
+        if self.type == "compaction":  # the summary comes whole, in one compaction_delta
+            return {"type": "compaction", "content": None}
         return {"type": "text", "text": ""}
 
     def delta(self, chunk: str) -> dict[str, Any]:
@@ -135,6 +140,8 @@ class PlannedBlock:
             return {"type": "input_json_delta", "partial_json": chunk}
         if self.type == "thinking":
             return {"type": "thinking_delta", "thinking": chunk}
+        if self.type == "compaction":
+            return {"type": "compaction_delta", "content": chunk}
         return {"type": "text_delta", "text": chunk}
 
 
@@ -148,8 +155,9 @@ class ReplyPlan:
 
     @property
     def output_tokens(self) -> int:
-        """One token per chunk (at least 1, as the real API never reports 0)."""
-        return max(1, sum(len(b.chunks) for b in self.blocks))
+        """One token per chunk (at least 1, as the real API never reports 0). A compaction
+        block is its own iteration's output, not the reply's."""
+        return max(1, sum(len(b.chunks) for b in self.blocks if b.type != "compaction"))
 
     @property
     def text(self) -> str:
@@ -662,8 +670,20 @@ def _sign(plan: ReplyPlan, conv: Conversation, model: str) -> None:
         before.append(block.final())
 
 
-def plan_reply(conv: Conversation, directives: Directives) -> ReplyPlan:
-    """Build the reply for a validated request (see module docstring)."""
+def plan_reply(
+    conv: Conversation,
+    directives: Directives,
+    *,
+    compaction: str | None = None,
+    pause_after_compaction: bool = False,
+) -> ReplyPlan:
+    """Build the reply for a validated request (see module docstring).
+
+    ``compaction`` is the summary of a compaction that happened before the reply: the reply
+    then starts with that ``compaction`` block (and is the block alone with
+    ``pause_after_compaction``, ``stop_reason: "compaction"``); thinking blocks after it are
+    signed with it in their prefix.
+    """
     turn = conv.current_turn()
     plan = _base_plan(conv, directives, turn)
     if turn.prefill is not None:
@@ -681,5 +701,10 @@ def plan_reply(conv: Conversation, directives: Directives) -> ReplyPlan:
     if directives.stop is not None and turn.first_round:
         plan.stop_reason = directives.stop
         plan.stop_sequence = "###" if directives.stop == "stop_sequence" else None
+    if compaction is not None:
+        block = PlannedBlock("compaction", [compaction])
+        if pause_after_compaction:
+            plan.blocks, plan.stop_reason, plan.stop_sequence = [], "compaction", None
+        plan.blocks.insert(0, block)
     _sign(plan, conv, str(conv.body["model"]))
     return plan

@@ -8,7 +8,8 @@ own message; ``cache_control`` marks excluded). What a returned block must satis
 the API's documentation:
 
 * When thinking is on and the request answers tool results, the assistant message before
-  them must start with a ``thinking`` or ``redacted_thinking`` block.
+  them must start with a ``thinking`` or ``redacted_thinking`` block (after the
+  ``compaction`` block a compacting response starts with).
 * A block whose text (or signature) was edited is refused.
 * On models with preserved thinking, a block the model cannot read (another model wrote it)
   is dropped without an error, and a block whose prefix differs from the one it was written
@@ -150,9 +151,13 @@ def check_returned_blocks(body: dict[str, Any], model: Model) -> None:
         and len(messages) >= 2
     ):
         previous = messages[-2]["content"]
-        first = previous[0] if isinstance(previous, list) and previous else {"type": "text"}
+        blocks = previous if isinstance(previous, list) else []
+        # A compaction block the API put first is the summary of what came before: the turn
+        # proper starts after it.
+        index = next((k for k, b in enumerate(blocks) if b.get("type") != "compaction"), None)
+        first = blocks[index] if index is not None else {"type": "text"}
         if first.get("type") not in THINKING_KINDS:
-            path = f"messages.{len(messages) - 2}.content.0"
+            path = f"messages.{len(messages) - 2}.content.{index or 0}"
             raise invalid(MUST_START.format(path=path, found=first.get("type")))
     start = 0 if model.preserved_thinking else _current_turn_start(messages)
     for i in range(start, len(messages)):

@@ -2,7 +2,8 @@
 
 Counting rules (per block, so prefix counts add up):
 
-* text (system text, message text, string content): ``ceil(len(text) / 4)``
+* text (system text, message text, string content) and a compaction block's summary:
+  ``ceil(len(text) / 4)``
 * image: ``ceil(width * height / 750)`` when the base64 data decodes with Pillow,
   otherwise 1000 (also for URL images)
 * any other block (tool_use, tool_result, document, ...) and each tool definition:
@@ -124,6 +125,8 @@ def block_segment(block: Any, where: str) -> Segment:
     if kind == "image":
         info = describe_image(block.get("source"))
         return Segment(key, info.tokens, _cc(block), image=info)
+    if kind == "compaction":  # its summary, read like text
+        return Segment(key, text_tokens(str(block.get("content") or "")), _cc(block))
     return Segment(key, text_tokens(compact_json(plain)), _cc(block))
 
 
@@ -163,6 +166,8 @@ class CacheUsage:
     cache_read_input_tokens: int = 0
     ephemeral_5m_input_tokens: int = 0
     ephemeral_1h_input_tokens: int = 0
+    # ``usage.iterations`` when the request asked for compaction (see compaction.py).
+    iterations: tuple[dict[str, Any], ...] = ()
 
     @property
     def cache_creation_input_tokens(self) -> int:
@@ -181,6 +186,24 @@ class CacheUsage:
             },
             "output_tokens": output_tokens,
             "service_tier": "standard",
+            **self._iterations(),
+        }
+
+    def _iterations(self) -> dict[str, Any]:
+        return {"iterations": list(self.iterations)} if self.iterations else {}
+
+    def iteration(self, kind: str, output_tokens: int) -> dict[str, Any]:
+        """This split as one entry of ``usage.iterations`` (``message`` or ``compaction``)."""
+        return {
+            "type": kind,
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.ephemeral_5m_input_tokens,
+                "ephemeral_1h_input_tokens": self.ephemeral_1h_input_tokens,
+            },
+            "output_tokens": output_tokens,
         }
 
     def as_delta_usage(self, output_tokens: int) -> dict[str, Any]:
@@ -190,6 +213,7 @@ class CacheUsage:
             "cache_creation_input_tokens": self.cache_creation_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
             "output_tokens": output_tokens,
+            **self._iterations(),
         }
 
 

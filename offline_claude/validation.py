@@ -39,6 +39,7 @@ _BLOCK_TYPES = frozenset(
         "web_fetch_tool_result",
         "code_execution_tool_result",
         "container_upload",
+        "compaction",
     }
 )
 
@@ -107,6 +108,12 @@ def _check_block(block: Any, path: str) -> int:
             raise invalid(f"{path}.input: Input should be a valid dictionary")
     elif kind == "tool_result" and not isinstance(block.get("tool_use_id"), str):
         raise invalid(f"{path}.tool_use_id: Field required")
+    elif kind == "compaction":
+        content = block.get("content")
+        if content is not None and not isinstance(content, str):
+            raise invalid(f"{path}.content: Input should be a valid string")
+        if content == "":  # null marks a failed compaction; an empty summary is refused
+            raise invalid(f"{path}.content: compaction content must be non-empty or null")
     return _check_cache_control(block, path)
 
 

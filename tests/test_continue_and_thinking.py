@@ -212,8 +212,14 @@ async def test_continue_on_a_thinking_model_leaves_the_cut_replys_thinking_out(
     assert kinds[:3] == ["thinking", "text", "continuation"] and kinds[3] == "thinking"
 
 
-def test_thinking_params_never_disable_and_ask_only_when_asked():
+def test_thinking_params_ask_only_what_the_model_takes():
+    # Always-thinking models refuse "disabled": with no effort they are asked nothing.
     assert context.thinking_params(support="always", effort=None) == {}
+    assert context.thinking_params(support="none", effort=None) == {}
+    for support in ("manual", "manual-and-adaptive", "adaptive"):
+        assert context.thinking_params(support=support, effort=None) == {
+            "thinking": {"type": "disabled"}
+        }
     assert context.thinking_params(support="manual", effort="high") == {}
     assert context.thinking_params(support="none", effort="low") == {}
     for support in ("adaptive", "manual-and-adaptive", "always"):

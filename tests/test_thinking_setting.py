@@ -193,13 +193,14 @@ async def test_without_an_effort_in_the_frame_the_conversations_setting_is_asked
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("finish_replies")
-async def test_no_thinking_is_asked_when_the_setting_is_off(alice, offline_requests):
-    conversation = await new_conversation(alice, model=OPUS_47, effort="")
+async def test_thinking_is_off_when_the_setting_is_off(alice, offline_requests):
+    # Haiku 5.5 thinks unasked: "Off" must turn it off, not leave it to the model.
+    conversation = await new_conversation(alice, model="claude-haiku-5-5", effort="")
     async with open_socket(conversation.pk, alice) as ws:
         frames = await send(ws, "[[offline words=4]] hi")
     assert frames[-1]["type"] == "done"
     body = offline_requests.all()[-1]["body"]
-    assert "thinking" not in body and "output_config" not in body
+    assert body["thinking"] == {"type": "disabled"} and "output_config" not in body
     assert not [f for f in frames if f["type"] == "thinking"]
     reply = await saved_reply(frames[-1]["message_id"])
     assert [b["type"] for b in reply.content] == ["text"]
@@ -298,7 +299,8 @@ async def test_a_model_change_keeps_the_nearest_effort_the_new_model_takes(alice
     assert frames[-1]["type"] == "done"
     first, second = [r["body"] for r in offline_requests.all()]
     assert first["model"] == SONNET_46 and first["output_config"] == {"effort": "high"}
-    assert second["model"] == HAIKU_45 and "thinking" not in second  # it takes no effort
+    # Haiku 4.5 takes no effort: its thinking is off.
+    assert second["model"] == HAIKU_45 and second["thinking"] == {"type": "disabled"}
     assert await sync_to_async(effort_of)(conversation) == ""
 
 
