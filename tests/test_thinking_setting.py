@@ -363,15 +363,19 @@ async def test_pages_get_thinking_text_but_never_signatures_or_redacted_data(ali
 # --- thinking tokens are output tokens -------------------------------------------------------
 
 
-def ask_again(base_url: str, body: dict) -> dict:
+def ask_again(base_url: str, record: dict) -> dict:
+    """The recorded request again, not streamed, with its beta header (compaction) if any."""
+    headers = {
+        "content-type": "application/json",
+        "x-api-key": "test-key",
+        "anthropic-version": "2023-06-01",
+    }
+    if "anthropic-beta" in record["headers"]:
+        headers["anthropic-beta"] = record["headers"]["anthropic-beta"]
     replay = urllib.request.Request(
         base_url + "/v1/messages",
-        data=json.dumps({**body, "stream": False}).encode(),
-        headers={
-            "content-type": "application/json",
-            "x-api-key": "test-key",
-            "anthropic-version": "2023-06-01",
-        },
+        data=json.dumps({**record["body"], "stream": False}).encode(),
+        headers=headers,
     )
     with urllib.request.urlopen(replay, timeout=10) as response:
         return json.load(response)
@@ -390,7 +394,7 @@ async def test_a_thinking_replys_output_tokens_are_the_apis_figure(
     record = offline_requests.all()[-1]
     # The same request again, not streamed: the API's own usage for it (replies are
     # deterministic), counting the thinking in output_tokens.
-    answer = await sync_to_async(ask_again)(offline_claude_url, record["body"])
+    answer = await sync_to_async(ask_again)(offline_claude_url, record)
     assert answer["content"][0]["type"] == "thinking" and answer["content"][0]["thinking"]
     api_output = answer["usage"]["output_tokens"]
     assert api_output > words  # the thinking counts, beside the text's one token a word
