@@ -475,6 +475,27 @@ async def complete(
     return "".join(b.text for b in message.content if b.type == "text")
 
 
+async def count_tokens(
+    *, model: str, system: list[dict] | str, messages: list[dict], tools: list[dict] | None = None
+) -> int:
+    """The input tokens the API counts for this request (`POST /v1/messages/count_tokens`).
+
+    Free of charge, but rate limited like requests. Raises ClaudeError.
+    """
+    client = get_client()
+    extra: dict = {"tools": tools} if tools else {}
+    try:
+        counted = await client.messages.count_tokens(
+            model=model, system=system, messages=messages, **extra
+        )
+    except Exception as exc:
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+    return counted.input_tokens
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One entry of `GET /v1/models`: the limits the API reports (None when it gives none)."""
