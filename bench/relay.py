@@ -1173,11 +1173,11 @@ THINKING_TARGET = 1.10  # CPU per relayed token with thinking shown / without
 
 def check_thinking(plain: list[dict], thinking: list[dict]) -> list[dict]:
     """CPU per relayed token with thinking shown against without, same N, same run."""
-    by_n = {r["n"]: r for r in plain}
+    pairs = {(r["n"], r.get("round", 0)): r for r in plain}
     out = []
     print(f"\nthinking shown / without (target: CPU per relayed token ≤ ×{THINKING_TARGET}):")
     for row in thinking:
-        base = by_n.get(row["n"])
+        base = pairs.get((row["n"], row.get("round", 0)))
         if base is None:
             continue
         r = {
@@ -1188,7 +1188,8 @@ def check_thinking(plain: list[dict], thinking: list[dict]) -> list[dict]:
         r["met"] = r["ratio"] is not None and r["ratio"] <= THINKING_TARGET
         out.append(r)
         print(
-            f"  N={r['n']:>4}: {base['cpu_us_per_token']} → {row['cpu_us_per_token']} µs/token "
+            f"  N={r['n']:>4} round {row.get('round', 0)}: "
+            f"{base['cpu_us_per_token']} → {row['cpu_us_per_token']} µs/token "
             f"(loop + other threads {base['cpu_us_per_token_loop_other']} → "
             f"{row['cpu_us_per_token_loop_other']}; per text token "
             f"{row['cpu_us_per_text_token']}): ×{r['ratio']} {'met' if r['met'] else 'MISSED'}"
@@ -1456,6 +1457,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.25,
         help="with thinking: the share of --tokens the model thinks (the rest is text)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every phase this many times, the servers' order reversed every other round",
+    )
     parser.add_argument("--coalesce-ms", type=float, default=40.0, help="bare relay coalescing")
     parser.add_argument(
         "--app-loop",
@@ -1599,8 +1606,14 @@ def run(args: argparse.Namespace) -> dict:
             )
         print(flush=True)
 
-        logins = {(name, n): make_logins(n, f"{name}-n{n}-") for n in ns for name, _ in servers}
-        warm_logins = make_logins(2 * len(servers) * len(ns), "warm")
+        rounds = range(args.repeat)
+        logins = {
+            (name, n, r): make_logins(n, f"{name}-n{n}-r{r}-")
+            for n in ns
+            for name, _ in servers
+            for r in rounds
+        }
+        warm_logins = make_logins(2 * len(servers) * len(ns) * args.repeat, "warm")
         rows = asyncio.run(
             _phases(
                 args,
@@ -1656,7 +1669,7 @@ async def _phases(
     cfg: PhaseConfig,
     ns: list[int],
     servers: list[tuple[str, int | None]],
-    logins: dict[tuple[str, int], list[Login]],
+    logins: dict[tuple[str, int, int], list[Login]],
     warm_logins: list[Login],
     env: dict,
     upstream: str,
@@ -1683,55 +1696,62 @@ async def _phases(
         flush=True,
     )
     rows: dict[str, list[dict]] = {name: [] for name, _ in servers}
-    for n in ns:
-        for name, k in servers:
-            if name in BARE_LOOPS:
-                server: Server = BareServer(
-                    upstream, args.coalesce_ms, logdir, f"{name}-n{n}", loop=BARE_LOOPS[name]
-                )
-            elif k is not None:
-                server = ProdServer(env, k, logdir)
-            else:
-                server = DaphneServer(
-                    (envs or {}).get(name, env),
-                    logdir,
-                    f"{name}-{args.asgi_server}-n{n}",
-                    asgi_server=args.asgi_server,
-                )
-            warm_pair, warm_logins = warm_logins[:2], warm_logins[2:]
-            profile = args.profile if (args.profile and n == ns[-1]) else None
-            if profile is not None and name != servers[0][0]:
-                profile = profile.with_name(f"{profile.stem}-{name}{profile.suffix}")
-            try:
-                await warm(server, warm_pair)
-                await asyncio.sleep(0.5)
-                row = await asyncio.wait_for(
-                    run_phase(
-                        server,
-                        logins[(name, n)],
-                        (cfgs or {}).get(name, cfg),
-                        sdk,
-                        others=others,
-                        profile=profile,
-                        profile_idle=args.profile_idle,
-                    ),
-                    cfg.max_seconds + 30,
-                )
-            finally:
-                server.stop()
-            row = {"server": name, **row}
-            rows[name].append(row)
-            print_table([row], header=sum(map(len, rows.values())) == 1)
-            print(
-                f"  {name} N={n}: TTFT parts p50/p95 ms: send→ack {row['send_to_ack_ms_p50_p95']}, "
-                f"ack→start {row['ack_to_start_ms_p50_p95']}, "
-                f"start→first delta {row['start_to_first_ms_p50_p95']}; "
-                f"CPU µs/token event loop, other threads {row['cpu_us_per_token_loop_other']}; "
-                f"others' CPU (cores) {row['other_cpu_cores']}",
-                flush=True,
+    # Repeats alternate the order of the servers, so a load that drifts favours none of them.
+    phases = [
+        (n, r, name, k)
+        for n in ns
+        for r in range(args.repeat)
+        for name, k in (servers if r % 2 == 0 else servers[::-1])
+    ]
+    for n, r, name, k in phases:
+        if name in BARE_LOOPS:
+            server: Server = BareServer(
+                upstream, args.coalesce_ms, logdir, f"{name}-n{n}-r{r}", loop=BARE_LOOPS[name]
             )
-            if profile is not None and profile.exists():
-                print(summarize_profile(profile), flush=True)
+        elif k is not None:
+            server = ProdServer(env, k, logdir)
+        else:
+            server = DaphneServer(
+                (envs or {}).get(name, env),
+                logdir,
+                f"{name}-{args.asgi_server}-n{n}-r{r}",
+                asgi_server=args.asgi_server,
+            )
+        warm_pair, warm_logins = warm_logins[:2], warm_logins[2:]
+        profile = args.profile if (args.profile and n == ns[-1] and r == 0) else None
+        if profile is not None and name != servers[0][0]:
+            profile = profile.with_name(f"{profile.stem}-{name}{profile.suffix}")
+        try:
+            await warm(server, warm_pair)
+            await asyncio.sleep(0.5)
+            row = await asyncio.wait_for(
+                run_phase(
+                    server,
+                    logins[(name, n, r)],
+                    (cfgs or {}).get(name, cfg),
+                    sdk,
+                    others=others,
+                    profile=profile,
+                    profile_idle=args.profile_idle,
+                ),
+                cfg.max_seconds + 30,
+            )
+        finally:
+            server.stop()
+        row = {"server": name, "round": r, "loadavg": os.getloadavg(), **row}
+        rows[name].append(row)
+        print_table([row], header=sum(map(len, rows.values())) == 1)
+        print(
+            f"  {name} N={n} round {r} (load {row['loadavg'][0]:.1f}): TTFT parts p50/p95 ms: "
+            f"send→ack {row['send_to_ack_ms_p50_p95']}, "
+            f"ack→start {row['ack_to_start_ms_p50_p95']}, "
+            f"start→first delta {row['start_to_first_ms_p50_p95']}; "
+            f"CPU µs/token event loop, other threads {row['cpu_us_per_token_loop_other']}; "
+            f"others' CPU (cores) {row['other_cpu_cores']}",
+            flush=True,
+        )
+        if profile is not None and profile.exists():
+            print(summarize_profile(profile), flush=True)
     await sdk.close()
     return rows
 
@@ -1750,7 +1770,8 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _stop)
     ns = [x for x in args.n.split(",") if x]
     kinds = 2 + (len(args.processes.split(",")) - 1 if args.topology == "prod" else 0)
-    signal.alarm(int(len(ns) * kinds * (args.max_seconds + 60) + 120))
+    kinds += 1 if args.thinking == "both" else 0
+    signal.alarm(int(len(ns) * kinds * args.repeat * (args.max_seconds + 60) + 120))
     try:
         run(args)
     except (Stop, KeyboardInterrupt) as exc:
