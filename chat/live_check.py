@@ -31,6 +31,10 @@ TOOL_ROUND_MAX_TOKENS = 1024
 TOOL_ROUNDS_MAX = 3
 CUT_MAX_TOKENS = 24
 CONTINUE_MAX_TOKENS = 160
+# The API adds a system prompt of its own when tools are offered (a few hundred tokens).
+TOOL_USE_OVERHEAD_TOKENS = 500
+# The app's estimate is about 4 characters a token; a tokenizer may count more.
+ESTIMATE_MARGIN = 2
 # The calculator reads no user data; the check runs for no user of the app.
 NO_USER = tools.ToolContext(user_id=0, conversation_id=0)
 
@@ -107,12 +111,14 @@ def _calculator_only() -> tools.Registry:
 def worst_case_cost(model: catalogue.ModelInfo) -> Decimal:
     """What the check costs at most: every request writing its whole max_tokens, every input
     token at the dearest input rate (a 5-minute cache write), the earlier rounds' output sent
-    back as input."""
+    back as input, twice the app's estimate of the prompts plus the API's tool-use prompt."""
     system = context.estimate_tokens(claude.system_blocks(SYSTEM))
-    calculator = context.estimate_block_tokens({"type": "tool", **_tool_definitions()[0]})
+    calculator = TOOL_USE_OVERHEAD_TOKENS + ESTIMATE_MARGIN * context.estimate_block_tokens(
+        {"type": "tool", **_tool_definitions()[0]}
+    )
 
     def prompt(text: str) -> int:
-        return system + context.estimate_tokens(_user(text)[0]["content"])
+        return ESTIMATE_MARGIN * (system + context.estimate_tokens(_user(text)[0]["content"]))
 
     requests = [(prompt(REPLY_PROMPT), REPLY_MAX_TOKENS)]
     sent_back = 0
