@@ -6,6 +6,7 @@
     .venv/bin/python bench/relay.py --topology prod --processes 1,2 --only app
     .venv/bin/python bench/relay.py --layers-alone --n 50,200
     .venv/bin/python bench/relay.py --n 50 --profile /tmp/p.txt   # py-spy, summarised after
+    .venv/bin/python bench/relay.py --n 50 --only app --thinking both  # with and without thinking
     .venv/bin/python bench/relay.py --summarize /tmp/p.txt
 
 What runs (all on 127.0.0.1, started here and stopped at the end, also on error or Ctrl-C):
@@ -25,6 +26,15 @@ What runs (all on 127.0.0.1, started here and stopped at the end, also on error 
     and on uvloop (`bare-uvloop`: the same loop as the app), `--bare-loops`.
 Experiments that are not the app's configuration go through a settings module written to the
 run's temp dir: `--layer redis-core|redis-4shards`, `--db-threads`, `--switch-interval-ms`.
+
+Thinking (`--thinking shown|both`): the `app-thinking` server's turns ask for adaptive thinking
+at high effort with `display: "summarized"` (the fields `chat.context.thinking_params` builds;
+the socket's `send` carries no effort yet, so its settings module fills one in), and the model
+thinks `thinking_words=T` chunks before it writes; T is `--thinking-share` of `--tokens` and the
+text the rest, so a reply relays as many tokens as without thinking. The thinking streams to the
+client as `thinking` frames, coalesced like text. The server without thinking (`app`) runs
+today's default turn: its model (Sonnet 5.5) thinks unasked with the thinking omitted, which
+streams nothing. `--thinking both` runs the two one after the other for each N.
 
 Each phase (one N, one server) restarts its server, warms it with two short replies, connects N
 logged-in sockets (sessions made in the bench database through the ORM; the cookie and an
@@ -50,8 +60,9 @@ Metrics (bench/README.md, "Streaming relay"):
   - frame gap: time between consecutive delta frames of a reply (p50/p95/max).
   - relayed tokens/s: tokens received by the clients inside the window / window.
   - CPU µs per relayed token: the server processes' utime+stime (/proc/<pid>/stat) over the
-    window / tokens relayed in it, also split into the event loop's thread and the others (the
-    database thread). The bench client, Redis, nginx and the offline Claude are reported apart.
+    window / tokens relayed in it (text and thinking), also split into the event loop's thread
+    and the others (the database thread). The bench client, Redis, nginx and the offline
+    Claude are reported apart.
   - RSS per connection: (largest server RSS during the window − RSS before connecting) / N.
   - errors: failed handshakes, error frames, closed sockets, replies not done in time, replies
     with fewer tokens than the model sent (`short_reply`; `seq_gap` when a delta seq was skipped).
@@ -66,6 +77,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -343,6 +355,7 @@ def server_env(
     switch_interval_ms: float | None = None,
     db_threads: bool = False,
     event_loop: str = "uvloop",
+    thinking: bool = False,
 ) -> dict:
     """The app's environment for the bench: production settings on plain loopback HTTP."""
     env = dict(
@@ -381,11 +394,21 @@ def server_env(
             "channels.db.database_sync_to_async = functools.partial(\n"
             "    channels.db.DatabaseSyncToAsync, thread_sensitive=False\n)"
         )
+    if thinking:
+        # Every turn asks for thinking as a turn with an effort does: adaptive, summarized, at
+        # high effort (chat.context has no Django imports, so it can be patched here).
+        lines.append(
+            "import chat.context\n"
+            "_thinking_params = chat.context.thinking_params\n"
+            "chat.context.thinking_params = lambda *, support, effort: _thinking_params(\n"
+            "    support=support, effort=effort or 'high'\n)"
+        )
     if lines:
-        (logdir / "bench_settings.py").write_text(
+        module = "bench_settings_thinking" if thinking else "bench_settings"
+        (logdir / f"{module}.py").write_text(
             "from claudeweb.settings import *  # noqa: F403\n" + "\n".join(lines) + "\n"
         )
-        env["DJANGO_SETTINGS_MODULE"] = "bench_settings"
+        env["DJANGO_SETTINGS_MODULE"] = module
         env["PYTHONPATH"] = os.pathsep.join([str(logdir), str(ROOT)])
     return env
 
@@ -622,12 +645,17 @@ class Turn:
     t_first: float | None = None
     t_done: float | None = None
     frames: list[tuple[float, int]] = field(default_factory=list)  # (arrival, tokens)
+    thinking: list[tuple[float, int]] = field(default_factory=list)  # thinking frames, the same
     seq_gaps: int = 0  # delta seqs skipped (a frame lost on the way)
     error: str = ""
 
     @property
     def tokens(self) -> int:
         return sum(n for _, n in self.frames)
+
+    @property
+    def thinking_tokens(self) -> int:
+        return sum(n for _, n in self.thinking)
 
 
 @dataclass
@@ -675,6 +703,8 @@ class Client:
                     turn.frames.append((now, len(frame["text"].split())))
                     if frame.get("seq", len(turn.frames)) != len(turn.frames) + turn.seq_gaps:
                         turn.seq_gaps = frame["seq"] - len(turn.frames)
+                elif kind == "thinking":
+                    turn.thinking.append((now, len(frame["text"].split())))
                 elif kind == "message" and turn.t_ack is None:
                     turn.t_ack = now
                 elif kind == "start" and turn.t_start is None:
@@ -717,8 +747,16 @@ class Probe:
     lateness: list[float] = field(default_factory=list)  # the upstream's own jitter
 
 
-async def probe_upstream(client, text: str) -> Probe:
-    """One direct SDK stream: time to first text delta and the pace of the tokens after it."""
+# What the app-thinking server's requests ask for (chat.context.thinking_params at high effort).
+THINKING_REQUEST = {
+    "thinking": {"type": "adaptive", "display": "summarized"},
+    "output_config": {"effort": "high"},
+}
+
+
+async def probe_upstream(client, text: str, thinking: bool = False) -> Probe:
+    """One direct SDK stream: time to first text delta and the pace of the tokens after it
+    (with `thinking`, the first text comes after the thinking, as in the relayed replies)."""
     t0 = time.perf_counter()
     arrivals: list[float] = []
     stream = await client.messages.create(
@@ -726,6 +764,7 @@ async def probe_upstream(client, text: str) -> Probe:
         max_tokens=4096,
         messages=[{"role": "user", "content": text}],
         stream=True,
+        **(THINKING_REQUEST if thinking else {}),
     )
     async with stream:
         async for event in stream:
@@ -738,10 +777,12 @@ async def probe_upstream(client, text: str) -> Probe:
     return Probe(ttft=ttft, pace=pace, tokens=len(arrivals), lateness=lateness)
 
 
-async def probe_loop(client, text: str, stop_at: float, out: list[Probe]) -> None:
+async def probe_loop(
+    client, text: str, stop_at: float, out: list[Probe], thinking: bool = False
+) -> None:
     while time.perf_counter() < stop_at:
         try:
-            out.append(await probe_upstream(client, text))
+            out.append(await probe_upstream(client, text, thinking))
         except Exception as exc:  # noqa: BLE001 (a failed probe is reported as missing)
             print(f"  probe failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             await asyncio.sleep(0.5)
@@ -764,10 +805,16 @@ class PhaseConfig:
     duration: float
     max_seconds: float
     ramp: float | None = None
+    thinking_words: int | None = None  # the model thinks this many tokens, shown, first
+
+    @property
+    def relayed_per_reply(self) -> int:
+        return self.words + (self.thinking_words or 0)
 
 
-def directive(words: int, pace_ms: float, note: str) -> str:
-    return f"[[offline words={words} pace_ms={pace_ms:g}]] {note}"
+def directive(words: int, pace_ms: float, note: str, thinking_words: int | None = None) -> str:
+    thinking = f" thinking_words={thinking_words}" if thinking_words is not None else ""
+    return f"[[offline words={words} pace_ms={pace_ms:g}{thinking}]] {note}"
 
 
 async def warm(server: Server, logins: list[Login]) -> None:
@@ -791,8 +838,8 @@ async def run_phase(
     profile_idle: bool = False,
 ) -> dict:
     n = len(logins)
-    text = directive(cfg.words, cfg.pace_ms, "Tell me a long story.")
-    reply_s = cfg.words * cfg.pace_ms / 1000
+    text = directive(cfg.words, cfg.pace_ms, "Tell me a long story.", cfg.thinking_words)
+    reply_s = cfg.relayed_per_reply * cfg.pace_ms / 1000
     ramp = cfg.ramp if cfg.ramp is not None else reply_s
     pids = server.pids()
     rss0 = sum(proc_rss(p) for p in pids)
@@ -832,7 +879,9 @@ async def run_phase(
     client_cpu0 = time.process_time()
     watched = {**(others or {}), **server.extra_pids()}
     extra0 = {k: [proc_cpu_s(p) for p in v] for k, v in watched.items()}
-    probe_task = asyncio.create_task(probe_loop(sdk, text, window_end, probes))
+    probe_task = asyncio.create_task(
+        probe_loop(sdk, text, window_end, probes, cfg.thinking_words is not None)
+    )
     lag_task = asyncio.create_task(lag_monitor(window_end, lags))
     spy = None
     if profile is not None and shutil.which("py-spy", path=str(Path(PY).parent)):
@@ -927,6 +976,7 @@ def summarize(
         if c.error:
             count("connect")
     tokens_in_window = 0
+    thinking_in_window = 0
     ttfts, lateness, lateness_up, gaps, stretch = [], [], [], [], []
     short: list[int] = []
     to_ack, ack_to_start, start_to_first = [], [], []
@@ -934,6 +984,7 @@ def summarize(
     for c in clients:
         for turn in c.turns:
             tokens_in_window += sum(k for t, k in turn.frames if w0 <= t < w1)
+            thinking_in_window += sum(k for t, k in turn.thinking if w0 <= t < w1)
             if not (w0 <= turn.t_send < w1):
                 continue
             if turn.error:
@@ -945,6 +996,8 @@ def summarize(
                 short.append(turn.tokens)
                 if turn.seq_gaps:
                     count("seq_gap")
+            if cfg.thinking_words is not None and turn.thinking_tokens != cfg.thinking_words:
+                count("short_thinking")
             turns_counted += 1
             ttfts.append(turn.t_first - turn.t_send)
             if turn.t_ack and turn.t_start:
@@ -960,6 +1013,8 @@ def summarize(
 
     duration = w1 - w0
     ms = 1000.0
+    text_in_window = tokens_in_window
+    tokens_in_window += thinking_in_window  # relayed: text and thinking alike
     added_ttft = [t - ttft_up for t in ttfts] if ttft_up is not None else []
     rss0, rss_connected, rss_peak = rss
     return {
@@ -972,6 +1027,7 @@ def summarize(
         "short_reply_tokens": sorted(short)[:20],
         "offered_tokens_per_s": round(n * 1000 / cfg.pace_ms),
         "tokens_per_s": round(tokens_in_window / duration),
+        "thinking_tokens_per_s": round(thinking_in_window / duration),
         "upstream_ttft_ms": round(ttft_up * ms, 1) if ttft_up is not None else None,
         "upstream_pace_ms": round(p_up * ms, 3),
         "probes": len(probes),
@@ -994,6 +1050,7 @@ def summarize(
         "cpu_s": round(cpu_s, 2),
         "cpu_cores": round(cpu_s / duration, 2),
         "cpu_us_per_token": round(cpu_s * 1e6 / tokens_in_window, 1) if tokens_in_window else None,
+        "cpu_us_per_text_token": round(cpu_s * 1e6 / text_in_window, 1) if text_in_window else None,
         # Split: the event loop's thread, and the other threads (Daphne: the database thread).
         "cpu_us_per_token_loop_other": [
             round(t * 1e6 / tokens_in_window, 1) if tokens_in_window else None for t in thread_cpu_s
@@ -1014,10 +1071,11 @@ def _ms(seconds: float | None) -> float | None:
 # --- report ----------------------------------------------------------------------------------
 
 COLUMNS = [
-    ("server", "server", 11),
+    ("server", "server", 12),
     ("n", "N", 4),
     ("turns", "turns", 5),
     ("tokens_per_s", "tok/s", 6),
+    ("thinking_tokens_per_s", "think/s", 7),
     ("upstream_ttft_ms", "upTTFT", 6),
     ("upstream_pace_ms", "upPace", 6),
     ("added_ttft_ms_p50", "+TTFT50", 7),
@@ -1108,6 +1166,35 @@ def check_targets(rows: list[dict], base_rows: list[dict]) -> None:
             f"lateness {'met' if ok_late else 'MISSED'}, {cpu_text}, "
             f"errors {'none' if clean else row['errors']}"
         )
+
+
+THINKING_TARGET = 1.10  # CPU per relayed token with thinking shown / without
+
+
+def check_thinking(plain: list[dict], thinking: list[dict]) -> list[dict]:
+    """CPU per relayed token with thinking shown against without, same N, same run."""
+    pairs = {(r["n"], r.get("round", 0)): r for r in plain}
+    out = []
+    print(f"\nthinking shown / without (target: CPU per relayed token ≤ ×{THINKING_TARGET}):")
+    for row in thinking:
+        base = pairs.get((row["n"], row.get("round", 0)))
+        if base is None:
+            continue
+        r = {
+            "n": row["n"],
+            "cpu_us_per_token": [base["cpu_us_per_token"], row["cpu_us_per_token"]],
+            "ratio": ratio(row["cpu_us_per_token"], base["cpu_us_per_token"]),
+        }
+        r["met"] = r["ratio"] is not None and r["ratio"] <= THINKING_TARGET
+        out.append(r)
+        print(
+            f"  N={r['n']:>4} round {row.get('round', 0)}: "
+            f"{base['cpu_us_per_token']} → {row['cpu_us_per_token']} µs/token "
+            f"(loop + other threads {base['cpu_us_per_token_loop_other']} → "
+            f"{row['cpu_us_per_token_loop_other']}; per text token "
+            f"{row['cpu_us_per_text_token']}): ×{r['ratio']} {'met' if r['met'] else 'MISSED'}"
+        )
+    return out
 
 
 # --- the channel layer alone --------------------------------------------------------------------
@@ -1357,6 +1444,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="experiment: sys.setswitchinterval in the app's processes (Python's default: 5)",
     )
+    parser.add_argument(
+        "--thinking",
+        choices=("off", "shown", "both"),
+        default="off",
+        help="the app's replies think with the thinking shown (server app-thinking), or not "
+        "(app: today's default turn), or both, one after the other per N",
+    )
+    parser.add_argument(
+        "--thinking-share",
+        type=float,
+        default=0.25,
+        help="with thinking: the share of --tokens the model thinks (the rest is text)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every phase this many times, the servers' order reversed every other round",
+    )
     parser.add_argument("--coalesce-ms", type=float, default=40.0, help="bare relay coalescing")
     parser.add_argument(
         "--app-loop",
@@ -1413,6 +1519,8 @@ def run(args: argparse.Namespace) -> dict:
     unknown = set(args.bare_loops.split(",")) - set(BARE_NAMES)
     if unknown:
         raise SystemExit(f"--bare-loops: unknown {', '.join(sorted(unknown))} (asyncio, uvloop)")
+    if args.thinking != "off" and args.topology != "daphne":
+        raise SystemExit("--thinking: only with --topology daphne")
     pace_ms = 1000 / args.tokens_per_s
     cfg = PhaseConfig(
         words=args.tokens,
@@ -1420,6 +1528,13 @@ def run(args: argparse.Namespace) -> dict:
         duration=args.duration,
         max_seconds=args.max_seconds,
     )
+    thinking_words = round(args.tokens * args.thinking_share)
+    # The same tokens per reply, a share of them thinking: per-turn costs weigh the same.
+    cfgs = {
+        "app-thinking": dataclasses.replace(
+            cfg, words=args.tokens - thinking_words, thinking_words=thinking_words
+        )
+    }
     raise_fd_limit(4 * max(ns) + 1024)
     logdir = Path(tempfile.mkdtemp(prefix="bench-relay-"))
     results: dict = {"machine": machine(), "config": vars(args) | {"pace_ms": cfg.pace_ms}}
@@ -1450,6 +1565,19 @@ def run(args: argparse.Namespace) -> dict:
             db_threads=args.db_threads,
             event_loop=args.app_loop,
         )
+        envs = {}
+        if args.thinking != "off":
+            envs["app-thinking"] = server_env(
+                database_url=database_url,
+                redis_url=redis_url,
+                upstream=upstream,
+                layer=args.layer,
+                logdir=logdir,
+                switch_interval_ms=args.switch_interval_ms,
+                db_threads=args.db_threads,
+                event_loop=args.app_loop,
+                thinking=True,
+            )
         migrate(env)
         django_setup(database_url)
         servers: list[tuple[str, int | None]] = []
@@ -1457,21 +1585,50 @@ def run(args: argparse.Namespace) -> dict:
             if args.topology == "prod":
                 servers += [(f"prod{k}", k) for k in processes]
             else:
-                servers.append(("app", None))
+                if args.thinking in ("off", "both"):
+                    servers.append(("app", None))
+                if args.thinking in ("shown", "both"):
+                    servers.append(("app-thinking", None))
         if args.only in ("bare", "both"):
             servers += [(BARE_NAMES[loop], None) for loop in args.bare_loops.split(",")]
         print(f"offline Claude {upstream}; layer {args.layer} {redis_url or ''}")
         print(
             f"{cfg.words} tokens per reply at {args.tokens_per_s:g} tokens/s "
-            f"(pace {cfg.pace_ms} ms), window {cfg.duration:g} s\n",
+            f"(pace {cfg.pace_ms} ms), window {cfg.duration:g} s",
             flush=True,
         )
+        if args.thinking != "off":
+            shown = cfgs["app-thinking"]
+            print(
+                f"app-thinking: {shown.thinking_words} thinking tokens (shown) then "
+                f"{shown.words} text tokens per reply",
+                flush=True,
+            )
+        print(flush=True)
 
-        logins = {(name, n): make_logins(n, f"{name}-n{n}-") for n in ns for name, _ in servers}
-        warm_logins = make_logins(2 * len(servers) * len(ns), "warm")
+        rounds = range(args.repeat)
+        logins = {
+            (name, n, r): make_logins(n, f"{name}-n{n}-r{r}-")
+            for n in ns
+            for name, _ in servers
+            for r in rounds
+        }
+        warm_logins = make_logins(2 * len(servers) * len(ns) * args.repeat, "warm")
         rows = asyncio.run(
             _phases(
-                args, cfg, ns, servers, logins, warm_logins, env, upstream, others, logdir, results
+                args,
+                cfg,
+                ns,
+                servers,
+                logins,
+                warm_logins,
+                env,
+                upstream,
+                others,
+                logdir,
+                results,
+                envs=envs,
+                cfgs=cfgs,
             )
         )
         results["rows"] = rows
@@ -1489,6 +1646,8 @@ def run(args: argparse.Namespace) -> dict:
                     rows[name], rows["bare-uvloop"], title=None
                 )
             check_targets(rows[name], base)
+        if "app" in rows and "app-thinking" in rows:
+            results["thinking"] = check_thinking(rows["app"], rows["app-thinking"])
         results["loadavg_after"] = os.getloadavg()
         print(f"\nload average before {results['machine']['loadavg']}, after {os.getloadavg()}")
     finally:
@@ -1510,13 +1669,16 @@ async def _phases(
     cfg: PhaseConfig,
     ns: list[int],
     servers: list[tuple[str, int | None]],
-    logins: dict[tuple[str, int], list[Login]],
+    logins: dict[tuple[str, int, int], list[Login]],
     warm_logins: list[Login],
     env: dict,
     upstream: str,
     others: dict[str, list[int]],
     logdir: Path,
     results: dict,
+    *,
+    envs: dict[str, dict] | None = None,
+    cfgs: dict[str, PhaseConfig] | None = None,
 ) -> dict[str, list[dict]]:
     """Every phase in one event loop, with one SDK client for the upstream probes."""
     import anthropic
@@ -1534,52 +1696,62 @@ async def _phases(
         flush=True,
     )
     rows: dict[str, list[dict]] = {name: [] for name, _ in servers}
-    for n in ns:
-        for name, k in servers:
-            if name in BARE_LOOPS:
-                server: Server = BareServer(
-                    upstream, args.coalesce_ms, logdir, f"{name}-n{n}", loop=BARE_LOOPS[name]
-                )
-            elif k is not None:
-                server = ProdServer(env, k, logdir)
-            else:
-                server = DaphneServer(
-                    env, logdir, f"{args.asgi_server}-n{n}", asgi_server=args.asgi_server
-                )
-            warm_pair, warm_logins = warm_logins[:2], warm_logins[2:]
-            profile = args.profile if (args.profile and n == ns[-1]) else None
-            if profile is not None and name != servers[0][0]:
-                profile = profile.with_name(f"{profile.stem}-{name}{profile.suffix}")
-            try:
-                await warm(server, warm_pair)
-                await asyncio.sleep(0.5)
-                row = await asyncio.wait_for(
-                    run_phase(
-                        server,
-                        logins[(name, n)],
-                        cfg,
-                        sdk,
-                        others=others,
-                        profile=profile,
-                        profile_idle=args.profile_idle,
-                    ),
-                    cfg.max_seconds + 30,
-                )
-            finally:
-                server.stop()
-            row = {"server": name, **row}
-            rows[name].append(row)
-            print_table([row], header=sum(map(len, rows.values())) == 1)
-            print(
-                f"  {name} N={n}: TTFT parts p50/p95 ms: send→ack {row['send_to_ack_ms_p50_p95']}, "
-                f"ack→start {row['ack_to_start_ms_p50_p95']}, "
-                f"start→first delta {row['start_to_first_ms_p50_p95']}; "
-                f"CPU µs/token event loop, other threads {row['cpu_us_per_token_loop_other']}; "
-                f"others' CPU (cores) {row['other_cpu_cores']}",
-                flush=True,
+    # Repeats alternate the order of the servers, so a load that drifts favours none of them.
+    phases = [
+        (n, r, name, k)
+        for n in ns
+        for r in range(args.repeat)
+        for name, k in (servers if r % 2 == 0 else servers[::-1])
+    ]
+    for n, r, name, k in phases:
+        if name in BARE_LOOPS:
+            server: Server = BareServer(
+                upstream, args.coalesce_ms, logdir, f"{name}-n{n}-r{r}", loop=BARE_LOOPS[name]
             )
-            if profile is not None and profile.exists():
-                print(summarize_profile(profile), flush=True)
+        elif k is not None:
+            server = ProdServer(env, k, logdir)
+        else:
+            server = DaphneServer(
+                (envs or {}).get(name, env),
+                logdir,
+                f"{name}-{args.asgi_server}-n{n}-r{r}",
+                asgi_server=args.asgi_server,
+            )
+        warm_pair, warm_logins = warm_logins[:2], warm_logins[2:]
+        profile = args.profile if (args.profile and n == ns[-1] and r == 0) else None
+        if profile is not None and name != servers[0][0]:
+            profile = profile.with_name(f"{profile.stem}-{name}{profile.suffix}")
+        try:
+            await warm(server, warm_pair)
+            await asyncio.sleep(0.5)
+            row = await asyncio.wait_for(
+                run_phase(
+                    server,
+                    logins[(name, n, r)],
+                    (cfgs or {}).get(name, cfg),
+                    sdk,
+                    others=others,
+                    profile=profile,
+                    profile_idle=args.profile_idle,
+                ),
+                cfg.max_seconds + 30,
+            )
+        finally:
+            server.stop()
+        row = {"server": name, "round": r, "loadavg": os.getloadavg(), **row}
+        rows[name].append(row)
+        print_table([row], header=sum(map(len, rows.values())) == 1)
+        print(
+            f"  {name} N={n} round {r} (load {row['loadavg'][0]:.1f}): TTFT parts p50/p95 ms: "
+            f"send→ack {row['send_to_ack_ms_p50_p95']}, "
+            f"ack→start {row['ack_to_start_ms_p50_p95']}, "
+            f"start→first delta {row['start_to_first_ms_p50_p95']}; "
+            f"CPU µs/token event loop, other threads {row['cpu_us_per_token_loop_other']}; "
+            f"others' CPU (cores) {row['other_cpu_cores']}",
+            flush=True,
+        )
+        if profile is not None and profile.exists():
+            print(summarize_profile(profile), flush=True)
     await sdk.close()
     return rows
 
@@ -1598,7 +1770,8 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _stop)
     ns = [x for x in args.n.split(",") if x]
     kinds = 2 + (len(args.processes.split(",")) - 1 if args.topology == "prod" else 0)
-    signal.alarm(int(len(ns) * kinds * (args.max_seconds + 60) + 120))
+    kinds += 1 if args.thinking == "both" else 0
+    signal.alarm(int(len(ns) * kinds * args.repeat * (args.max_seconds + 60) + 120))
     try:
         run(args)
     except (Stop, KeyboardInterrupt) as exc:

@@ -233,6 +233,15 @@ def reply_messages(blocks: list[dict]) -> list[dict]:
     return split_turn("assistant", blocks)
 
 
+def round_messages(history: list[dict], blocks: list[dict]) -> list[dict]:
+    """The messages of a reply's next request: the history up to the user's turn, then the
+    reply as it stands (its tool rounds with their thinking, a Continue's cut text and request
+    to go on), the cache breakpoint marked, a final assistant turn without trailing white
+    space."""
+    turn = reply_messages(blocks) if blocks else []
+    return strip_trailing_whitespace(mark_cache_breakpoint(join(history, turn)))
+
+
 def join(messages: list[dict], more: list[dict]) -> list[dict]:
     """`messages` followed by `more`, adjacent messages of one role merged (the API wants
     them alternating)."""

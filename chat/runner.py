@@ -251,10 +251,7 @@ class Reply:
                 reservation = await self._reserve(plan, index)
             record = claude.CallRecord(model=plan.model, purpose=purpose, round=index)
             self._calls.append(record)
-            turn = context.reply_messages(self.blocks) if self.blocks else []
-            messages = context.strip_trailing_whitespace(
-                context.mark_cache_breakpoint(context.join(plan.history, turn))
-            )
+            messages = context.round_messages(plan.history, self.blocks)
             try:
                 await self._stream_round(plan, messages, record, tool_choice)
             finally:

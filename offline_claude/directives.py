@@ -19,6 +19,8 @@ optional; unknown keys are ignored)::
     rounds=N         tool rounds ``call`` asks for (default 1)
     redact           when the reply thinks, its thinking comes as a ``redacted_thinking``
                      block (opaque ``data``, no text) instead of a ``thinking`` block
+    thinking_words=N when the reply thinks, its thinking is N filler chunks (N output
+                     tokens) instead of a short sentence about the user's text
     pause_after=N    first round only: stop after N chunks with stop_reason pause_turn
     pace_ms=F        delay between streamed deltas (default env OFFLINE_CLAUDE_PACE_MS or 20)
     first_ms=F       delay before message_start (or before the non-stream response)
@@ -66,6 +68,7 @@ STOP_REASONS = frozenset(
 _INT_KEYS = frozenset(
     {
         "words",
+        "thinking_words",
         "rounds",
         "pause_after",
         "status",
@@ -89,6 +92,7 @@ class Directives:
     reply: bool = False
     escapes: bool = False
     redact: bool = False
+    thinking_words: int | None = None
     call: tuple[str, ...] = ()
     rounds: int = 1
     pause_after: int | None = None

@@ -555,13 +555,16 @@ def _tool_use_blocks(conv: Conversation, names: list[str]) -> list[PlannedBlock]
 
 def _thinking_block(conv: Conversation, directives: Directives) -> PlannedBlock:
     """The reply's thinking; signed once the reply is final (see :func:`plan_reply`)."""
-    text = (
-        f"The user wrote: {_quote(conv.user_text, 8)} "
-        "I am the offline model, so I will answer deterministically."
-    )
+    if directives.thinking_words is not None:
+        chunks = filler_chunks(directives.thinking_words)
+    else:
+        chunks = chunk_text(
+            f"The user wrote: {_quote(conv.user_text, 8)} "
+            "I am the offline model, so I will answer deterministically."
+        )
     if directives.redact:
-        return PlannedBlock("redacted_thinking", chunk_text(text))
-    return PlannedBlock("thinking", chunk_text(text), shown=conv.thinking_shown)
+        return PlannedBlock("redacted_thinking", chunks)
+    return PlannedBlock("thinking", chunks, shown=conv.thinking_shown)
 
 
 def _apply_limits(

@@ -1169,6 +1169,31 @@ async def test_summarized_thinking_streams_its_text(client: anthropic.AsyncAnthr
     assert asked.content[0].type == "thinking" and asked.content[0].thinking
 
 
+@pytest.mark.asyncio
+async def test_thinking_words_sets_the_length_of_the_thinking(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    seen: list[str] = []
+    async with client.messages.stream(
+        model=OPUS_55,
+        max_tokens=200,
+        messages=user("[[offline words=3 thinking_words=30]] hello"),
+        thinking={"type": "adaptive", "display": "summarized"},
+    ) as stream:
+        async for event in stream:
+            if event.type == "thinking":
+                seen.append(event.thinking)
+        final = await stream.get_final_message()
+    assert seen == filler_chunks(30)
+    assert final.content[0].thinking == "".join(filler_chunks(30))
+    assert final.usage.output_tokens == 30 + 3
+    # Omitted, the same thinking still bills as output; without thinking the key changes nothing.
+    omitted = await ask(client, "[[offline words=3 thinking_words=30]]", model=OPUS_55)
+    assert omitted.content[0].thinking == "" and omitted.usage.output_tokens == 33
+    plain = await ask(client, "[[offline words=3 thinking_words=30]]")
+    assert [b.type for b in plain.content] == ["text"] and plain.usage.output_tokens == 3
+
+
 async def three_round_loop(
     client: anthropic.AsyncAnthropic, model: str = OPUS_55
 ) -> tuple[list[dict[str, Any]], list[Message]]:
