@@ -315,9 +315,10 @@ class Reply:
         self._round_blocks = []
 
     def _on_thinking(self, text: str) -> None:
-        """Thinking text goes to tabs beside the reply (never into its deltas, no seq)."""
+        """Thinking text goes to tabs beside the reply (never into its deltas, no seq), storable
+        as text deltas are: a lone surrogate would also fail the channel layer's encoding."""
         if text:
-            self._pending_thinking.append(text)
+            self._pending_thinking.append(storable(text))
             self._has_text.set()
 
     def _on_block(self, block: dict) -> None:
