@@ -564,6 +564,11 @@ def main() -> int:
         metavar="FRAMES",
         help="run the server under tracemalloc and compare heap snapshots",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="DJANGO_DEBUG=true, as `make run` serves by default (SQL kept per connection)",
+    )
     args = parser.parse_args()
     server_url = os.environ.get("DATABASE_URL", "")
     if not server_url.startswith(("postgres://", "postgresql://")):
@@ -588,8 +593,10 @@ def main() -> int:
         )
         # The soak sends far faster than a person: lift the per-user abuse limits.
         env.update(RATE_SENDS_PER_MINUTE="100000", RATE_MAX_CONCURRENT_REPLIES="100")
+        if args.debug:
+            env["DJANGO_DEBUG"] = "true"
         migrate(env)
-        if args.pages_per_minute:
+        if args.pages_per_minute and not args.debug:
             # Pages link hashed static files: the manifest must exist, as in production.
             cmd = [PY, str(ROOT / "manage.py"), "collectstatic", "--noinput", "-v", "0"]
             subprocess.run(cmd, env=env, cwd=ROOT, check=True)
@@ -601,7 +608,7 @@ def main() -> int:
             server = DaphneServer(env, logdir)
         print(
             f"soak: {args.streams} streams, {args.pages_per_minute:g} page loads a minute, "
-            f"for {args.minutes:g} min; logs {logdir}",
+            f"for {args.minutes:g} min{', DEBUG on' if args.debug else ''}; logs {logdir}",
             flush=True,
         )
         tally, pages, samples, snapshots = asyncio.run(soak(server, logins, args, snapshot_dir))
