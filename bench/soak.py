@@ -534,8 +534,12 @@ class TracedDaphneServer(DaphneServer):
         self.proc = Proc("daphne", args, env=env, logdir=logdir, ready_line=False)
         self.origin = f"http://127.0.0.1:{port}"
         self.ws_base = f"ws://127.0.0.1:{port}"
-        # Importing the app under tracing takes minutes on a busy machine.
-        wait_http(self.origin + "/bench-ready/", self.proc, timeout=600)
+        try:
+            # Importing the app under tracing takes minutes on a busy machine.
+            wait_http(self.origin + "/bench-ready/", self.proc, timeout=600)
+        except RuntimeError:
+            self.proc.stop()  # main() only stops a server that started
+            raise
 
 
 def main() -> int:
@@ -569,6 +573,9 @@ def main() -> int:
         action="store_true",
         help="DJANGO_DEBUG=true, as `make run` serves by default (SQL kept per connection)",
     )
+    parser.add_argument(
+        "--database", default=SOAK_DB, help="scratch database (dropped, created, dropped)"
+    )
     args = parser.parse_args()
     server_url = os.environ.get("DATABASE_URL", "")
     if not server_url.startswith(("postgres://", "postgresql://")):
@@ -578,7 +585,7 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     snapshot_dir = logdir if args.tracemalloc else None
     procs: list[Proc] = []
-    database_url = recreate_database(server_url, SOAK_DB)
+    database_url = recreate_database(server_url, args.database)
     server = None
     try:
         offline, upstream = start_offline_claude(logdir)
@@ -621,7 +628,7 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
-        recreate_database(server_url, SOAK_DB, drop_only=True)
+        recreate_database(server_url, args.database, drop_only=True)
     # The baseline is the first sample after a minute of streaming (pools and caches warm).
     warm = [sample for sample in samples if sample.minute >= 1.0] or samples
     start_rss, end_rss = warm[0].rss, samples[-1].rss
