@@ -250,6 +250,22 @@ def _from_status_error(exc: anthropic.APIStatusError) -> ClaudeError:
     )
 
 
+def _request_options(
+    *, tools: list[dict] | None, thinking: dict | None, compaction: dict | None, **extra: object
+) -> tuple[object, dict]:
+    """The messages API to call and the optional request fields: tools, thinking and
+    compaction (which needs the SDK's beta messages API) where given."""
+    messages_api = get_client().messages
+    if tools:
+        extra["tools"] = tools
+    if thinking:
+        extra.update(thinking)
+    if compaction:
+        extra.update(compaction)
+        messages_api = get_client().beta.messages
+    return messages_api, extra
+
+
 def to_claude_error(exc: BaseException) -> ClaudeError | None:
     """Map an SDK or transport exception to ours; None for anything else (a bug, re-raised)."""
     if isinstance(exc, ClaudeError):
@@ -408,18 +424,11 @@ async def stream_round(
     upstream failure; `record` then holds what the API had reported. Cancelling the consumer of
     this generator closes the upstream connection.
     """
-    client = get_client()
-    extra: dict = _metadata(user_id)
-    if tools:
-        extra["tools"] = tools
+    messages_api, extra = _request_options(
+        tools=tools, thinking=thinking, compaction=compaction, **_metadata(user_id)
+    )
     if tool_choice:
         extra["tool_choice"] = tool_choice
-    if thinking:
-        extra.update(thinking)
-    messages_api = client.messages
-    if compaction:
-        extra.update(compaction)
-        messages_api = client.beta.messages
     try:
         stream = await messages_api.create(
             model=model,
@@ -535,16 +544,7 @@ async def count_tokens(
     `compaction` are the request's own fields (a history holding compaction blocks needs the
     beta to be read). Raises ClaudeError.
     """
-    client = get_client()
-    extra: dict = {}
-    if tools:
-        extra["tools"] = tools
-    if thinking:
-        extra.update(thinking)
-    messages_api = client.messages
-    if compaction:
-        extra.update(compaction)
-        messages_api = client.beta.messages
+    messages_api, extra = _request_options(tools=tools, thinking=thinking, compaction=compaction)
     try:
         counted = await messages_api.count_tokens(
             model=model, system=system, messages=messages, **extra
