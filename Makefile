@@ -79,6 +79,6 @@ services-stop: ## Stop the test services
 	@scripts/services.sh stop
 
 clean: ## Stop the test services; remove .run/ and test artifacts (keeps .venv/, db.sqlite3 and stored uploads)
-	@if [ -d .run/services ]; then scripts/services.sh stop; fi
+	@if [ -d .run/services ]; then scripts/services.sh clean; fi
 	@rm -rf .run test-artifacts .pytest_cache .ruff_cache
 	@find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
