@@ -76,7 +76,7 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
             Error(
                 f"CLAUDE_COMPACTION_TRIGGER_TOKENS is {settings.CLAUDE_COMPACTION_TRIGGER_TOKENS}.",
                 hint=f"The API takes a compaction trigger of at least {COMPACTION_MIN_TRIGGER:,}.",
-                id="claudeweb.E010",
+                id="claudeweb.E012",
             )
         )
     if settings.MESSAGE_MAX_CHARS < 1:

@@ -487,8 +487,7 @@ def plan_turn(
         time_zone=zone or "UTC",
         purpose=purpose,
         base_blocks=base_blocks,
-        # The catalogue states each model's thinking support; a model without it asks nothing.
-        thinking=context.thinking_params(support=getattr(info, "thinking", "none"), effort=effort),
+        thinking=context.thinking_params(support=info.thinking, effort=effort),
         seq_base=reply.stream_seq if continuation else 0,
         fold=fitted.fold,
         summary=summary,

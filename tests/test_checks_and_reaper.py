@@ -100,6 +100,21 @@ def test_bad_image_check_limits_are_reported(settings, name, value, code):
     assert code in codes(settings)
 
 
+def test_every_bad_setting_has_a_code_of_its_own(settings):
+    # An admin looks a problem up by its code: two problems must never share one.
+    settings.CLAUDE_MAX_TOOL_ITERATIONS = 0
+    settings.CONVERSATION_TOKEN_BUDGET = 1
+    settings.CLAUDE_MAX_OUTPUT_TOKENS = 0
+    settings.CLAUDE_COMPACTION_TRIGGER_TOKENS = 1
+    settings.MESSAGE_MAX_CHARS = 0
+    settings.STREAM_COALESCE_MS = -1
+    settings.IMAGE_DELIVERY = "carrier-pigeon"
+    settings.IMAGE_VERIFY_CONCURRENCY = 0
+    settings.IMAGE_VERIFY_WAIT_SECONDS = -1.0
+    found = [c for c in codes(settings) if c.startswith("claudeweb.E")]
+    assert len(found) == 9 and len(set(found)) == len(found), found
+
+
 def test_production_settings_pass_check_deploy_with_no_warnings():
     import os
     import subprocess

@@ -473,6 +473,6 @@ def test_a_compaction_trigger_under_the_apis_minimum_fails_a_system_check(settin
     from chat.checks import check_claude_settings
 
     settings.CLAUDE_COMPACTION_TRIGGER_TOKENS = 49_999
-    assert "claudeweb.E010" in [e.id for e in check_claude_settings()]
+    assert "claudeweb.E012" in [e.id for e in check_claude_settings()]
     settings.CLAUDE_COMPACTION_TRIGGER_TOKENS = 50_000
-    assert "claudeweb.E010" not in [e.id for e in check_claude_settings()]
+    assert "claudeweb.E012" not in [e.id for e in check_claude_settings()]
