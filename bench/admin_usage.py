@@ -111,8 +111,8 @@ def machine() -> str:
 
 def load(conn, rows: int, users: list[int], seed: int) -> float:
     """COPY `rows` calls spread evenly over the last 30 days (all inside the 30-day view)."""
-    from chat import catalogue
-    from chat.usage import period_starts
+    from chat.claude import catalogue
+    from chat.ledger.usage import period_starts
 
     rng = random.Random(seed)
     prices = {m.id: m for m in catalogue.all_models()}
@@ -295,8 +295,8 @@ def run(args, bench_url: str) -> int:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from chat.ledger.usage import period_starts
     from chat.models import ApiCall, UserBudget
-    from chat.usage import period_starts
 
     settings.DEBUG = False  # no query log: as in production
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]  # the test clients' host

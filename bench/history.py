@@ -13,7 +13,7 @@ Then, in this process, through Django's test Client logged in (DEBUG off), one w
 median of --runs runs, with the number of SQL queries of one more run (CaptureQueriesContext):
   - the chat page /c/<id>/ at 50 and 5,000 messages, and the JSON page of older messages
     (/c/<id>/messages/?before=…), against a bare SQL fetch of the same 50 rows;
-  - planning a reply in the 5,000-message conversation (services.plan_turn: what a send does in
+  - planning a reply in the 5,000-message conversation (planning.plan_turn: what a send does in
     the database thread before the request goes out);
   - the conversation list / for 100 and 10,000 conversations, a deep page (?page=100), the last
     page, and a search (?q=…) over 10,000 conversations and their 20,000 messages.
@@ -104,12 +104,13 @@ def load(args, rng: random.Random) -> dict:
     from django.contrib.auth.models import User
     from django.utils import timezone
 
-    from chat import catalogue, services
+    from chat.claude import catalogue
+    from chat.conversations import preferences
     from chat.models import ApiCall, Conversation, Message
 
     model = settings.CLAUDE_DEFAULT_MODEL
     prices = catalogue.get_model(model).prices()
-    prompt = services.current_system_prompt()
+    prompt = preferences.current_system_prompt()
     alice, bob, carol = (
         User.objects.create_user(name, password=None) for name in ("alice", "bob", "carol")
     )
@@ -208,7 +209,7 @@ def measure(data: dict, runs: int) -> dict:
     from django.db import connection
     from django.test import Client
 
-    from chat import services
+    from chat.replies import planning
 
     settings.DEBUG = False
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
@@ -254,12 +255,12 @@ def measure(data: dict, runs: int) -> dict:
         (f"bare SQL: the tree (id, parent, role), {len(big['ids']):,}", bare(big["id"], tree)),
         (f"bare SQL: every column of {len(big['ids']):,} rows", bare(big["id"], every_row)),
         (
-            f"plan a reply, {len(big['ids']):,} messages (services.plan_turn)",
-            lambda: services.plan_turn(conversation_id=big["id"], reply_message_id=big["ids"][-1]),
+            f"plan a reply, {len(big['ids']):,} messages (planning.plan_turn)",
+            lambda: planning.plan_turn(conversation_id=big["id"], reply_message_id=big["ids"][-1]),
         ),
         (
-            "plan a reply, 50 messages (services.plan_turn)",
-            lambda: services.plan_turn(
+            "plan a reply, 50 messages (planning.plan_turn)",
+            lambda: planning.plan_turn(
                 conversation_id=small["id"], reply_message_id=small["ids"][-1]
             ),
         ),

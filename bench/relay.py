@@ -28,7 +28,8 @@ Experiments that are not the app's configuration go through a settings module wr
 run's temp dir: `--layer redis-core|redis-4shards`, `--db-threads`, `--switch-interval-ms`.
 
 Thinking (`--thinking shown|both`): the `app-thinking` server's turns ask for adaptive thinking
-at high effort with `display: "summarized"` (the fields `chat.context.thinking_params` builds;
+at high effort with `display: "summarized"` (the fields
+`chat.claude.context.thinking_params` builds;
 the socket's `send` carries no effort yet, so its settings module fills one in), and the model
 thinks `thinking_words=T` chunks before it writes; T is `--thinking-share` of `--tokens` and the
 text the rest, so a reply relays as many tokens as without thinking. The thinking streams to the
@@ -396,11 +397,11 @@ def server_env(
         )
     if thinking:
         # Every turn asks for thinking as a turn with an effort does: adaptive, summarized, at
-        # high effort (chat.context has no Django imports, so it can be patched here).
+        # high effort (chat.claude.context has no Django imports, so it can be patched here).
         lines.append(
-            "import chat.context\n"
-            "_thinking_params = chat.context.thinking_params\n"
-            "chat.context.thinking_params = lambda *, support, effort: _thinking_params(\n"
+            "import chat.claude.context\n"
+            "_thinking_params = chat.claude.context.thinking_params\n"
+            "chat.claude.context.thinking_params = lambda *, support, effort: _thinking_params(\n"
             "    support=support, effort=effort or 'high'\n)"
         )
     if lines:
@@ -597,7 +598,7 @@ def make_logins(count: int, prefix: str) -> list[Login]:
     from django.utils import timezone
     from django.utils.crypto import get_random_string
 
-    from chat import services
+    from chat.conversations import preferences
     from chat.models import Conversation
 
     password = make_password("bench-password-123")  # hashed once: every bench user shares it
@@ -605,7 +606,7 @@ def make_logins(count: int, prefix: str) -> list[Login]:
         [User(username=f"{prefix}{i}", password=password) for i in range(count)],
         batch_size=1000,
     )
-    prompt = services.current_system_prompt()
+    prompt = preferences.current_system_prompt()
     # A title: the first exchange would otherwise start a second, background API call.
     conversations = Conversation.objects.bulk_create(
         [
@@ -747,7 +748,8 @@ class Probe:
     lateness: list[float] = field(default_factory=list)  # the upstream's own jitter
 
 
-# What the app-thinking server's requests ask for (chat.context.thinking_params at high effort).
+# What the app-thinking server's requests ask for (chat.claude.context.thinking_params at
+# high effort).
 THINKING_REQUEST = {
     "thinking": {"type": "adaptive", "display": "summarized"},
     "output_config": {"effort": "high"},

@@ -194,14 +194,14 @@ def new_conversation(login):
     """The next conversation of a stream's user (titled: no background title call)."""
     from django.conf import settings
 
-    from chat import services
+    from chat.conversations import preferences
     from chat.models import Conversation
 
     conversation = Conversation.objects.get(pk=login.conversation_id)
     fresh = Conversation.objects.create(
         owner_id=conversation.owner_id,
         model=settings.CLAUDE_DEFAULT_MODEL,
-        system_prompt=services.current_system_prompt(),
+        system_prompt=preferences.current_system_prompt(),
         title="soak",
     )
     return dataclasses.replace(login, conversation_id=fresh.pk)

@@ -148,7 +148,7 @@ class Server:
 def start_uploads(username: str, data: bytes, n: int) -> list[int]:
     from django.contrib.auth.models import User
 
-    from chat import attachments
+    from chat.uploads import attachments
 
     owner = User.objects.get(username=username)
     ids = []

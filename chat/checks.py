@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from chat import catalogue
+from chat.claude import catalogue
 
 # The smallest compaction trigger the API takes (compaction-threshold page, trigger.value).
 COMPACTION_MIN_TRIGGER = 50_000

@@ -51,7 +51,7 @@ class Conversation(models.Model):
     # Soft delete: set when the owner deletes it; such a conversation is never shown or reached,
     # can be restored for a few seconds (undo) and is purged later.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    # Running totals over the conversation's API calls, kept by services.turn_finish.
+    # Running totals over the conversation's API calls, kept by checkpoints.turn_finish.
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_creation_tokens = models.PositiveBigIntegerField(default=0)

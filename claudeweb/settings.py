@@ -73,7 +73,7 @@ CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "claudeweb.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -201,7 +201,9 @@ if env("DJANGO_SECURE_PROXY_SSL_HEADER"):
 # The SDK reads these two itself as well; they are read here so checks and the UI can see them.
 ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL")
-CLAUDE_MODEL_CATALOGUE = Path(env("CLAUDE_MODEL_CATALOGUE", str(BASE_DIR / "chat" / "models.json")))
+CLAUDE_MODEL_CATALOGUE = Path(
+    env("CLAUDE_MODEL_CATALOGUE", str(BASE_DIR / "chat" / "claude" / "models.json"))
+)
 CLAUDE_DEFAULT_MODEL = env("CLAUDE_DEFAULT_MODEL", "claude-sonnet-5-5")
 # Titles and summaries: the cheapest model whose window fits a summary's input.
 CLAUDE_FAST_MODEL = env("CLAUDE_FAST_MODEL", "claude-haiku-5-5")

@@ -48,7 +48,7 @@ def _claude_settings(request):
     if not request.config.pluginmanager.has_plugin("django"):
         yield
         return
-    from chat import claude
+    from chat.claude.client import reset_clients
 
     settings = request.getfixturevalue("settings")
     offline_claude_url = request.getfixturevalue("offline_claude_url")
@@ -62,9 +62,9 @@ def _claude_settings(request):
     # has tests of its own (test_continue_and_thinking.py, test_thinking_*.py), which name the
     # models they use.
     settings.CLAUDE_DEFAULT_MODEL = "claude-sonnet-4-6"
-    claude.reset_clients()
+    reset_clients()
     yield
-    claude.reset_clients()
+    reset_clients()
 
 
 @pytest.fixture
@@ -111,9 +111,9 @@ def bob(db):
 @pytest.fixture
 def titled_conversation(alice):
     """Alice's conversation, already named: no background title call follows its first reply."""
-    from chat import services
+    from chat.conversations import lifecycle
 
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     conversation.title = "Named"
     conversation.save()
     return conversation
@@ -173,7 +173,7 @@ async def recv_until(comm, *types: str, timeout: float = FRAME_TIMEOUT_S) -> lis
 async def finish_replies():
     """Stop and await replies still running when a test ends, so none leaks into the next."""
     yield
-    from chat import runner, titles
+    from chat.replies import runner, titles
 
     for task in list(titles._background):
         await asyncio.gather(task, return_exceptions=True)

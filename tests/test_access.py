@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.urls import reverse
 
-from chat import services
+from chat.conversations import lifecycle
 from chat.models import Conversation
 from tests.conftest import open_socket, recv
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 def owned_urls(pk: int) -> list[tuple[str, str]]:
@@ -46,7 +46,7 @@ def test_another_users_conversation_is_not_found(client, bob, conversation):
 
 
 def test_it_checks_ownership_of_the_list(client, alice, bob, conversation):
-    services.conversation_create(owner=bob)
+    lifecycle.conversation_create(owner=bob)
     client.force_login(bob)
     page = client.get(reverse("chat:index"))
     assert page.status_code == 200

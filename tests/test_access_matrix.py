@@ -31,7 +31,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from chat import services
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Attachment, Conversation, Message, SystemPrompt, UserBudget
 from tests.conftest import make_user, open_socket
 
@@ -165,7 +165,7 @@ def world(alice, bob, staff, superuser):
             content_type__app_label="chat", codename__in=[f"view_{m}" for m in CHAT_MODELS]
         )
     )
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     message = Message.objects.create(
         conversation=conversation, role="user", content=[{"type": "text", "text": "hi"}]
     )

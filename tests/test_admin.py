@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from chat import services
-from chat.claude import CallRecord, Usage
+from chat.claude.records import CallRecord, Usage
+from chat.conversations import lifecycle
+from chat.ledger import entries
 from chat.models import ApiCall, Message
 
 pytestmark = pytest.mark.django_db
@@ -16,9 +17,9 @@ pytestmark = pytest.mark.django_db
 def ledger(alice, bob):
     rows = []
     for user in (alice, bob):
-        conversation = services.conversation_create(owner=user)
+        conversation = lifecycle.conversation_create(owner=user)
         reply = Message.objects.create(conversation=conversation, role="assistant", content=[])
-        services.record_calls(
+        entries.record_calls(
             calls=[
                 CallRecord(
                     model="claude-haiku-4-5",
@@ -77,9 +78,9 @@ def test_changelists_run_a_constant_number_of_queries(client, superuser, alice, 
 
     def queries_with(conversations: int) -> int:
         for _ in range(conversations):
-            conversation = services.conversation_create(owner=alice)
+            conversation = lifecycle.conversation_create(owner=alice)
             reply = Message.objects.create(conversation=conversation, role="assistant")
-            services.record_calls(
+            entries.record_calls(
                 calls=[CallRecord(model="claude-haiku-4-5", usage=Usage(input_tokens=1))],
                 user_id=alice.pk,
                 conversation_id=conversation.pk,

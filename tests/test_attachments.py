@@ -25,9 +25,10 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from chat import attachments, services
-from chat.attachments import AttachmentError
+from chat.conversations import lifecycle
 from chat.models import Attachment, Message
+from chat.uploads import attachments
+from chat.uploads.attachments import AttachmentError
 from claudeweb.middleware import storage_origins
 
 pytestmark = [
@@ -332,7 +333,7 @@ def test_someone_elses_upload_is_not_found(alice, bob, s3):
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 def test_verified_for_send_returns_the_owners_images_in_order(alice, bob, conversation):

@@ -10,8 +10,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core import mail
 
-from chat import budgets, services
-from chat.claude import CallRecord, Usage
+from chat.claude.records import CallRecord, Usage
+from chat.conversations import lifecycle
+from chat.ledger import budgets
 from chat.models import ApiCall, BudgetReservation, Message, UserBudget
 from tests.conftest import open_socket, recv_until
 
@@ -92,7 +93,7 @@ async def test_concurrent_sends_by_one_user_do_not_overspend(alice, settings):
     settings.CLAUDE_MAX_OUTPUT_TOKENS = 4096
     await sync_to_async(UserBudget.objects.create)(user=alice, daily_tokens=6000)
     first, second = [
-        await sync_to_async(services.conversation_create)(owner=alice) for _ in range(2)
+        await sync_to_async(lifecycle.conversation_create)(owner=alice) for _ in range(2)
     ]
     async with open_socket(first.pk, alice) as a, open_socket(second.pk, alice) as b:
         await asyncio.gather(

@@ -15,8 +15,11 @@ from django.core.checks import run_checks
 from django.core.management import call_command
 from django.urls import reverse
 
-from chat import budgets, catalogue, claude, services
-from chat.claude import CallRecord, Usage
+from chat.claude import catalogue
+from chat.claude.client import ServedModel, list_models
+from chat.claude.records import CallRecord, Usage
+from chat.conversations import lifecycle, preferences
+from chat.ledger import budgets, entries
 from chat.management.commands.check_models import compare
 from chat.models import ApiCall, Conversation
 from tests.conftest import open_socket, recv_until
@@ -31,13 +34,13 @@ def send_frame(text: str, **extra) -> dict:
 
 
 def ledger_row(model: str, **usage: int) -> ApiCall:
-    """A call recorded through the ledger (services.record_calls), as a reply's is."""
+    """A call recorded through the ledger (entries.record_calls), as a reply's is."""
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.get(username="alice")
     record = CallRecord(model=model, purpose=ApiCall.Purpose.REPLY)
     record.usage = Usage(**usage)
-    services.record_calls(calls=[record], user_id=user.pk, conversation_id=None, message_id=None)
+    entries.record_calls(calls=[record], user_id=user.pk, conversation_id=None, message_id=None)
     return ApiCall.objects.latest("id")
 
 
@@ -194,7 +197,7 @@ async def test_a_reply_asks_for_the_model_s_max_output_up_to_the_cap(
 ):
     settings.CLAUDE_MAX_OUTPUT_TOKENS = 100_000
     settings.CONVERSATION_TOKEN_BUDGET = 1_000_000  # a reply holds its max_tokens against it
-    conversation = await sync_to_async(services.conversation_create)(
+    conversation = await sync_to_async(lifecycle.conversation_create)(
         owner=alice, model="claude-opus-5-5"
     )
     async with open_socket(conversation.pk, alice) as ws:
@@ -209,7 +212,7 @@ async def test_a_reply_asks_for_the_model_s_max_output_up_to_the_cap(
 @pytest.mark.usefixtures("finish_replies")
 async def test_every_request_carries_an_opaque_stable_user_id(alice, bob, offline_requests):
     for user, n in ((alice, 1), (alice, 2), (bob, 1)):
-        conversation = await sync_to_async(services.conversation_create)(owner=user)
+        conversation = await sync_to_async(lifecycle.conversation_create)(owner=user)
         async with open_socket(conversation.pk, user) as ws:
             await ws.send_json_to(send_frame(f"[[offline words=3]] marker-{user.username}-{n}"))
             assert (await recv_until(ws, "done", "error"))[-1]["type"] == "done"
@@ -235,7 +238,7 @@ async def test_every_request_carries_an_opaque_stable_user_id(alice, bob, offlin
 
 @pytest.fixture
 def retired_conversation(alice):
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     Conversation.objects.filter(pk=conversation.pk).update(model=RETIRED, title="Old")
     ApiCall.objects.create(
         user=alice,
@@ -256,7 +259,7 @@ def test_a_conversation_on_a_retired_model_opens_and_says_so(client, alice, reti
     assert response.status_code == 200
     page = response.content.decode()
     assert f"{RETIRED}, is no longer available" in page
-    default = catalogue.get_model(services.default_model(None)).label
+    default = catalogue.get_model(preferences.default_model(None)).label
     assert f"Your next message goes to {default}" in page
     config = response.context["chat_config"]
     assert config["model"] is None  # the page does not send the retired id back
@@ -320,8 +323,8 @@ def test_a_default_model_with_an_announced_retirement_is_warned_about(settings):
 def test_compare_reports_missing_ids_and_different_limits():
     opus, haiku = catalogue.get_model("claude-opus-5-5"), catalogue.get_model("claude-haiku-4-5")
     served = [
-        claude.ServedModel("claude-opus-5-5", "Opus", 1_000_000, 64_000),
-        claude.ServedModel("claude-new-6", "New", None, None),
+        ServedModel("claude-opus-5-5", "Opus", 1_000_000, 64_000),
+        ServedModel("claude-new-6", "New", None, None),
     ]
     rows = {r.id: r for r in compare([opus, haiku], served)}
     assert rows["claude-opus-5-5"].status == "mismatch"
@@ -332,7 +335,7 @@ def test_compare_reports_missing_ids_and_different_limits():
 
 @pytest.mark.django_db
 def test_check_models_reports_what_the_api_serves():
-    served = {m.id: m for m in async_to_sync(claude.list_models)()}
+    served = {m.id: m for m in async_to_sync(list_models)()}
     out = io.StringIO()
     call_command("check_models", stdout=out)
     lines = {line.split()[0]: line for line in out.getvalue().splitlines()[1:-1]}

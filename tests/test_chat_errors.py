@@ -7,7 +7,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
 from tests.conftest import open_socket, recv_until
 
@@ -19,7 +19,7 @@ pytestmark = [
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 async def run_turn(alice, conversation, text: str) -> list[dict]:

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
 from tests.conftest import open_socket, recv, recv_until
 
@@ -21,7 +21,7 @@ pytestmark = [
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 def send_frame(text: str, client_id: str | None = None) -> dict:
@@ -107,7 +107,7 @@ async def test_the_first_text_is_sent_at_once_not_after_the_coalesce_wait(
 
 async def test_it_prices_cache_writes_and_reads_from_the_catalogue(alice, settings):
     settings.CLAUDE_SYSTEM_PROMPT = "You are a careful assistant. " * 40  # cacheable prefix
-    conversation = await sync_to_async(services.conversation_create)(
+    conversation = await sync_to_async(lifecycle.conversation_create)(
         owner=alice, model="claude-sonnet-4-6"
     )
     dones = []
@@ -218,7 +218,7 @@ async def test_a_tab_that_joined_mid_reply_gets_its_end_only_after_its_deltas(al
 
 
 async def test_a_finished_reply_kept_for_replay_lets_its_request_go(alice, conversation):
-    from chat import runner
+    from chat.replies import runner
 
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(send_frame("first [[offline words=20]]"))
@@ -316,7 +316,7 @@ async def test_history_is_sent_with_the_pinned_system_prompt(alice, conversation
 @pytest.fixture
 def reply_elsewhere(monkeypatch):
     """Make the socket treat the reply as running in another process: it must use the layer."""
-    from chat import consumers
+    from chat.replies import consumers
 
     monkeypatch.setattr(consumers.runner, "local_reply", lambda conversation_id: None)
 
@@ -349,7 +349,7 @@ async def test_resume_asks_a_reply_in_another_process(alice, conversation, reply
 async def test_no_delta_is_overtaken_by_done_when_sending_is_slow(alice, conversation, monkeypatch):
     # A slow channel layer: the reply ends while a frame is still being sent. The text that
     # came meanwhile must still go out before `done`.
-    from chat import runner
+    from chat.replies import runner
 
     original = runner.Reply._broadcast
 
@@ -395,8 +395,8 @@ async def test_a_frame_for_the_tab_waits_until_the_command_in_hand_is_done(
 ):
     from channels.layers import get_channel_layer
 
-    from chat import runner
-    from chat.consumers import ChatConsumer
+    from chat.replies import runner
+    from chat.replies.consumers import ChatConsumer
 
     order: list[str] = []
     in_command = asyncio.Event()

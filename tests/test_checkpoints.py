@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
+from chat.conversations import lifecycle, turns
 from chat.models import Message
+from chat.replies import checkpoints
 from tests.conftest import open_socket, recv_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,15 +28,15 @@ pytestmark = [
 async def test_streaming_replies_are_checkpointed_in_one_statement(alice, monkeypatch, settings):
     settings.STREAM_CHECKPOINT_S = 0.2
     batches: list[list[int]] = []
-    real = services.checkpoint_many
+    real = checkpoints.checkpoint_many
 
     def recording(items):
         batches.append([item.message_id for item in items])
         return real(items)
 
-    monkeypatch.setattr(services, "checkpoint_many", recording)
+    monkeypatch.setattr(checkpoints, "checkpoint_many", recording)
     first, second = [
-        await sync_to_async(services.conversation_create)(owner=alice) for _ in range(2)
+        await sync_to_async(lifecycle.conversation_create)(owner=alice) for _ in range(2)
     ]
     async with open_socket(first.pk, alice) as a, open_socket(second.pk, alice) as b:
         for ws in (a, b):
@@ -59,8 +60,8 @@ async def test_streaming_replies_are_checkpointed_in_one_statement(alice, monkey
 
 
 def test_a_checkpoint_never_overwrites_a_finished_reply(alice):
-    conversation = services.conversation_create(owner=alice)
-    started = services.turn_start(
+    conversation = lifecycle.conversation_create(owner=alice)
+    started = turns.turn_start(
         conversation=conversation, text="hi", client_id=uuid.uuid4(), model=None
     )
     streaming = started.assistant_message
@@ -73,10 +74,10 @@ def test_a_checkpoint_never_overwrites_a_finished_reply(alice):
     )
     before = Message.objects.get(pk=streaming.pk).updated_at
     text = 'so far: it\'s "quoted" \\ ünï 😀\n%s ?'
-    written = services.checkpoint_many(
+    written = checkpoints.checkpoint_many(
         [
-            services.Checkpoint(streaming.pk, [{"type": "text", "text": text}], 3),
-            services.Checkpoint(done.pk, [{"type": "text", "text": "stale"}], 2),
+            checkpoints.Checkpoint(streaming.pk, [{"type": "text", "text": text}], 3),
+            checkpoints.Checkpoint(done.pk, [{"type": "text", "text": "stale"}], 2),
         ]
     )
     assert written == 1
@@ -93,15 +94,17 @@ def test_checkpoints_work_on_sqlite_the_embedded_default(tmp_path):
     script = """
 import uuid
 from django.contrib.auth import get_user_model
-from chat import services
+from chat.conversations import lifecycle
+from chat.conversations import turns
+from chat.replies import checkpoints
 from chat.models import Message
 user = get_user_model().objects.create_user("cp")
-conversation = services.conversation_create(owner=user)
-reply = services.turn_start(
+conversation = lifecycle.conversation_create(owner=user)
+reply = turns.turn_start(
     conversation=conversation, text="hi", client_id=uuid.uuid4(), model=None
 ).assistant_message
 text = 'it\\'s "quoted" \\\\ ünï 😀 %s ?'
-written = services.checkpoint_many([services.Checkpoint(reply.pk, [{"type": "text", "text": text}], 4)])
+written = checkpoints.checkpoint_many([checkpoints.Checkpoint(reply.pk, [{"type": "text", "text": text}], 4)])
 reply.refresh_from_db()
 assert written == 1, written
 assert reply.text == text and reply.stream_seq == 4, (reply.text, reply.stream_seq)

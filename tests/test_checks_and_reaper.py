@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from chat import services
 from chat.checks import check_claude_settings
+from chat.conversations import lifecycle
 from chat.models import Message
+from chat.replies import checkpoints
 
 
 def codes(settings) -> set[str]:
@@ -44,12 +45,12 @@ def test_a_missing_key_without_a_base_url_is_reported(settings):
 
 @pytest.mark.django_db
 def test_startup_marks_orphaned_replies_interrupted_with_their_checkpoint(alice):
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content=[]
     )
-    services.checkpoint_many(
-        [services.Checkpoint(reply.pk, [{"type": "text", "text": "partial answer"}], 3)]
+    checkpoints.checkpoint_many(
+        [checkpoints.Checkpoint(reply.pk, [{"type": "text", "text": "partial answer"}], 3)]
     )
     call_command("reap_replies", "--stale-seconds", "0")
     reply.refresh_from_db()
@@ -59,14 +60,14 @@ def test_startup_marks_orphaned_replies_interrupted_with_their_checkpoint(alice)
 
 @pytest.mark.django_db
 def test_a_live_reply_is_not_reaped(alice):
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content=[]
     )
-    services.checkpoint_many(
-        [services.Checkpoint(reply.pk, [{"type": "text", "text": "still going"}], 1)]
+    checkpoints.checkpoint_many(
+        [checkpoints.Checkpoint(reply.pk, [{"type": "text", "text": "still going"}], 1)]
     )
-    assert services.reap_stale_replies(stale_seconds=30) == 0
+    assert checkpoints.reap_stale_replies(stale_seconds=30) == 0
     reply.refresh_from_db()
     assert reply.status == Message.Status.STREAMING
 
@@ -75,7 +76,7 @@ def test_a_live_reply_is_not_reaped(alice):
 def test_one_streaming_reply_per_conversation_is_enforced(alice):
     from django.db import IntegrityError, transaction
 
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     Message.objects.create(conversation=conversation, role="assistant", status="streaming")
     with pytest.raises(IntegrityError), transaction.atomic():
         Message.objects.create(conversation=conversation, role="assistant", status="streaming")

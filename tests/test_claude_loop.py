@@ -7,8 +7,10 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import catalogue, services, tools
+from chat.claude import catalogue
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
+from chat.replies import tools
 from tests.conftest import open_socket, recv_until
 
 pytestmark = [
@@ -173,7 +175,7 @@ async def test_a_model_chosen_for_the_conversation_is_used(alice, conversation, 
 
 
 async def test_a_title_is_made_after_the_first_exchange(alice, offline_requests, settings):
-    conversation = await sync_to_async(services.conversation_create)(owner=alice)
+    conversation = await sync_to_async(lifecycle.conversation_create)(owner=alice)
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(
             {"type": "send", "client_id": str(uuid.uuid4()), "text": "Plan a trip to Lyon"}

@@ -8,8 +8,10 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import context, services, tools
+from chat.claude import context
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
+from chat.replies import tools
 from tests.conftest import open_socket, recv_until
 
 TINY = {
@@ -42,7 +44,7 @@ def filler(words: int, tag: str) -> str:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("finish_replies")
 async def test_older_turns_are_folded_into_a_stored_summary(alice, tiny_model, offline_requests):
-    conversation = await sync_to_async(services.conversation_create)(owner=alice)
+    conversation = await sync_to_async(lifecycle.conversation_create)(owner=alice)
 
     @sync_to_async
     def seed():
@@ -192,8 +194,8 @@ def test_tool_input_is_validated_against_the_schema():
 
 @pytest.mark.django_db
 def test_search_finds_only_the_users_own_messages(alice, bob):
-    mine = services.conversation_create(owner=alice)
-    theirs = services.conversation_create(owner=bob)
+    mine = lifecycle.conversation_create(owner=alice)
+    theirs = lifecycle.conversation_create(owner=bob)
     for conversation, word in ((mine, "zebra mine"), (theirs, "zebra theirs")):
         Message.objects.create(conversation=conversation, role="user", content=[text(word)])
     here = Conversation.objects.create(owner=alice, model="claude-haiku-4-5")

@@ -7,7 +7,8 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import catalogue, context, services
+from chat.claude import catalogue, context
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
 from offline_claude import lineup
 from offline_claude.replies import filler_chunks
@@ -31,7 +32,7 @@ def served():
 async def new_conversation(user, title: str = "Test") -> Conversation:
     @sync_to_async
     def make():
-        conversation = services.conversation_create(owner=user)
+        conversation = lifecycle.conversation_create(owner=user)
         conversation.title = title
         conversation.save()
         return conversation

@@ -39,7 +39,8 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import connections
 
-from chat import claude, services
+from chat.claude.client import reset_clients
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
 from tests.conftest import open_socket, recv, recv_until
 
@@ -49,7 +50,7 @@ IS_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "pos
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 @sync_to_async
@@ -82,7 +83,7 @@ def streamed(frames: list[dict]) -> str:
 
 def with_retries(settings, retries: int = 2) -> None:
     settings.CLAUDE_MAX_RETRIES = retries
-    claude.reset_clients()
+    reset_clients()
 
 
 # --- upstream errors before the stream ------------------------------------------------------------
@@ -191,7 +192,7 @@ async def test_a_failure_mid_stream(
     """Never retried once the stream started (even with retries on); text so far is kept."""
     with_retries(settings, 2)
     settings.CLAUDE_READ_TIMEOUT_S = 1.0
-    claude.reset_clients()
+    reset_clients()
     began = time.monotonic()
     frames = await run_turn(alice, conversation, f"[[offline words=50 pace_ms=1 {directive}]]")
     elapsed = time.monotonic() - began
@@ -376,7 +377,7 @@ async def test_a_long_database_outage_at_the_end_is_never_silent(alice, conversa
     logged: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: logged.append(record.getMessage())
-    runner_log = logging.getLogger("chat.runner")
+    runner_log = logging.getLogger("chat.replies.runner")
     runner_log.addHandler(handler)
     try:
         message_id, frames = await paced_turn_with_outage(
@@ -561,9 +562,9 @@ SEED = """
 import json
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
-from chat import services
+from chat.conversations import lifecycle
 user = get_user_model().objects.create_user("fay", password="fay-password-123")
-conversation = services.conversation_create(owner=user)
+conversation = lifecycle.conversation_create(owner=user)
 session = SessionStore()
 session["_auth_user_id"] = str(user.pk)
 session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"

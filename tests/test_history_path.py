@@ -8,8 +8,9 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from chat import selectors, services
+from chat.conversations import lifecycle, selectors
 from chat.models import Conversation, Message
+from chat.replies import planning
 
 pytestmark = pytest.mark.django_db
 postgresql_only = pytest.mark.skipif(
@@ -19,7 +20,7 @@ postgresql_only = pytest.mark.skipif(
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 def say(conversation, role: str, text: str, parent=None, **fields) -> Message:
@@ -143,19 +144,19 @@ def found(user, query: str, **kwargs) -> list[int]:
 
 
 def test_search_finds_message_text_and_titles_of_own_live_conversations(alice, bob):
-    trip = services.conversation_create(owner=alice)
+    trip = lifecycle.conversation_create(owner=alice)
     Conversation.objects.filter(pk=trip.pk).update(title="Trip to Lisbon")
-    bread = services.conversation_create(owner=alice)
+    bread = lifecycle.conversation_create(owner=alice)
     say(bread, "user", "How do I bake sourdough bread?")
     say(bread, "assistant", "Feed the starter the night before.")
-    shelved = services.conversation_create(owner=alice)
+    shelved = lifecycle.conversation_create(owner=alice)
     say(shelved, "user", "sourdough, archived")
     Conversation.objects.filter(pk=shelved.pk).update(archived=True)
-    gone = services.conversation_create(owner=alice)
+    gone = lifecycle.conversation_create(owner=alice)
     say(gone, "user", "sourdough in a deleted conversation")
     Conversation.objects.filter(pk=gone.pk).update(title="Lisbon, deleted")
-    services.conversation_trash(conversation=gone)
-    theirs = services.conversation_create(owner=bob)
+    lifecycle.conversation_trash(conversation=gone)
+    theirs = lifecycle.conversation_create(owner=bob)
     say(theirs, "user", "sourdough from bob")
 
     assert set(found(alice, "sourdough")) == {bread.pk, shelved.pk}
@@ -169,9 +170,9 @@ def test_search_finds_message_text_and_titles_of_own_live_conversations(alice, b
 
 @postgresql_only
 def test_search_reads_words_after_line_breaks_and_only_text_blocks(alice):
-    notes = services.conversation_create(owner=alice)
+    notes = lifecycle.conversation_create(owner=alice)
     say(notes, "assistant", "Feed the starter.\n\nKnead the dough\tgently.")
-    tool = services.conversation_create(owner=alice)
+    tool = lifecycle.conversation_create(owner=alice)
     Message.objects.create(
         conversation=tool,
         role="assistant",
@@ -242,7 +243,7 @@ def test_planning_reads_only_the_turns_after_the_stored_summary(conversation):
     conversation.summary, conversation.summary_upto_id = "What came before.", chain[3].pk
     conversation.save(update_fields=["summary", "summary_upto_id"])
     with CaptureQueriesContext(connection) as queries:
-        plan = services.plan_turn(conversation_id=conversation.pk, reply_message_id=reply.pk)
+        plan = planning.plan_turn(conversation_id=conversation.pk, reply_message_id=reply.pk)
     # The path's rows (the reply itself is read on its own, by `"id" = `).
     rows = [q["sql"] for q in queries if '"content"' in q["sql"] and '"id" = ' not in q["sql"]]
     read = set().union(*(asked_for(sql) for sql in rows if '"chat_message"' in sql))

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from chat import services
+from chat.conversations import lifecycle
 from chat.models import Attachment, Message
 from tests.conftest import ORIGIN, open_socket, recv, recv_until, session_cookie
 
@@ -60,9 +60,9 @@ def exchange(conversation, text: str = "hello") -> tuple[Message, Message]:
 def world(alice, bob, settings):
     settings.MESSAGE_MAX_CHARS = MAX_CHARS
     settings.STREAM_REPLAY_KEEP_S = 0  # resume answers at once with the saved message
-    mine = services.conversation_create(owner=alice)
+    mine = lifecycle.conversation_create(owner=alice)
     exchange(mine)
-    theirs = services.conversation_create(owner=bob)
+    theirs = lifecycle.conversation_create(owner=bob)
     their_user, their_reply = exchange(theirs, "bob's secret")
     their_image = Attachment.objects.create(
         owner=bob,
@@ -263,7 +263,7 @@ async def test_a_client_id_reused_in_another_conversation_starts_a_new_turn_ther
     """client_id is an idempotency key per conversation: reusing it elsewhere never answers
     with (or reveals) the other conversation's message."""
     first = world["conversation"]
-    second = await sync_to_async(services.conversation_create)(owner=alice)
+    second = await sync_to_async(lifecycle.conversation_create)(owner=alice)
     client_id = str(uuid.uuid4())
     async with open_socket(first.pk, alice) as ws:
         await ws.send_json_to(

@@ -15,10 +15,10 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
-from chat import attachments
-from chat.attachments import AttachmentError
-from chat.image_codec import KINDS, ImageRefused, decode, reencode
 from chat.models import Attachment
+from chat.uploads import attachments
+from chat.uploads.attachments import AttachmentError
+from chat.uploads.images import KINDS, ImageRefused, decode, reencode
 from tests.test_attachments import s3, started, stored, upload  # noqa: F401 (s3 is a fixture)
 
 needs_s3 = pytest.mark.skipif(

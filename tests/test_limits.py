@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.urls import reverse
 
-from chat import services
+from chat.conversations import lifecycle
 from chat.models import Message
 from tests.conftest import open_socket, recv_until
 
@@ -24,7 +24,7 @@ def send_frame(text: str, client_id: str | None = None) -> dict:
 
 async def test_sends_a_minute_are_limited(alice, settings):
     settings.RATE_SENDS_PER_MINUTE = 2
-    conversation = await sync_to_async(services.conversation_create)(owner=alice)
+    conversation = await sync_to_async(lifecycle.conversation_create)(owner=alice)
     async with open_socket(conversation.pk, alice) as ws:
         repeated = send_frame("[[offline words=2]]")
         await ws.send_json_to(repeated)
@@ -44,7 +44,7 @@ async def test_sends_a_minute_are_limited(alice, settings):
 async def test_replies_at_once_are_capped(alice, settings):
     settings.RATE_MAX_CONCURRENT_REPLIES = 1
     first, second = [
-        await sync_to_async(services.conversation_create)(owner=alice) for _ in range(2)
+        await sync_to_async(lifecycle.conversation_create)(owner=alice) for _ in range(2)
     ]
     async with open_socket(first.pk, alice) as a, open_socket(second.pk, alice) as b:
         await a.send_json_to(send_frame("[[offline words=300 pace_ms=5]]"))

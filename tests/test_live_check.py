@@ -17,7 +17,8 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from chat import catalogue, context, live_check
+from chat.claude import catalogue, context
+from chat.replies import live_check
 
 ROOT = Path(__file__).resolve().parents[1]
 HAIKU_55 = "claude-haiku-5-5"

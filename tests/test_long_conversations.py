@@ -13,8 +13,11 @@ import anthropic
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import claude, context, services
+from chat.claude import context, records
+from chat.conversations import lifecycle
+from chat.ledger import entries
 from chat.models import ApiCall, Conversation, Message
+from chat.replies import meters, planning
 from tests.conftest import open_socket, recv_until
 
 PRICES = {
@@ -65,7 +68,7 @@ def filler(words: int, tag: str) -> str:
 @sync_to_async
 def seeded(user, model: str, *, turns: int, words: int) -> Conversation:
     """A titled conversation with `turns` exchanges of about `words` words a message."""
-    conversation = services.conversation_create(owner=user, model=model)
+    conversation = lifecycle.conversation_create(owner=user, model=model)
     conversation.title = "Long"
     conversation.token_budget = 10_000_000
     conversation.save()
@@ -101,7 +104,7 @@ def count_requests(offline_claude_url: str) -> list[dict]:
 def reply_calls(conversation: Conversation) -> list[ApiCall]:
     return list(
         ApiCall.objects.filter(
-            conversation=conversation, purpose__in=services.REPLY_PURPOSES
+            conversation=conversation, purpose__in=entries.REPLY_PURPOSES
         ).order_by("id")
     )
 
@@ -187,12 +190,12 @@ def test_a_message_after_the_last_call_adds_only_its_own_estimate(alice, titled_
     )
     conversation.leaf = pending
     conversation.save()
-    assert services.context_in_use(conversation) == 40 + 1200 + 3000 + 2 + 101
+    assert meters.context_in_use(conversation) == 40 + 1200 + 3000 + 2 + 101
     # The request the next reply makes is sized the same way.
     reply = Message.objects.create(
         conversation=conversation, parent=pending, role="assistant", status="streaming"
     )
-    plan = services.plan_turn(conversation_id=conversation.pk, reply_message_id=reply.pk)
+    plan = planning.plan_turn(conversation_id=conversation.pk, reply_message_id=reply.pk)
     assert plan.estimate == 4242 + 101 and not plan.near_limit
 
 
@@ -261,7 +264,7 @@ async def test_a_conversation_past_the_trigger_is_compacted_and_the_next_request
         [compacting] = await reply_calls(conversation)
         part = compacting.prices["compaction"]
         assert part["input_tokens"] + part["cache_write_5m_tokens"] >= TRIGGER
-        prompt, output = services.reply_usage(compacting)
+        prompt, output = entries.reply_usage(compacting)
         assert prompt < 1000  # the reply read the summary and the question, not the history
         # The gauge follows the API's top-level figures: the compacted context.
         assert first[-1]["meters"]["context_tokens"] == prompt + output
@@ -302,16 +305,16 @@ async def test_the_cost_of_a_compacting_call_is_both_iterations_at_the_models_pr
 @pytest.mark.django_db
 def test_each_iteration_is_priced_at_the_tier_its_own_prompt_falls_in(alice):
     # Haiku 5.5: $0.10 / $0.50 (read $0.01) up to 100,000 input tokens, $0.50 / $2.50 above.
-    record = claude.CallRecord(model="claude-haiku-5-5")
-    record.usage = claude.Usage(input_tokens=2000, cache_read_tokens=1000, output_tokens=500)
-    record.compaction = claude.Usage(input_tokens=120_000, output_tokens=3000)
-    services.record_calls(calls=[record], user_id=alice.pk, conversation_id=None, message_id=None)
+    record = records.CallRecord(model="claude-haiku-5-5")
+    record.usage = records.Usage(input_tokens=2000, cache_read_tokens=1000, output_tokens=500)
+    record.compaction = records.Usage(input_tokens=120_000, output_tokens=3000)
+    entries.record_calls(calls=[record], user_id=alice.pk, conversation_id=None, message_id=None)
     row = ApiCall.objects.get()
     reply_part = 2000 * Decimal("0.10") + 1000 * Decimal("0.01") + 500 * Decimal("0.50")
     compaction_part = 120_000 * Decimal("0.50") + 3000 * Decimal("2.50")
     assert row.cost == (reply_part + compaction_part) / Decimal(1_000_000)
     assert (row.input_tokens, row.cache_read_tokens, row.output_tokens) == (122_000, 1000, 3500)
-    assert services.reply_usage(row) == (3000, 500)
+    assert entries.reply_usage(row) == (3000, 500)
 
 
 # --- models without compaction --------------------------------------------------------------
@@ -460,7 +463,7 @@ async def test_a_compacting_reply_goes_through_a_tool_round_with_its_thinking_in
 
 
 def test_the_catalogue_and_the_offline_lineup_agree_on_compaction():
-    from chat import catalogue
+    from chat.claude import catalogue
     from offline_claude import lineup
 
     served = lineup.models()

@@ -7,7 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from chat import services
+from chat.conversations import lifecycle
 from chat.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 def test_login_page_renders_and_logs_in(client, alice):
@@ -47,7 +47,7 @@ def test_it_renames_and_deletes(client, alice, conversation):
 
 def test_the_list_is_newest_first_and_paginated(client, alice, settings):
     settings.CONVERSATIONS_PER_PAGE = 3
-    made = [services.conversation_create(owner=alice) for _ in range(5)]
+    made = [lifecycle.conversation_create(owner=alice) for _ in range(5)]
     client.force_login(alice)
     first = client.get(reverse("chat:index")).context["conversations"]
     second = client.get(reverse("chat:index") + "?page=2").context["conversations"]

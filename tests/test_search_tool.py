@@ -9,14 +9,15 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat import services, tools
+from chat.conversations import lifecycle
 from chat.models import Conversation, Message
+from chat.replies import tools
 
 pytestmark = pytest.mark.django_db
 
 
 def chat(owner, title: str, *texts: str) -> Conversation:
-    conversation = services.conversation_create(owner=owner)
+    conversation = lifecycle.conversation_create(owner=owner)
     Conversation.objects.filter(pk=conversation.pk).update(title=title)
     for role, text in zip(["user", "assistant"] * len(texts), texts, strict=False):
         Message.objects.create(
@@ -45,7 +46,7 @@ def here(alice):
 def test_a_deleted_conversations_text_is_not_returned(alice, here):
     kept = chat(alice, "Kept", "How do I bake sourdough bread?")
     gone = chat(alice, "Binned", "sourdough secret recipe, deleted")
-    services.conversation_trash(conversation=gone)
+    lifecycle.conversation_trash(conversation=gone)
     answer = ask_tool(alice, "sourdough", here=here)
     assert titles_in(answer) == [kept.title]
     assert "secret recipe" not in answer and "Binned" not in answer
@@ -66,7 +67,7 @@ def test_the_tools_results_are_the_search_boxs_conversations(client, alice, bob,
     Conversation.objects.filter(pk=shelved.pk).update(archived=True)
     chat(alice, "Plain", "nothing about bread")
     chat(bob, "Bob's sourdough", "sourdough in Lisbon, starter baking")
-    services.conversation_trash(conversation=chat(alice, "Deleted Lisbon", "sourdough starter"))
+    lifecycle.conversation_trash(conversation=chat(alice, "Deleted Lisbon", "sourdough starter"))
 
     client.force_login(alice)
     page = client.get(reverse("chat:index"), {"q": query})

@@ -15,8 +15,9 @@ from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from chat import runner, selectors, services
+from chat.conversations import lifecycle, selectors
 from chat.models import Conversation, Message
+from chat.replies import checkpoints, planning, runner
 from chat.text import REPLACEMENT, has_unstorable, storable, storable_json
 from tests.conftest import open_socket, recv, recv_until
 
@@ -133,7 +134,7 @@ def test_checkpoints_of_tool_inputs_and_results_with_nul_are_saved(alice, titled
         conversation=titled_conversation, role="assistant", content=[], status="streaming"
     )
     blocks = tool_turn("so far")
-    assert services.checkpoint_many([services.Checkpoint(reply.pk, blocks, 7)]) == 1
+    assert checkpoints.checkpoint_many([checkpoints.Checkpoint(reply.pk, blocks, 7)]) == 1
     reply.refresh_from_db()
     assert reply.stream_seq == 7 and reply.content == storable_json(blocks)
     assert reply.content[1]["input"] == {
@@ -147,7 +148,7 @@ def test_a_finished_turn_with_nul_in_tool_blocks_and_the_error_is_saved(alice, t
     reply = Message.objects.create(
         conversation=titled_conversation, role="assistant", content=[], status="streaming"
     )
-    services.turn_finish(
+    checkpoints.turn_finish(
         message_id=reply.pk,
         conversation_id=titled_conversation.pk,
         content=tool_turn(f"done{LONE}"),
@@ -166,7 +167,7 @@ def test_a_finished_turn_with_nul_in_tool_blocks_and_the_error_is_saved(alice, t
 
 @live
 async def test_a_model_made_title_with_nul_and_a_lone_surrogate_is_saved(alice):
-    conversation = await sync_to_async(services.conversation_create)(owner=alice)
+    conversation = await sync_to_async(lifecycle.conversation_create)(owner=alice)
     async with open_socket(conversation.pk, alice) as ws:
         # The title request quotes the exchange, directive included: its reply is the first
         # line after the directive, as the model writes it.
@@ -183,7 +184,7 @@ def test_a_summary_with_nul_is_saved(alice, titled_conversation):
     first = Message.objects.create(
         conversation=titled_conversation, role="user", content=[{"type": "text", "text": "hi"}]
     )
-    services.store_summary(
+    planning.store_summary(
         conversation_id=titled_conversation.pk, summary=f"Said hi{NUL}{LONE}", upto_id=first.pk
     )
     titled_conversation.refresh_from_db()
@@ -212,7 +213,7 @@ def test_renaming_to_a_title_with_nul_is_refused_clearly(
 
 @pytest.mark.django_db
 def test_a_search_with_nul_answers_and_reads_it_as_a_space(client, alice, bob):
-    mine = services.conversation_create(owner=alice)
+    mine = lifecycle.conversation_create(owner=alice)
     Message.objects.create(
         conversation=mine, role="user", content=[{"type": "text", "text": "zebra crossing"}]
     )

@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from chat import catalogue, services
+from chat.claude import catalogue
+from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
 from tests.conftest import open_socket, recv, recv_until
 
@@ -23,7 +24,7 @@ ADAPTIVE = {"type": "adaptive", "display": "summarized"}
 
 
 def conversation_of(user, model: str = OPUS_47, effort: str = "") -> Conversation:
-    conversation = services.conversation_create(owner=user, model=model)
+    conversation = lifecycle.conversation_create(owner=user, model=model)
     conversation.title = "Named"  # no background title call
     conversation.thinking_effort = effort
     conversation.save()
@@ -403,7 +404,7 @@ async def test_a_thinking_replys_output_tokens_are_the_apis_figure(
     def ledger():
         call = ApiCall.objects.get(message_id=frames[-1]["message_id"])
         fresh = Conversation.objects.get(pk=conversation.pk)
-        return call, fresh, services.conversation_meters(fresh)
+        return call, fresh, meters.conversation_meters(fresh)
 
     call, fresh, meters = await ledger()
     assert call.output_tokens == api_output

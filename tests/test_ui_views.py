@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import export, selectors, services
+from chat.conversations import export, lifecycle, selectors
 from chat.models import ApiCall, Conversation, Message, SystemPrompt, UserSettings
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ JSON = {"HTTP_ACCEPT": "application/json"}
 
 @pytest.fixture
 def conversation(alice):
-    return services.conversation_create(owner=alice)
+    return lifecycle.conversation_create(owner=alice)
 
 
 def say(conversation, role: str, text: str, parent=None, **fields) -> Message:
@@ -92,7 +92,7 @@ def test_it_checks_ownership(client, bob, conversation):
     data = {"pinned": "1", "archived": "1", "title": "mine"}
     for method, url in owned_urls(conversation.pk) + owned_urls(999999):
         assert getattr(client, method)(url, data).status_code == 404, url
-    services.conversation_trash(conversation=conversation)
+    lifecycle.conversation_trash(conversation=conversation)
     assert client.post(reverse("chat:restore", args=[conversation.pk])).status_code == 404
     conversation.refresh_from_db()
     assert conversation.title == "" and not conversation.pinned and not conversation.archived
@@ -112,7 +112,7 @@ def test_posts_need_a_csrf_token(alice, conversation):
 
 
 def test_pin_and_archive(client, alice, conversation):
-    other = services.conversation_create(owner=alice)
+    other = lifecycle.conversation_create(owner=alice)
     client.force_login(alice)
     response = client.post(reverse("chat:pin", args=[conversation.pk]), {"pinned": "1"}, **JSON)
     assert response.json() == {"id": conversation.pk, "pinned": True}
@@ -158,13 +158,13 @@ def test_undo_has_a_time_limit_and_old_deletes_are_purged(client, alice, convers
     client.force_login(alice)
     client.post(reverse("chat:trash", args=[conversation.pk]))
     Conversation.objects.filter(pk=conversation.pk).update(
-        deleted_at=timezone.now() - timedelta(seconds=services.UNDO_DELETE_SECONDS + 1)
+        deleted_at=timezone.now() - timedelta(seconds=lifecycle.UNDO_DELETE_SECONDS + 1)
     )
     assert client.post(reverse("chat:restore", args=[conversation.pk]), **JSON).status_code == 409
     Conversation.objects.filter(pk=conversation.pk).update(
-        deleted_at=timezone.now() - timedelta(seconds=services.PURGE_AFTER_SECONDS + 1)
+        deleted_at=timezone.now() - timedelta(seconds=lifecycle.PURGE_AFTER_SECONDS + 1)
     )
-    another = services.conversation_create(owner=alice)
+    another = lifecycle.conversation_create(owner=alice)
     client.post(reverse("chat:trash", args=[another.pk]))  # a delete purges the old ones
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
     assert Conversation.objects.filter(pk=another.pk).exists()
@@ -181,13 +181,13 @@ def test_the_list_is_grouped_by_date(client, alice):
     now = timezone.now()
     made = {}
     for name, age in [("old", 30), ("week", 3), ("today", 0)]:
-        c = services.conversation_create(owner=alice)
+        c = lifecycle.conversation_create(owner=alice)
         Conversation.objects.filter(pk=c.pk).update(
             updated_at=now - timedelta(days=age), title=name
         )
         made[name] = c
-    pinned = services.conversation_create(owner=alice)
-    services.conversation_set_flags(conversation=pinned, pinned=True)
+    pinned = lifecycle.conversation_create(owner=alice)
+    lifecycle.conversation_set_flags(conversation=pinned, pinned=True)
     client.force_login(alice)
     groups = client.get(reverse("chat:index")).context["groups"]
     assert [(name, [c.pk for c in items]) for name, items in groups] == [
@@ -199,17 +199,17 @@ def test_the_list_is_grouped_by_date(client, alice):
 
 
 def test_search_finds_titles_and_message_text_of_own_conversations(client, alice, bob):
-    trip = services.conversation_create(owner=alice)
+    trip = lifecycle.conversation_create(owner=alice)
     Conversation.objects.filter(pk=trip.pk).update(title="Trip to Lisbon")
-    recipes = services.conversation_create(owner=alice)
+    recipes = lifecycle.conversation_create(owner=alice)
     say(recipes, "user", "How do I bake sourdough bread?")
     say(recipes, "assistant", "Feed the starter the night before.")
-    services.conversation_create(owner=alice)
-    foreign = services.conversation_create(owner=bob)
+    lifecycle.conversation_create(owner=alice)
+    foreign = lifecycle.conversation_create(owner=bob)
     say(foreign, "user", "sourdough secrets from bob")
-    gone = services.conversation_create(owner=alice)
+    gone = lifecycle.conversation_create(owner=alice)
     say(gone, "user", "sourdough in a deleted chat")
-    services.conversation_trash(conversation=gone)
+    lifecycle.conversation_trash(conversation=gone)
 
     client.force_login(alice)
 
@@ -253,7 +253,7 @@ def test_query_count_is_the_same_for_10_and_500_messages(
     counts = []
     client.force_login(alice)
     for n in (10, 500):
-        conversation = services.conversation_create(owner=alice)
+        conversation = lifecycle.conversation_create(owner=alice)
         made = chat(conversation, n)
         for m in made[1::2]:
             ApiCall.objects.create(
@@ -310,7 +310,7 @@ def test_replies_carry_their_usage_model_and_cost(client, alice, conversation):
 
 
 def tool_conversation(alice) -> Conversation:
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     Conversation.objects.filter(pk=conversation.pk).update(title="Sums")
     question = say(conversation, "user", "What is 2+2?")
     question.content.append({"type": "image", "attachment_id": 5, "width": 10, "height": 20})
@@ -495,7 +495,7 @@ def test_settings_save_a_versioned_prompt_and_new_conversations_use_it(client, a
     ]
     assert prefs.system_prompt.version == 2 and prefs.time_zone == "Europe/Paris"
 
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     assert conversation.model == "claude-haiku-4-5"
     assert conversation.system_prompt == prefs.system_prompt
     page = client.get(reverse("chat:index"))
@@ -522,5 +522,5 @@ def test_an_empty_prompt_goes_back_to_the_sites(client, alice):
     data = {"default_model": "", "system_prompt": "Mine", "time_zone": "UTC", "theme": "system"}
     client.post(reverse("chat:settings"), data)
     client.post(reverse("chat:settings"), {**data, "system_prompt": ""})
-    conversation = services.conversation_create(owner=alice)
+    conversation = lifecycle.conversation_create(owner=alice)
     assert conversation.system_prompt.name == "default"

@@ -1,4 +1,4 @@
-"""The usage dashboard, the ledger's CSV export, budgets in the admin, and chat.usage."""
+"""The usage dashboard, the ledger's CSV export, budgets in the admin, and chat.ledger.usage."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat import services, usage
-from chat.admin import EXPORT_COLUMNS
+from chat.conversations import lifecycle
+from chat.ledger import usage
+from chat.ledger.csv_export import EXPORT_COLUMNS
 from chat.models import ApiCall, Message, UserBudget
 from tests.conftest import make_user
 
@@ -271,8 +272,8 @@ def test_drill_down_links_filter_the_changelists(admin_client, ledger, alice):
 
 
 def test_users_link_to_their_conversations_and_calls(admin_client, alice, bob):
-    conversation = services.conversation_create(owner=alice)
-    services.conversation_create(owner=bob)
+    conversation = lifecycle.conversation_create(owner=alice)
+    lifecycle.conversation_create(owner=bob)
     reply = Message.objects.create(conversation=conversation, role="assistant")
     call = ApiCall.objects.create(user=alice, conversation=conversation, message=reply, model=HAIKU)
     users = admin_client.get(reverse("admin:auth_user_changelist")).content.decode()
@@ -523,7 +524,7 @@ def test_the_export_runs_a_constant_number_of_queries(admin_client):
     assert small == large
 
 
-# --- chat.usage ---------------------------------------------------------------------------------
+# --- chat.ledger.usage ---------------------------------------------------------------------------------
 
 
 def test_limits_fall_back_to_settings(settings, alice):

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import selectors, services
+from chat.conversations import lifecycle, selectors
 from tests.conftest import open_socket, recv, recv_until
 
 pytestmark = [
@@ -129,7 +129,7 @@ async def test_versions_cannot_be_changed_while_a_reply_runs(alice, conversation
 
 
 async def test_only_the_users_own_messages_can_be_edited(alice, bob, conversation):
-    other = await sync_to_async(services.conversation_create)(owner=bob)
+    other = await sync_to_async(lifecycle.conversation_create)(owner=bob)
     async with open_socket(other.pk, bob) as ws:
         theirs = await say(ws, "[[offline words=2]]")
     async with open_socket(conversation.pk, alice) as ws:

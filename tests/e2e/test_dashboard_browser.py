@@ -20,7 +20,7 @@ from datetime import timedelta
 from decimal import Decimal
 from django.contrib.auth import get_user_model
 from chat.models import ApiCall, UserBudget
-from chat.usage import period_starts
+from chat.ledger.usage import period_starts
 
 user = get_user_model().objects.create_user("dashboard-frank", password="x-unused-password-1")
 UserBudget.objects.create(user=user, daily_tokens=10_000)

@@ -188,7 +188,7 @@ def test_conversation_titles(watched, app_env, app_server):
             f"user = get_user_model().objects.get(username={E2E_USER!r})\n"
             "ids = []\n"
             f"for title in {json.dumps(titles)}:\n"
-            "    c = services.conversation_create(owner=user)\n"
+            "    c = lifecycle.conversation_create(owner=user)\n"
             "    c.title = title\n"
             "    c.save(update_fields=['title'])\n"
             "    ids.append(c.pk)\n"
@@ -234,7 +234,7 @@ def test_user_names_and_file_names(watched, app_env, app_server):
         "User = get_user_model()\n"
         f"for i, name in enumerate({json.dumps(names)}):\n"
         "    u = User.objects.create_user(username=name, password='pw-' + str(i) + '-long-enough')\n"
-        "    services.conversation_create(owner=u)\n",
+        "    lifecycle.conversation_create(owner=u)\n",
     )
     # the top bar of a user whose name is a payload
     other = page.context.browser.new_context()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chat import catalogue, claude
+from chat.claude import catalogue, client, errors
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ def _pair(ours: int | None, theirs: int | None) -> str:
     return left if left == right else f"{left} / {right}"
 
 
-def compare(models: list[catalogue.ModelInfo], served: list[claude.ServedModel]) -> list[Row]:
+def compare(models: list[catalogue.ModelInfo], served: list[client.ServedModel]) -> list[Row]:
     """One row per id in either list. A limit the API does not report is not a mismatch."""
     by_id = {s.id: s for s in served}
     rows = []
@@ -76,8 +76,8 @@ class Command(BaseCommand):
         if not settings.ANTHROPIC_API_KEY and not settings.ANTHROPIC_BASE_URL:
             raise CommandError("ANTHROPIC_API_KEY is not set: there is no API to compare with.")
         try:
-            served = asyncio.run(claude.list_models())
-        except claude.ClaudeError as exc:
+            served = asyncio.run(client.list_models())
+        except errors.ClaudeError as exc:
             raise CommandError(f"GET /v1/models failed: {exc.code}: {exc}") from None
         rows = compare(catalogue.all_models(), served)
         header = Row("model", "status", "context window", "max output")

@@ -7,7 +7,8 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chat import catalogue, live_check
+from chat.claude import catalogue
+from chat.replies import live_check
 
 COLUMNS = ("capability", "result", "model", "input", "output", "cost", "time", "detail / error")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chat import attachments
+from chat.uploads import attachments
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from chat import services
+from chat.replies import checkpoints
 
 
 class Command(BaseCommand):
@@ -16,5 +16,5 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        count = services.reap_stale_replies(stale_seconds=options["stale_seconds"])
+        count = checkpoints.reap_stale_replies(stale_seconds=options["stale_seconds"])
         self.stdout.write(f"Marked {count} reply(ies) interrupted.")

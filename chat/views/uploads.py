@@ -16,9 +16,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from chat import attachments
-from chat.attachments import AttachmentError
 from chat.models import Attachment
+from chat.uploads import attachments
+from chat.uploads.attachments import AttachmentError
 
 STATUS_BY_CODE = {
     attachments.NOT_FOUND: 404,

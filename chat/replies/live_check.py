@@ -1,9 +1,9 @@
 """A live check of the configured Claude API: one small request per capability the app relies on.
 
 Every request goes through the app's own code (chat.claude's client and error mapping,
-chat.context's request builder, the calculator of chat.tools), so a capability that passes here
-works in replies too. Used by `manage.py claude_live_check`; never run by the tests against
-anything but the offline model, nor in CI.
+chat.claude.context's request builder, the calculator of chat.replies.tools), so a
+capability that passes here works in replies too. Used by `manage.py claude_live_check`;
+never run by the tests against anything but the offline model, nor in CI.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from chat import catalogue, claude, context, services, tools
+from chat.claude import catalogue, client, context, errors, records
+from chat.ledger import entries
+from chat.replies import tools
 
 ANTHROPIC_API = "https://api.anthropic.com"
 SYSTEM = "You are checking that an API key works. Answer briefly."
@@ -50,7 +52,7 @@ class Outcome:
     capability: str
     model: str
     ok: bool = False
-    calls: list[claude.CallRecord] = field(default_factory=list)
+    calls: list[records.CallRecord] = field(default_factory=list)
     counted_tokens: int = 0  # count_tokens: the tokens counted (the request costs nothing)
     seconds: float = 0.0
     detail: str = ""
@@ -62,8 +64,8 @@ class Outcome:
         return usage.input_tokens + usage.cache_creation_tokens + usage.cache_read_tokens
 
     @property
-    def usage(self) -> claude.Usage:
-        total = claude.Usage(input_tokens=self.counted_tokens)
+    def usage(self) -> records.Usage:
+        total = records.Usage(input_tokens=self.counted_tokens)
         for call in self.calls:
             total.add(call.usage)
         return total
@@ -71,7 +73,7 @@ class Outcome:
     @property
     def cost(self) -> Decimal:
         """At the catalogue's prices, as the ledger would record these calls."""
-        return services.cost_of_calls(self.calls)
+        return entries.cost_of_calls(self.calls)
 
 
 def describe_target(base_url: str) -> tuple[bool, str]:
@@ -112,7 +114,7 @@ def worst_case_cost(model: catalogue.ModelInfo) -> Decimal:
     """What the check costs at most: every request writing its whole max_tokens, every input
     token at the dearest input rate (a 5-minute cache write), the earlier rounds' output sent
     back as input, twice the app's estimate of the prompts plus the API's tool-use prompt."""
-    system = context.estimate_tokens(claude.system_blocks(SYSTEM))
+    system = context.estimate_tokens(client.system_blocks(SYSTEM))
     calculator = TOOL_USE_OVERHEAD_TOKENS + ESTIMATE_MARGIN * context.estimate_block_tokens(
         {"type": "tool", **_tool_definitions()[0]}
     )
@@ -148,14 +150,14 @@ async def _stream(
     tool_list: list[dict] | None = None,
     thinking: dict | None = None,
     on_thinking: Callable[[str], None] | None = None,
-) -> tuple[claude.CallRecord, str]:
-    """One streamed request through claude.stream_round; its record and its text."""
-    record = claude.CallRecord(model=outcome.model, purpose=purpose, round=len(outcome.calls))
+) -> tuple[records.CallRecord, str]:
+    """One streamed request through client.stream_round; its record and its text."""
+    record = records.CallRecord(model=outcome.model, purpose=purpose, round=len(outcome.calls))
     outcome.calls.append(record)
     pieces = []
-    async for text in claude.stream_round(
+    async for text in client.stream_round(
         model=outcome.model,
-        system=claude.system_blocks(SYSTEM),
+        system=client.system_blocks(SYSTEM),
         messages=messages,
         max_tokens=max_tokens,
         record=record,
@@ -261,9 +263,9 @@ async def check_continue(outcome: Outcome) -> None:
 
 async def check_count_tokens(outcome: Outcome) -> None:
     """count_tokens of the tool loop's first request (system, the prompt, the calculator)."""
-    outcome.counted_tokens = await claude.count_tokens(
+    outcome.counted_tokens = await client.count_tokens(
         model=outcome.model,
-        system=claude.system_blocks(SYSTEM),
+        system=client.system_blocks(SYSTEM),
         messages=_user(TOOL_PROMPT),
         tools=_tool_definitions(),
     )
@@ -276,7 +278,7 @@ async def check_models(outcome: Outcome) -> None:
     """GET /v1/models against the catalogue, as `manage.py check_models` compares them."""
     from chat.management.commands.check_models import compare
 
-    served = await claude.list_models()
+    served = await client.list_models()
     rows = compare(catalogue.all_models(), served)
     if outcome.model not in {s.id for s in served}:
         raise CheckFailed(f"{outcome.model} is not among the {len(served)} models served")
@@ -290,7 +292,7 @@ async def check_models(outcome: Outcome) -> None:
         outcome.detail += " (manage.py check_models lists them)"
 
 
-def _error_text(error: claude.ClaudeError) -> str:
+def _error_text(error: errors.ClaudeError) -> str:
     status = f" (HTTP {error.status})" if error.status else ""
     request = f" [{error.request_id}]" if error.request_id else ""
     return f"{error.code}{status}: {error.message}{request}"
@@ -304,7 +306,7 @@ async def _run_one(
     try:
         await check(outcome)
         outcome.ok = True
-    except claude.ClaudeError as exc:
+    except errors.ClaudeError as exc:
         outcome.error = _error_text(exc)
     except CheckFailed as exc:
         outcome.error = f"check_failed: {exc}"
@@ -327,7 +329,7 @@ async def run(model: catalogue.ModelInfo) -> list[Outcome]:
     try:
         return [await _run_one(name, model.id, checks[name]) for name in CAPABILITIES]
     finally:
-        await claude.get_client().close()
+        await client.get_client().close()
 
 
 def configured() -> bool:

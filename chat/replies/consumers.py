@@ -24,8 +24,12 @@ from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from chat import budgets, catalogue, context, limits, runner, selectors, services
+from chat import limits
+from chat.claude import catalogue, context
+from chat.conversations import lifecycle, selectors, turns
+from chat.ledger import budgets
 from chat.models import ApiCall, Conversation, Message
+from chat.replies import checkpoints, planning, runner
 from chat.text import has_unstorable
 
 log = logging.getLogger(__name__)
@@ -60,7 +64,7 @@ def _client_errors() -> Iterator[None]:
         yield
     except Http404:
         raise ClientError("not_found", "This conversation no longer exists.") from None
-    except services.Busy:
+    except turns.Busy:
         raise ClientError(
             "busy",
             "A reply is already being written in this conversation. Wait or stop it.",
@@ -68,23 +72,25 @@ def _client_errors() -> Iterator[None]:
         ) from None
     except limits.RateLimited as exc:
         raise ClientError("rate_limited", exc.message, retryable=True) from None
-    except services.NotEditable as exc:
+    except turns.NotEditable as exc:
         raise _invalid(exc.message) from None
-    except services.EffortNotTaken as exc:
+    except lifecycle.EffortNotTaken as exc:
         raise _invalid(exc.message) from None
-    except services.NothingToContinue:
+    except turns.NothingToContinue:
         raise _invalid(
             "The last reply was not cut short, so there is nothing to continue."
         ) from None
     except budgets.BudgetExceeded as exc:
         raise ClientError("budget_exceeded", exc.message) from None
-    except services.ContextTooLong:
+    except planning.ContextTooLong:
         raise ClientError(
             "context_too_long",
             "This message is too long for the model's context window. Shorten it.",
         ) from None
     except Exception as exc:
-        from chat.attachments import AttachmentError  # only sends with images import S3 code
+        from chat.uploads.attachments import (
+            AttachmentError,  # only sends with images import S3 code
+        )
 
         if isinstance(exc, AttachmentError):
             raise ClientError(exc.code, exc.message) from None
@@ -269,7 +275,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _broadcast(self, frame: dict) -> None:
         await self.channel_layer.group_send(self.group, {"type": "chat.frame", "frame": frame})
 
-    async def _notify_model_replaced(self, plan: services.TurnPlan) -> None:
+    async def _notify_model_replaced(self, plan: planning.TurnPlan) -> None:
         """Tell every tab that a retired model was replaced (a `notice` frame), before the reply."""
         if not plan.replaced_model:
             return
@@ -471,26 +477,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         model: str | None,
         attachment_ids: list,
         effort: str | None,
-    ) -> tuple[services.TurnStart, services.TurnPlan | None]:
+    ) -> tuple[turns.TurnStart, planning.TurnPlan | None]:
         """Save the turn, plan its request and reserve its budget — all or nothing."""
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
-            existing = services.find_duplicate(conversation=conversation, client_id=client_id)
+            existing = turns.find_duplicate(conversation=conversation, client_id=client_id)
             if existing is not None:  # a resend: ack it again, start nothing
-                return services.TurnStart(existing, None, duplicate=True), None
+                return turns.TurnStart(existing, None, duplicate=True), None
             limits.check_reply_start(user_id=self.user.pk, sending=True)
-            replaced = "" if model else services.replace_retired_model(conversation=conversation)
+            replaced = "" if model else lifecycle.replace_retired_model(conversation=conversation)
             if effort is not None:  # the model this message goes to must take it
-                services.check_effort(
+                lifecycle.check_effort(
                     model=catalogue.get_model(model or conversation.model), effort=effort
                 )
             images, image_blocks = [], []
             if attachment_ids:
-                from chat import attachments
+                from chat.uploads import attachments
 
                 images = attachments.verified_for_send(owner=self.user, ids=attachment_ids)
                 image_blocks = [attachments.message_image_ref(a) for a in images]
-            started = services.turn_start(
+            started = turns.turn_start(
                 conversation=conversation,
                 text=text,
                 client_id=client_id,
@@ -503,12 +509,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             for image in images:
                 image.message = started.user_message
                 image.save(update_fields=["message"])
-            plan = services.plan_turn(
+            plan = planning.plan_turn(
                 conversation_id=self.conversation_id,
                 reply_message_id=started.assistant_message.pk,
                 conversation=conversation,
                 reply=started.assistant_message,
-                effort=services.turn_effort(conversation=conversation, requested=effort),
+                effort=lifecycle.turn_effort(conversation=conversation, requested=effort),
             )
             plan.replaced_model = replaced
             plan.reservation_id = self._reserve(plan)
@@ -517,7 +523,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _branch_turn(
         self, kind: str, *, message_id: int = 0, text: str = "", client_id: uuid.UUID | None = None
-    ) -> tuple[dict, services.TurnPlan | None]:
+    ) -> tuple[dict, planning.TurnPlan | None]:
         """Regenerate, edit or switch: the new active branch from the changed point (a
         `history` frame for every tab) and the plan of the reply to run, if any."""
         with _client_errors(), transaction.atomic():
@@ -526,12 +532,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             replaced = ""
             if kind != "switch":
                 limits.check_reply_start(user_id=self.user.pk, sending=kind == "edit")
-                replaced = services.replace_retired_model(conversation=conversation)
+                replaced = lifecycle.replace_retired_model(conversation=conversation)
             if kind == "regenerate":
-                reply = services.regenerate_start(conversation=conversation)
+                reply = turns.regenerate_start(conversation=conversation)
                 changed_parent = reply.parent_id
             elif kind == "edit":
-                started = services.edit_start(
+                started = turns.edit_start(
                     conversation=conversation,
                     message_id=message_id,
                     text=text,
@@ -540,7 +546,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 reply = started.assistant_message
                 changed_parent = started.user_message.parent_id
             else:
-                target = services.switch_version(conversation=conversation, message_id=message_id)
+                target = turns.switch_version(conversation=conversation, message_id=message_id)
                 changed_parent = target.parent_id
             conversation.refresh_from_db(fields=["leaf"])
             path = selectors.active_path(conversation)
@@ -555,33 +561,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
             plan = None
             if reply is not None:
-                plan = services.plan_turn(
+                plan = planning.plan_turn(
                     conversation_id=self.conversation_id,
                     reply_message_id=reply.pk,
-                    effort=services.turn_effort(conversation=conversation),
+                    effort=lifecycle.turn_effort(conversation=conversation),
                 )
                 plan.replaced_model = replaced
                 plan.reservation_id = self._reserve(plan)
             return frame, plan
 
     @database_sync_to_async
-    def _continue_turn(self) -> services.TurnPlan:
+    def _continue_turn(self) -> planning.TurnPlan:
         with _client_errors(), transaction.atomic():
             conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
             limits.check_reply_start(user_id=self.user.pk, sending=False)
-            replaced = services.replace_retired_model(conversation=conversation)
-            reply = services.continue_start(conversation=conversation)
-            plan = services.plan_turn(
+            replaced = lifecycle.replace_retired_model(conversation=conversation)
+            reply = turns.continue_start(conversation=conversation)
+            plan = planning.plan_turn(
                 conversation_id=self.conversation_id,
                 reply_message_id=reply.pk,
                 purpose=ApiCall.Purpose.CONTINUATION,
-                effort=services.turn_effort(conversation=conversation),
+                effort=lifecycle.turn_effort(conversation=conversation),
             )
             plan.replaced_model = replaced
             plan.reservation_id = self._reserve(plan)
             return plan
 
-    def _reserve(self, plan: services.TurnPlan) -> int:
+    def _reserve(self, plan: planning.TurnPlan) -> int:
         fit_limit = int(catalogue.get_model(plan.model).context_window * context.FOLD_THRESHOLD)
         need = budgets.estimate(
             model=plan.model,
@@ -595,7 +601,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _reply_state(self) -> tuple[Message, bool] | None:
         """The newest reply of the conversation and whether it finished moments ago."""
-        services.reap_stale_replies(
+        checkpoints.reap_stale_replies(
             stale_seconds=settings.STREAM_STALE_S, conversation_id=self.conversation_id
         )
         message = (

@@ -1,4 +1,4 @@
-"""Admin for uploaded images (registered from chat/admin.py).
+"""Admin for uploaded images.
 
 Rows are made by uploads, never by hand: everything is read-only. Deleting a row deletes its
 S3 object too. Thumbnails are presigned GETs minted while the page renders.
@@ -9,9 +9,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html
 
-from chat import attachments
-from chat.attachments import AttachmentError
 from chat.models import Attachment
+from chat.uploads import attachments
+from chat.uploads.attachments import AttachmentError
 
 LIST_THUMB_PX = 64
 DETAIL_THUMB_PX = 400

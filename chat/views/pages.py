@@ -18,8 +18,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import catalogue, selectors, services
+from chat.claude import catalogue
+from chat.conversations import lifecycle, preferences, selectors
 from chat.models import Conversation, UserSettings
+from chat.replies import meters
 from chat.text import has_unstorable
 
 TITLE_MAX_CHARS = 200
@@ -66,7 +68,7 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
             reverse("chat:messages", args=[conversation.pk]) if conversation else None
         ),
         "max_chars": settings.MESSAGE_MAX_CHARS,
-        "meters": services.conversation_meters(conversation) if conversation else None,
+        "meters": meters.conversation_meters(conversation) if conversation else None,
         "models": [_model_config(m) for m in catalogue.all_models()],
         "thinking_effort": conversation.thinking_effort if conversation else "",
         "thinking_url": reverse("chat:thinking", args=[conversation.pk]) if conversation else None,
@@ -74,7 +76,7 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         "model": conversation.model if available else None,
         "messages": page.messages if page else [],
         "has_more": page.has_more if page else False,
-        "undo_seconds": services.UNDO_DELETE_SECONDS,
+        "undo_seconds": lifecycle.UNDO_DELETE_SECONDS,
         "time_zone": zone.key,
     }
     undo = _recently_deleted(request)
@@ -89,7 +91,9 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
                 "model": model,
                 "model_unavailable": bool(conversation) and not available,
                 "next_model": (
-                    catalogue.find_model(services.default_model(prefs)) if not available else None
+                    catalogue.find_model(preferences.default_model(prefs))
+                    if not available
+                    else None
                 ),
                 "models": catalogue.all_models(),
                 "chat_config": config,
@@ -124,7 +128,7 @@ def _recently_deleted(request: HttpRequest) -> Conversation | None:
     if deleted is None:
         return None
     age = (timezone.now() - deleted.deleted_at).total_seconds()
-    return deleted if age <= services.UNDO_DELETE_SECONDS else None
+    return deleted if age <= lifecycle.UNDO_DELETE_SECONDS else None
 
 
 @require_GET
@@ -160,7 +164,7 @@ def conversation_messages(request: HttpRequest, pk: int) -> JsonResponse:
 def conversation_new(request: HttpRequest) -> HttpResponse:
     model = request.POST.get("model") or None
     try:
-        conversation = services.conversation_create(owner=request.user, model=model)
+        conversation = lifecycle.conversation_create(owner=request.user, model=model)
     except catalogue.UnknownModel:
         return HttpResponseBadRequest("Unknown model")
     return redirect("chat:conversation", pk=conversation.pk)
@@ -193,7 +197,7 @@ def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
 def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete for good, without undo; the pages' Delete buttons use `trash`, which has one."""
     conversation = selectors.get_conversation(request.user, pk)
-    services.conversation_delete(conversation=conversation)
+    lifecycle.conversation_delete(conversation=conversation)
     return redirect("chat:index")
 
 
@@ -201,11 +205,11 @@ def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def conversation_trash(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.get_conversation(request.user, pk)
-    services.conversation_trash(conversation=conversation)
+    lifecycle.conversation_trash(conversation=conversation)
     payload = {
         "deleted": True,
         "undo_url": reverse("chat:restore", args=[conversation.pk]),
-        "undo_seconds": services.UNDO_DELETE_SECONDS,
+        "undo_seconds": lifecycle.UNDO_DELETE_SECONDS,
     }
     return _done(request, conversation, payload, reverse("chat:index") + f"?undo={pk}")
 
@@ -214,7 +218,7 @@ def conversation_trash(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def conversation_restore(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.get_deleted_conversation(request.user, pk)
-    if not services.conversation_restore(conversation=conversation):
+    if not lifecycle.conversation_restore(conversation=conversation):
         if wants_json(request):
             return JsonResponse({"error": "Too late to undo: it is deleted."}, status=409)
         flash.error(request, "Too late to undo: the conversation is deleted.")
@@ -236,12 +240,12 @@ def conversation_thinking(request: HttpRequest, pk: int) -> HttpResponse:
         error = f"effort is blank or one of {', '.join(catalogue.EFFORT_LEVELS)}"
     else:
         try:
-            services.conversation_set_thinking(
+            lifecycle.conversation_set_thinking(
                 conversation=conversation, effort=effort, model=model
             )
         except catalogue.UnknownModel:
             error = "Unknown model"
-        except services.EffortNotTaken as exc:
+        except lifecycle.EffortNotTaken as exc:
             error = exc.message
     if error:
         return JsonResponse({"error": error}, status=400)
@@ -261,7 +265,7 @@ def conversation_pin(request: HttpRequest, pk: int) -> HttpResponse:
     pinned = _flag(request, "pinned")
     if pinned is None:
         return JsonResponse({"error": "pinned is 1 or 0"}, status=400)
-    services.conversation_set_flags(conversation=conversation, pinned=pinned)
+    lifecycle.conversation_set_flags(conversation=conversation, pinned=pinned)
     to = request.POST.get("next") or reverse("chat:conversation", args=[pk])
     return _done(request, conversation, {"pinned": conversation.pinned}, _local(to))
 
@@ -273,7 +277,7 @@ def conversation_archive(request: HttpRequest, pk: int) -> HttpResponse:
     archived = _flag(request, "archived")
     if archived is None:
         return JsonResponse({"error": "archived is 1 or 0"}, status=400)
-    services.conversation_set_flags(conversation=conversation, archived=archived)
+    lifecycle.conversation_set_flags(conversation=conversation, archived=archived)
     to = reverse("chat:conversation", args=[pk])
     payload = {"archived": conversation.archived, "pinned": conversation.pinned}
     return _done(request, conversation, payload, to)

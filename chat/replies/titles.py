@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import catalogue, claude, context
+from chat.claude import catalogue, client, context, errors, records
 from chat.models import ApiCall, Conversation, Message
 from chat.text import storable
 
@@ -62,12 +62,12 @@ def side_call_thinking() -> dict:
 
 
 async def _make_title(plan, layer, group: str) -> None:
-    from chat import budgets
+    from chat.ledger import budgets
 
-    record = claude.CallRecord(model=settings.CLAUDE_FAST_MODEL, purpose=ApiCall.Purpose.TITLE)
+    record = records.CallRecord(model=settings.CLAUDE_FAST_MODEL, purpose=ApiCall.Purpose.TITLE)
     try:
         exchange = await _first_exchange(plan.conversation_id)
-        raw = await claude.complete(
+        raw = await client.complete(
             model=settings.CLAUDE_FAST_MODEL,
             system="You name conversations. Answer with a title of at most six words, nothing "
             "else.",
@@ -90,7 +90,7 @@ async def _make_title(plan, layer, group: str) -> None:
                     },
                 },
             )
-    except claude.ClaudeError as exc:
+    except errors.ClaudeError as exc:
         log.info("no title for conversation %s: %s", plan.conversation_id, exc.code)
     finally:
         await database_sync_to_async(budgets.settle)(
@@ -102,7 +102,7 @@ async def _make_title(plan, layer, group: str) -> None:
         )
 
 
-async def summarize(plan, *, on_record: Callable[[claude.CallRecord], Awaitable[None]]) -> str:
+async def summarize(plan, *, on_record: Callable[[records.CallRecord], Awaitable[None]]) -> str:
     """A summary of the turns to fold (and of the earlier summary). Raises ClaudeError."""
     parts = []
     if plan.summary:
@@ -116,9 +116,9 @@ async def summarize(plan, *, on_record: Callable[[claude.CallRecord], Awaitable[
         text = Message(content=turn.content).text
         if text:
             parts.append(f"{turn.role.title()}: {text}")
-    record = claude.CallRecord(model=settings.CLAUDE_FAST_MODEL, purpose=ApiCall.Purpose.SUMMARY)
+    record = records.CallRecord(model=settings.CLAUDE_FAST_MODEL, purpose=ApiCall.Purpose.SUMMARY)
     try:
-        return await claude.complete(
+        return await client.complete(
             model=settings.CLAUDE_FAST_MODEL,
             system="You summarise conversations so they can be continued: keep facts, "
             "decisions, names, numbers and open questions; be concise.",

@@ -20,8 +20,9 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from chat import catalogue, services, usage
-from chat.claude import CallRecord
+from chat.claude import catalogue
+from chat.claude.records import CallRecord
+from chat.ledger import entries, usage
 from chat.models import BudgetReservation, Conversation, UserBudget
 
 log = logging.getLogger(__name__)
@@ -146,11 +147,11 @@ def settle(
     user_id: int,
     conversation_id: int | None,
     message_id: int | None,
-) -> services.TurnResult:
+) -> entries.TurnResult:
     """Replace the hold with the call's ledger row (the API's own usage), atomically."""
     with transaction.atomic():
         release(reservation_id)
-        result = services.record_calls(
+        result = entries.record_calls(
             calls=[record],
             user_id=user_id,
             conversation_id=conversation_id,

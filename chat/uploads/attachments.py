@@ -35,7 +35,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import limits
-from chat.image_codec import (
+from chat.models import Attachment, Message
+from chat.uploads.images import (
     ALLOWED_LABEL,
     KINDS,
     Encoded,
@@ -45,7 +46,6 @@ from chat.image_codec import (
     reencode,
     sniff,
 )
-from chat.models import Attachment, Message
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import budgets, claude, context, selectors, services, titles, tools
+from chat.claude import client, context, errors, records
+from chat.conversations import selectors
+from chat.ledger import budgets, entries
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
+from chat.replies import checkpoints, meters, planning, titles, tools
 from chat.text import storable, storable_json
 
 log = logging.getLogger(__name__)
@@ -85,9 +88,9 @@ class Checkpoints:
         due = [r for r in list(self.replies.values()) if r.checkpoint_due(now)]
         if not due:
             return 0
-        items = [services.Checkpoint(r.message_id, r.content(), r.seq) for r in due]
+        items = [checkpoints.Checkpoint(r.message_id, r.content(), r.seq) for r in due]
         try:
-            await database_sync_to_async(services.checkpoint_many)(items)
+            await database_sync_to_async(checkpoints.checkpoint_many)(items)
         except DatabaseError:
             log.warning("checkpoint of %d replies failed", len(items), exc_info=True)
             return 0
@@ -105,7 +108,7 @@ class BudgetStop(Exception):
 
 @dataclass
 class Reply:
-    plan: services.TurnPlan
+    plan: planning.TurnPlan
     registry: tools.Registry = field(default_factory=lambda: tools.REGISTRY)
     seq: int = 0
     deltas: list[str] = field(default_factory=list)
@@ -123,7 +126,7 @@ class Reply:
         self._round_blocks: list[dict] = []  # the round streaming now (filled live)
         # A Continue's first text joins the cut text directly (no separator), as saved.
         self._glue = bool(plan.base_blocks)
-        self._calls: list[claude.CallRecord] = []
+        self._calls: list[records.CallRecord] = []
         self._pending: list[str] = []
         self._pending_thinking: list[str] = []
         self._has_text = asyncio.Event()
@@ -249,7 +252,7 @@ class Reply:
         for index in range(limit + 3):
             if reservation is None:
                 reservation = await self._reserve(plan, index)
-            record = claude.CallRecord(model=plan.model, purpose=purpose, round=index)
+            record = records.CallRecord(model=plan.model, purpose=purpose, round=index)
             self._calls.append(record)
             messages = context.round_messages(plan.history, self.blocks)
             try:
@@ -274,11 +277,11 @@ class Reply:
             purpose = ApiCall.Purpose.TOOL_ROUND
 
     async def _stream_round(
-        self, plan: services.TurnPlan, messages: list[dict], record, tool_choice
+        self, plan: planning.TurnPlan, messages: list[dict], record, tool_choice
     ) -> None:
         self._round_blocks = record.content
         first_text = True
-        async for text in claude.stream_round(
+        async for text in client.stream_round(
             model=plan.model,
             system=plan.system,
             messages=messages,
@@ -363,7 +366,7 @@ class Reply:
             is_error=True,
         ).block(use["id"])
 
-    async def _reserve(self, plan: services.TurnPlan, index: int) -> int:
+    async def _reserve(self, plan: planning.TurnPlan, index: int) -> int:
         need = budgets.estimate(
             model=plan.model,
             input_tokens=plan.estimate + context.estimate_tokens(self.blocks),
@@ -376,15 +379,15 @@ class Reply:
         except budgets.BudgetExceeded as exc:
             raise BudgetStop(exc.message) from None
 
-    async def _open_call(self, record: claude.CallRecord) -> None:
+    async def _open_call(self, record: records.CallRecord) -> None:
         """Write the call's ledger row beside the stream: the text is not held up by the
         database; the row's settlement waits for it (`_settle`)."""
         task = asyncio.get_running_loop().create_task(self._write_open_call(record))
         self._opening[id(record)] = task
 
-    async def _write_open_call(self, record: claude.CallRecord) -> None:
+    async def _write_open_call(self, record: records.CallRecord) -> None:
         try:
-            record.ledger_id = await database_sync_to_async(services.open_call)(
+            record.ledger_id = await database_sync_to_async(entries.open_call)(
                 record=record,
                 user_id=self.plan.user_id,
                 conversation_id=self.conversation_id,
@@ -393,7 +396,7 @@ class Reply:
         except DatabaseError:  # settle will insert the row instead
             log.warning("could not open the ledger row of reply %s", self.message_id)
 
-    async def _settle(self, reservation: int | None, record: claude.CallRecord) -> None:
+    async def _settle(self, reservation: int | None, record: records.CallRecord) -> None:
         """Record the call's usage, retried while the database is briefly away."""
         opening = self._opening.pop(id(record), None)
         if opening is not None:  # complete the row written at message_start, not a second one
@@ -416,13 +419,13 @@ class Reply:
                 await asyncio.sleep(delay)
                 delay *= 2
 
-    async def _measure(self, plan: services.TurnPlan) -> services.TurnPlan:
+    async def _measure(self, plan: planning.TurnPlan) -> planning.TurnPlan:
         """Near the limit, the estimate decides whether to fold: check it once with
         count_tokens (free, rate limited, never billed: no ledger row) and plan again on the
         exact figure. A failed count leaves the estimate's plan."""
         turn = context.reply_messages(self.blocks) if self.blocks else []
         try:
-            counted = await claude.count_tokens(
+            counted = await client.count_tokens(
                 model=plan.model,
                 system=plan.system,
                 messages=context.strip_trailing_whitespace(context.join(plan.whole_history, turn)),
@@ -430,13 +433,13 @@ class Reply:
                 thinking=plan.thinking,
                 compaction=plan.compaction,
             )
-        except claude.ClaudeError as exc:
+        except errors.ClaudeError as exc:
             log.info("count_tokens for reply %s failed: %s", self.message_id, exc.code)
             return plan
         return await self._replan(plan, counted=counted)
 
-    async def _replan(self, plan: services.TurnPlan, **options) -> services.TurnPlan:
-        new_plan = await database_sync_to_async(services.plan_turn)(
+    async def _replan(self, plan: planning.TurnPlan, **options) -> planning.TurnPlan:
+        new_plan = await database_sync_to_async(planning.plan_turn)(
             conversation_id=self.conversation_id,
             reply_message_id=self.message_id,
             purpose=plan.purpose,
@@ -446,15 +449,15 @@ class Reply:
         new_plan.thinking = plan.thinking  # the effort asked for this reply still holds
         return new_plan
 
-    async def _fold_history(self, plan: services.TurnPlan) -> services.TurnPlan:
+    async def _fold_history(self, plan: planning.TurnPlan) -> planning.TurnPlan:
         """Summarise the turns that no longer fit, store the summary, and plan again."""
         summary = await titles.summarize(plan, on_record=self._record_side_call)
-        await database_sync_to_async(services.store_summary)(
+        await database_sync_to_async(planning.store_summary)(
             conversation_id=self.conversation_id, summary=summary, upto_id=plan.fold[-1].id
         )
         return await self._replan(plan)
 
-    async def _record_side_call(self, record: claude.CallRecord) -> None:
+    async def _record_side_call(self, record: records.CallRecord) -> None:
         await self._settle(None, record)
 
     async def _finish(self) -> None:
@@ -465,14 +468,14 @@ class Reply:
             stop_reason = "stopped" if self._stopping else ""
             status = Message.Status.DONE if self._stopping else Message.Status.INTERRUPTED
         elif isinstance(task.exception(), BudgetStop):
-            error = claude.ClaudeError("budget_exceeded", str(task.exception()), retryable=False)
+            error = errors.ClaudeError("budget_exceeded", str(task.exception()), retryable=False)
             status = Message.Status.ERROR
         elif task.exception() is not None:
             exc = task.exception()
-            error = claude.to_claude_error(exc)
+            error = errors.to_claude_error(exc)
             if error is None:
                 log.error("reply %s failed", self.message_id, exc_info=exc)
-                error = claude.ClaudeError(
+                error = errors.ClaudeError(
                     "internal_error", "Something went wrong on the server.", retryable=True
                 )
             status = Message.Status.ERROR
@@ -481,16 +484,16 @@ class Reply:
         self._end_round()
         content = context.answer_dangling_tool_uses(self.blocks)
         if not await self._save(content, status, stop_reason, error):
-            error = claude.ClaudeError(
+            error = errors.ClaudeError(
                 "internal_error",
                 "The reply could not be saved (the database is unavailable); its text is kept "
                 "in the server log. Try again shortly.",
                 retryable=True,
             )
-        usage = claude.Usage()
+        usage = records.Usage()
         for call in self._calls:
             usage.add(call.usage)
-        cost = services.cost_of_calls(self._calls)
+        cost = entries.cost_of_calls(self._calls)
         meters = self._saved_meters  # read with the save
         if error is not None:
             self.final_frame = {
@@ -515,18 +518,18 @@ class Reply:
         from chat.models import Conversation
 
         conversation = Conversation.objects.filter(pk=self.conversation_id).first()
-        return services.conversation_meters(conversation) if conversation else None
+        return meters.conversation_meters(conversation) if conversation else None
 
     def _finish_and_meters(self, **finish) -> None:
         """turn_finish, then the composer's meters, in one trip to the database thread."""
-        services.turn_finish(**finish)
+        checkpoints.turn_finish(**finish)
         try:
             self._saved_meters = self._meters()
         except DatabaseError:
             self._saved_meters = None
 
     async def _save(
-        self, content: list[dict], status: str, stop_reason: str, error: claude.ClaudeError | None
+        self, content: list[dict], status: str, stop_reason: str, error: errors.ClaudeError | None
     ) -> bool:
         """turn_finish, retried while the database is briefly away; never drops text silently
         (it is logged when every attempt failed). Whether it was saved."""

@@ -1,4 +1,4 @@
-"""Export a conversation (Markdown, or JSON in the Messages API's shape) and import such JSON.
+"""Export a conversation (Markdown, or JSON in the Messages API's shape); check such JSON to import.
 
 The JSON is what a Messages API request body would carry: `{"model", "system", "messages":
 [{"role", "content": [blocks]}]}` for the active branch. Images are exported as a text
@@ -8,22 +8,24 @@ placeholder (their bytes stay in our storage); tool_use / tool_result blocks are
 from __future__ import annotations
 
 import json
-import re
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect
-from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
-
-from chat import catalogue, context, selectors, services
+from chat.claude import catalogue, context
+from chat.conversations import selectors
 from chat.models import Conversation
 
 # Below Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), which caps a JSON request body.
 IMPORT_MAX_BYTES = 2 * 1024 * 1024
+
+
 IMPORT_MAX_MESSAGES = 5000
+
+
 IMPORT_MAX_SYSTEM_CHARS = 100_000
+
+
 TOP_LEVEL_KEYS = {"model", "system", "messages", "title"}
+
+
 BLOCK_KEYS = {
     "text": ({"type", "text"}, {"citations"}),
     "tool_use": ({"type", "id", "name", "input"}, set()),
@@ -92,36 +94,6 @@ def export_markdown(conversation: Conversation) -> str:
                 label = "**Tool error:**" if block.get("is_error") else "**Tool result:**"
                 lines += [label, "", "```", result, "```", ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _filename(conversation: Conversation, ext: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", conversation.display_title.lower()).strip("-")[:60]
-    return f"{slug or 'conversation'}-{conversation.pk}.{ext}"
-
-
-@require_GET
-@login_required
-def export_json(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
-    response = JsonResponse(
-        export_data(conversation), json_dumps_params={"ensure_ascii": False, "indent": 2}
-    )
-    response["Content-Disposition"] = f'attachment; filename="{_filename(conversation, "json")}"'
-    return response
-
-
-@require_GET
-@login_required
-def export_md(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
-    response = HttpResponse(
-        export_markdown(conversation), content_type="text/markdown; charset=utf-8"
-    )
-    response["Content-Disposition"] = f'attachment; filename="{_filename(conversation, "md")}"'
-    return response
-
-
-# --- import ------------------------------------------------------------------------------------
 
 
 class ImportError_(ValueError):
@@ -223,35 +195,3 @@ def parse_import(raw: bytes) -> dict:
         "messages": checked,
         "title": " ".join(title.split())[:200],
     }
-
-
-@require_POST
-@login_required
-def import_conversation(request: HttpRequest) -> HttpResponse:
-    """A JSON export as an uploaded file (`file`) or as the request body (application/json)."""
-    upload = request.FILES.get("file")
-    json_body = request.content_type == "application/json"
-    try:
-        if upload is not None:
-            if upload.size > IMPORT_MAX_BYTES:
-                raise ImportError_(
-                    f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB."
-                )
-            raw = upload.read(IMPORT_MAX_BYTES + 1)
-        elif json_body:
-            raw = request.body
-        else:
-            raise ImportError_("Choose a JSON export to import.")
-        data = parse_import(raw)
-    except ImportError_ as exc:
-        if "application/json" in request.headers.get("Accept", "") or json_body:
-            return JsonResponse({"error": str(exc)}, status=400)
-        from django.contrib import messages as flash
-
-        flash.error(request, f"Import failed: {exc}")
-        return redirect("chat:index")
-    conversation = services.conversation_import(owner=request.user, **data)
-    url = reverse("chat:conversation", args=[conversation.pk])
-    if "application/json" in request.headers.get("Accept", "") or json_body:
-        return JsonResponse({"id": conversation.pk, "url": url}, status=201)
-    return redirect(url)

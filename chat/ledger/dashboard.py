@@ -26,7 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import usage
+from chat.ledger import usage
 from chat.models import ApiCall
 
 PERIOD_DAYS = {"today": 1, "7d": 7, "30d": 30}

@@ -11,7 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from chat import catalogue, services
+from chat.claude import catalogue
+from chat.conversations import preferences
 from chat.models import UserSettings
 
 SYSTEM_PROMPT_MAX_CHARS = 20_000
@@ -56,7 +57,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = SettingsForm(request.POST)
         if form.is_valid():
-            prefs = services.settings_save(user=request.user, **form.cleaned_data)
+            prefs = preferences.settings_save(user=request.user, **form.cleaned_data)
             flash.success(request, "Settings saved.")
             return redirect("chat:settings")
     else:

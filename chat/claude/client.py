@@ -12,12 +12,15 @@ import json
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anthropic
 import httpx2
 from django.conf import settings
 from django.utils.crypto import salted_hmac
+
+from chat.claude.errors import to_claude_error
+from chat.claude.records import CallRecord, Usage
 
 # One client per event loop: building one costs ~18 ms, and a client is bound to its loop.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = (
@@ -63,193 +66,6 @@ def reset_clients() -> None:
     _clients.clear()
 
 
-@dataclass
-class Usage:
-    """Token figures in the API's meaning: input_tokens excludes cache tokens."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    cache_read_tokens: int = 0
-
-    @property
-    def cache_creation_tokens(self) -> int:
-        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
-
-    def add(self, other: Usage) -> None:
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_write_5m_tokens += other.cache_write_5m_tokens
-        self.cache_write_1h_tokens += other.cache_write_1h_tokens
-        self.cache_read_tokens += other.cache_read_tokens
-
-    @property
-    def prompt_tokens(self) -> int:
-        """The whole input: uncached, written to the cache and read from it."""
-        return self.input_tokens + self.cache_creation_tokens + self.cache_read_tokens
-
-    def as_api(self) -> dict[str, int]:
-        """In the API's field names, as the `done` frame carries them."""
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_creation_input_tokens": self.cache_creation_tokens,
-            "cache_read_input_tokens": self.cache_read_tokens,
-        }
-
-
-@dataclass
-class CallRecord:
-    """What one upstream request did; filled while streaming, complete or not.
-
-    After a failure it holds the usage the API had reported so far (message_start), so the
-    ledger records it. `usage` is the API's top-level usage: the reply's own sampling, whose
-    input is the context the reply read. `compaction` sums the request's compaction
-    iterations (server-side compaction): billed too, but not in the top-level figures.
-    """
-
-    model: str
-    request_id: str = ""
-    message_id: str = ""
-    usage: Usage = field(default_factory=Usage)
-    compaction: Usage | None = None
-    stop_reason: str = ""
-    started: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
-    finished: float | None = None
-    error_code: str = ""
-    purpose: str = "reply"
-    round: int = 0
-    ledger_id: int | None = None  # its ApiCall row, once written at message_start
-    content: list[dict] = field(default_factory=list)
-
-    @property
-    def ttft_ms(self) -> int | None:
-        if self.first_token_at is None:
-            return None
-        return round((self.first_token_at - self.started) * 1000)
-
-    @property
-    def duration_ms(self) -> int:
-        end = self.finished if self.finished is not None else time.monotonic()
-        return round((end - self.started) * 1000)
-
-
-class ClaudeError(Exception):
-    """An upstream failure, in our terms. `message` is for the user."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        retry_after: float | None = None,
-        request_id: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-        self.retry_after = retry_after
-        self.request_id = request_id
-
-
-def _retry_after(response: httpx2.Response | None) -> float | None:
-    if response is None:
-        return None
-    raw = response.headers.get("retry-after")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def _from_status_error(exc: anthropic.APIStatusError) -> ClaudeError:
-    kind = exc.type or ""
-    detail = exc.api_message or ""
-    request_id = exc.request_id or ""
-    status = exc.status_code
-    if status == 200:
-        # An `error` event after the stream began: the SDK reports it with the stream's 200.
-        if kind == "overloaded_error":
-            return ClaudeError(
-                "upstream_overloaded",
-                "The model is overloaded right now. Try again in a moment.",
-                retryable=True,
-                status=status,
-                request_id=request_id,
-            )
-        return ClaudeError(
-            "upstream_error",
-            "Claude stopped with an error partway through. Try again.",
-            retryable=True,
-            status=status,
-            request_id=request_id,
-        )
-    if isinstance(exc, anthropic.RateLimitError):
-        if "enforced_spend_limit_reached" in (exc.error_code or "", detail):
-            return ClaudeError(
-                "spend_limit",
-                "The organisation's API spend limit is reached. An admin must raise it.",
-                retryable=False,
-                status=status,
-                request_id=request_id,
-            )
-        retry_after = _retry_after(exc.response)
-        wait = f" Try again in {retry_after:g} s." if retry_after else " Try again shortly."
-        return ClaudeError(
-            "upstream_rate_limited",
-            "Claude's rate limit was reached." + wait,
-            retryable=True,
-            status=status,
-            retry_after=retry_after,
-            request_id=request_id,
-        )
-    if isinstance(exc, anthropic.OverloadedError) or status == 529:
-        return ClaudeError(
-            "upstream_overloaded",
-            "The model is overloaded right now. Try again in a moment.",
-            retryable=True,
-            status=status,
-            request_id=request_id,
-        )
-    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
-        return ClaudeError(
-            "upstream_auth",
-            "The server's Claude API key was refused. An admin must check it.",
-            retryable=False,
-            status=status,
-            request_id=request_id,
-        )
-    if status == 413 or "prompt is too long" in detail:
-        return ClaudeError(
-            "context_too_long",
-            "This conversation is too long for the model. Start a new conversation.",
-            retryable=False,
-            status=status,
-            request_id=request_id,
-        )
-    if 400 <= status < 500:
-        return ClaudeError(
-            "upstream_invalid",
-            "Claude rejected the request" + (f": {detail}" if detail else "."),
-            retryable=False,
-            status=status,
-            request_id=request_id,
-        )
-    return ClaudeError(
-        "upstream_error",
-        "Claude had a server error. Try again.",
-        retryable=True,
-        status=status,
-        request_id=request_id,
-    )
-
-
 def _request_options(
     *, tools: list[dict] | None, thinking: dict | None, compaction: dict | None, **extra: object
 ) -> tuple[object, dict]:
@@ -264,31 +80,6 @@ def _request_options(
         extra.update(compaction)
         messages_api = get_client().beta.messages
     return messages_api, extra
-
-
-def to_claude_error(exc: BaseException) -> ClaudeError | None:
-    """Map an SDK or transport exception to ours; None for anything else (a bug, re-raised)."""
-    if isinstance(exc, ClaudeError):
-        return exc
-    if isinstance(exc, anthropic.APIStatusError):
-        return _from_status_error(exc)
-    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ClaudeError(
-            "upstream_timeout",
-            "Claude stopped answering (timed out). Try again.",
-            retryable=True,
-        )
-    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-        return ClaudeError(
-            "upstream_disconnected",
-            "The connection to Claude was lost. Try again.",
-            retryable=True,
-        )
-    if isinstance(exc, anthropic.APIError):
-        return ClaudeError(
-            "upstream_error", "Claude returned something unexpected. Try again.", retryable=True
-        )
-    return None
 
 
 def system_blocks(text: str) -> list[dict]:

@@ -188,13 +188,14 @@ SNIPPET_BEFORE, SNIPPET_AFTER = 80, 160
 
 
 def search_conversations(tool_input: dict, context: ToolContext) -> str:
-    """What the user's own search box finds for the query (chat.selectors.search_conversations:
+    """What the user's own search box finds for the query
+    (chat.conversations.selectors.search_conversations:
     the same indexed query; never a deleted conversation nor anyone else's), this conversation
     left out, in the list's order; each with its newest matching message."""
     from django.contrib.auth import get_user_model
     from django.db.models import OuterRef, Subquery
 
-    from chat import selectors
+    from chat.conversations import selectors
     from chat.models import Message
 
     query = selectors.search_query(tool_input["query"])

@@ -1,0 +1,160 @@
+"""A conversation's own state: creating it, its model and thinking effort, soft delete with undo,
+pin and archive. Keyword-only functions, each one transaction; sync (async callers wrap them
+with database_sync_to_async)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from chat.claude import catalogue
+from chat.conversations.preferences import current_system_prompt, default_model
+from chat.models import Conversation
+
+log = logging.getLogger(__name__)
+
+
+def conversation_create(*, owner: AbstractBaseUser, model: str | None = None) -> Conversation:
+    """A new conversation: the owner's default model and own system prompt when they set them."""
+    from chat.models import UserSettings
+
+    prefs = UserSettings.objects.select_related("system_prompt").filter(user=owner).first()
+    model_id = model or default_model(prefs)
+    catalogue.get_model(model_id)  # raises UnknownModel
+    prompt = (prefs and prefs.system_prompt) or current_system_prompt()
+    return Conversation.objects.create(owner=owner, model=model_id, system_prompt=prompt)
+
+
+def replace_retired_model(*, conversation: Conversation) -> str:
+    """Move a conversation whose model the catalogue no longer lists (a retired id) to its
+    owner's default model, before its next reply; returns the old id, or "" when the model is
+    still listed. The ledger rows of earlier calls keep the old id.
+    """
+    from chat.models import UserSettings
+
+    if catalogue.find_model(conversation.model) is not None:
+        return ""
+    old = conversation.model
+    prefs = UserSettings.objects.filter(user_id=conversation.owner_id).first()
+    conversation.model = default_model(prefs)
+    conversation.save(update_fields=["model"])
+    keep_effort_for_model(conversation)
+    log.info(
+        "conversation %s: model %s is not in the catalogue; now %s",
+        conversation.pk,
+        old,
+        conversation.model,
+    )
+    return old
+
+
+class EffortNotTaken(Exception):
+    """An effort level the model does not take (or a model that takes none)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def check_effort(*, model: catalogue.ModelInfo, effort: str) -> None:
+    """Raises EffortNotTaken, with a message for the user, unless the model takes `effort`."""
+    levels = catalogue.efforts_of(model)
+    if not levels:
+        raise EffortNotTaken(f"{model.label} does not take a thinking effort.")
+    if effort not in levels:
+        raise EffortNotTaken(
+            f"{model.label} takes the thinking efforts {', '.join(levels)}, not {effort}."
+        )
+
+
+def conversation_set_thinking(
+    *, conversation: Conversation, effort: str, model: str | None = None
+) -> Conversation:
+    """Save the conversation's thinking effort ("" for none asked). It is checked against
+    `model` — the model the next message goes to, which the page's picker may have changed —
+    or the conversation's. Raises EffortNotTaken or catalogue.UnknownModel."""
+    if effort:
+        check_effort(model=catalogue.get_model(model or conversation.model), effort=effort)
+    conversation.thinking_effort = effort
+    conversation.save(update_fields=["thinking_effort"])
+    return conversation
+
+
+def keep_effort_for_model(conversation: Conversation) -> None:
+    """After a model change: the saved effort becomes the nearest the new model takes."""
+    info = catalogue.find_model(conversation.model)
+    effort = catalogue.nearest_effort(info, conversation.thinking_effort) if info else ""
+    if effort != conversation.thinking_effort:
+        conversation.thinking_effort = effort
+        conversation.save(update_fields=["thinking_effort"])
+
+
+def turn_effort(*, conversation: Conversation, requested: str | None = None) -> str | None:
+    """The effort a reply asks for: the send frame's (already checked), else the
+    conversation's setting as the model takes it; None asks for nothing."""
+    if requested:
+        return requested
+    info = catalogue.find_model(conversation.model)
+    return (catalogue.nearest_effort(info, conversation.thinking_effort) if info else "") or None
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete a conversation and its messages; its ledger rows stay (conversation set null)."""
+    conversation.delete()
+
+
+# A deleted conversation can be restored this long; after it, the next purge removes it.
+UNDO_DELETE_SECONDS = 10
+
+
+PURGE_AFTER_SECONDS = 60
+
+
+def conversation_trash(*, conversation: Conversation) -> None:
+    """Soft-delete: hidden and unreachable at once, restorable for UNDO_DELETE_SECONDS.
+
+    Also purges conversations deleted long enough ago, so soft-deleted rows do not pile up.
+    """
+    conversation.deleted_at = timezone.now()
+    conversation.save(update_fields=["deleted_at"])
+    purge_deleted_conversations()
+
+
+def conversation_restore(*, conversation: Conversation) -> bool:
+    """Undo a delete; False when the undo window has passed (the conversation stays deleted)."""
+    if conversation.deleted_at is None:
+        return True
+    if timezone.now() - conversation.deleted_at > timedelta(seconds=UNDO_DELETE_SECONDS):
+        return False
+    conversation.deleted_at = None
+    conversation.save(update_fields=["deleted_at"])
+    return True
+
+
+def purge_deleted_conversations(*, older_than_seconds: float = PURGE_AFTER_SECONDS) -> int:
+    """Delete for good conversations soft-deleted more than `older_than_seconds` ago."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    count, _ = Conversation.objects.filter(deleted_at__lt=cutoff).delete()
+    return count
+
+
+def conversation_set_flags(
+    *, conversation: Conversation, pinned: bool | None = None, archived: bool | None = None
+) -> Conversation:
+    """Pin / unpin, archive / unarchive. Archiving unpins (archived ones are listed apart)."""
+    fields = []
+    if archived is not None:
+        conversation.archived = archived
+        fields.append("archived")
+        if archived:
+            conversation.pinned = False
+            fields.append("pinned")
+    if pinned is not None and not conversation.archived:
+        conversation.pinned = pinned
+        fields.append("pinned")
+    if fields:
+        conversation.save(update_fields=sorted(set(fields)))
+    return conversation

@@ -1,0 +1,55 @@
+"""What the composer's meters show: the context window in use and the token budget left."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from chat.claude import catalogue, context
+from chat.ledger.entries import last_measured
+from chat.models import Conversation, Message
+
+
+def context_in_use(conversation: Conversation) -> int:
+    """The context the conversation fills, as its gauge shows it: on the active branch, the
+    last call's real input and output plus an estimate of only the messages after it (what
+    plan_turn counts too); the conversation's stored figure when no call of the branch is
+    known."""
+    from chat.conversations.selectors import path_to, tree
+
+    ids = path_to(tree(conversation), conversation.leaf_id).ids
+    measured = last_measured(conversation_id=conversation.pk, message_ids=ids) if ids else None
+    if measured is None:
+        return conversation.context_tokens
+    after = ids[ids.index(measured.message_id) + 1 :]
+    rows = Message.objects.filter(pk__in=after).values_list("pk", "role", "content", "token_count")
+    return context.known_total(
+        [
+            context.StoredTurn(id=measured.message_id, role="assistant", content=[]),
+            *(context.StoredTurn(*row) for row in rows),
+        ],
+        measured,
+    )
+
+
+def conversation_meters(conversation: Conversation) -> dict:
+    """What the composer shows: the context window in use and the token budget left."""
+    # A retired id: the window of the model its next message will run on.
+    info = catalogue.find_model(conversation.model) or catalogue.get_model(
+        settings.CLAUDE_DEFAULT_MODEL
+    )
+    spent = (
+        conversation.input_tokens
+        + conversation.output_tokens
+        + conversation.cache_creation_tokens
+        + conversation.cache_read_tokens
+    )
+    cached = conversation.cache_read_tokens
+    prompt = conversation.input_tokens + conversation.cache_creation_tokens + cached
+    return {
+        "context_tokens": context_in_use(conversation),
+        "context_window": info.context_window,
+        "budget_used": spent,
+        "budget_limit": conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET,
+        "cache_hit_ratio": round(cached / prompt, 3) if prompt else None,
+        "cost": str(conversation.cost),
+    }

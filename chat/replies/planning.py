@@ -1,0 +1,186 @@
+"""A reply's requests, planned: pinned system prompt, fitted history, tools, thinking, limits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from chat.claude import catalogue, client, context
+from chat.conversations.preferences import current_system_prompt
+from chat.ledger.entries import last_measured
+from chat.models import ApiCall, Conversation, Message
+from chat.text import storable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnPlan:
+    """Everything the runner needs to make a reply's requests."""
+
+    conversation_id: int
+    message_id: int
+    user_id: int
+    model: str
+    system: list[dict]
+    history: list[dict]  # API messages up to the user's turn (not the reply itself)
+    max_tokens: int
+    estimate: int  # input tokens of the request, estimated
+    tools: list[dict]
+    time_zone: str = "UTC"
+    purpose: str = ApiCall.Purpose.REPLY
+    base_blocks: list[dict] = field(default_factory=list)  # a continuation's saved blocks
+    thinking: dict = field(default_factory=dict)  # request fields asking for thinking, if any
+    seq_base: int = 0
+    fold: list[context.StoredTurn] = field(default_factory=list)  # to summarise first
+    summary: str = ""
+    make_title: bool = False
+    reservation_id: int | None = None
+    replaced_model: str = ""  # the retired id this reply's conversation moved away from
+    compaction: dict = field(default_factory=dict)  # request fields asking for compaction
+    near_limit: bool = False  # the estimate is close to the limit: count it exactly first
+    whole_history: list[dict] = field(default_factory=list)  # near_limit: nothing dropped
+
+
+def _resolve_image(block: dict) -> dict | None:
+    """A stored image reference as the API block (fresh URL or base64), None if it is gone."""
+    from chat.models import Attachment
+    from chat.uploads import attachments
+
+    attachment = Attachment.objects.filter(
+        pk=block.get("attachment_id"), state=Attachment.State.VERIFIED
+    ).first()
+    if attachment is None:
+        return None
+    try:
+        return attachments.image_block(attachment)
+    except attachments.AttachmentError:
+        log.warning("image %s could not be read for a request", attachment.pk)
+        return None
+
+
+def plan_turn(
+    *,
+    conversation_id: int,
+    reply_message_id: int,
+    purpose: str = ApiCall.Purpose.REPLY,
+    conversation: Conversation | None = None,
+    reply: Message | None = None,
+    effort: str | None = None,
+    counted: int | None = None,
+) -> TurnPlan:
+    """Build the request for a reply: pinned system prompt, fitted history, tools, limits.
+
+    `effort` asks for adaptive thinking at that effort where the model supports it (see
+    context.thinking_params); None asks for nothing. A Continue sends the cut reply back as a
+    complete assistant turn followed by a short user turn asking to go on (a `continuation`
+    block, saved in the reply so later requests repeat it exactly).
+
+    The request's size is the branch's last call's real figures plus an estimate of what came
+    since (last_measured), or `counted`, the exact figure count_tokens gave for it.
+    `near_limit` tells the runner to ask count_tokens first (`whole_history` is then the
+    request with nothing dropped).
+    Models with server-side compaction get the `compact_20260112` edit (its trigger is
+    CLAUDE_COMPACTION_TRIGGER_TOKENS); for the others a compaction block saved earlier (from
+    another model) is sent as a summary.
+
+    A caller that has just read the conversation (with its system prompt) and created the reply,
+    in the same transaction, passes them and saves two reads.
+    """
+    from chat.models import UserSettings
+    from chat.replies import tools
+
+    if conversation is None:
+        conversation = Conversation.objects.select_related("system_prompt").get(pk=conversation_id)
+    if reply is None:
+        reply = Message.objects.get(pk=reply_message_id)
+    info = catalogue.get_model(conversation.model)
+    max_tokens = catalogue.max_tokens_for(info)
+    continuation = purpose == ApiCall.Purpose.CONTINUATION
+    if continuation:  # a Continue may write more than the first try
+        max_tokens = min(settings.CLAUDE_MAX_OUTPUT_TOKENS * 2, info.max_output)
+    prompt = conversation.system_prompt or current_system_prompt()
+    from chat.conversations.selectors import messages_in_order, path_to, tree
+
+    nodes = tree(conversation)
+    ids = path_to(nodes, reply.pk).ids[:-1]  # up to the reply
+    summary = conversation.summary
+    if conversation.summary_upto_id in ids:  # a summary of this branch's older turns
+        ids = ids[ids.index(conversation.summary_upto_id) + 1 :]  # only the rest is read
+    else:
+        summary = ""
+    path = messages_in_order(conversation, ids, nodes)
+    turns = [
+        context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
+        for m in path
+    ]
+    if not info.compaction:
+        compacted, turns = context.without_compaction(turns)
+        summary = compacted or summary
+    known = None
+    if counted is None:
+        own = [context.StoredTurn(id=reply.pk, role=reply.role, content=reply.content)]
+        measured = last_measured(conversation_id=conversation_id, message_ids=[*ids, reply.pk])
+        # A Continue's request also holds the reply so far, then the request to go on.
+        known = context.known_total(
+            context.since_compaction(turns + (own if continuation else [])), measured
+        )
+        if known is not None and continuation:
+            known += context.estimate_tokens([context.continuation_block()])
+    fitted = context.fit(
+        turns=turns,
+        summary=summary,
+        system_tokens=len(prompt.text) // 4 + 1,
+        window=info.context_window,
+        max_tokens=max_tokens,
+        resolve_image=_resolve_image,
+        known=known,
+        counted=counted,
+    )
+    if not fitted.fold and not fitted.messages:
+        raise ContextTooLong
+    zone = (
+        UserSettings.objects.filter(user_id=conversation.owner_id)
+        .values_list("time_zone", flat=True)
+        .first()
+    )
+    base_blocks = [*reply.content, context.continuation_block()] if continuation else []
+    replies_before = sum(1 for t in turns if t.role == "assistant")
+    return TurnPlan(
+        conversation_id=conversation_id,
+        message_id=reply.pk,
+        user_id=conversation.owner_id,
+        model=conversation.model,
+        system=client.system_blocks(prompt.text),
+        history=fitted.messages,
+        max_tokens=max_tokens,
+        estimate=fitted.estimate,
+        tools=tools.REGISTRY.definitions(),
+        time_zone=zone or "UTC",
+        purpose=purpose,
+        base_blocks=base_blocks,
+        thinking=context.thinking_params(support=info.thinking, effort=effort),
+        seq_base=reply.stream_seq if continuation else 0,
+        fold=fitted.fold,
+        summary=summary,
+        make_title=not conversation.title and replies_before == 0 and not continuation,
+        compaction=context.compaction_params(
+            supported=info.compaction,
+            trigger_tokens=settings.CLAUDE_COMPACTION_TRIGGER_TOKENS,
+        ),
+        near_limit=fitted.near,
+        whole_history=fitted.whole,
+    )
+
+
+class ContextTooLong(Exception):
+    """Even the newest message alone does not fit the model's context window."""
+
+
+def store_summary(*, conversation_id: int, summary: str, upto_id: int) -> None:
+    """Save the model's summary of the older turns (made storable: it is model output)."""
+    Conversation.objects.filter(pk=conversation_id).update(
+        summary=storable(summary), summary_upto_id=upto_id
+    )
