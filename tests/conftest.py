@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -175,19 +174,8 @@ async def finish_replies():
     yield
     from chat.replies import runner, titles
 
-    for task in list(titles._background):
-        await asyncio.gather(task, return_exceptions=True)
-    for reply in list(runner._replies.values()):
-        reply.stop()
-        if reply.task is not None:
-            reply.task.cancel()
-            await asyncio.gather(reply.task, return_exceptions=True)
-    runner._replies.clear()
-    checkpoints = runner.CHECKPOINTS._task
-    if checkpoints is not None and not checkpoints.done():
-        checkpoints.cancel()
-        await asyncio.gather(checkpoints, return_exceptions=True)
-    runner.CHECKPOINTS.replies.clear()
+    await titles.wait_for_background()
+    await runner.stop_local_replies()
     # The socket thread's database connection must not outlive the test (teardown drops the DB).
     from channels.db import database_sync_to_async
     from django.db import connections

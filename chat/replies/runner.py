@@ -56,6 +56,18 @@ def local_reply(conversation_id: int) -> Reply | None:
     return _replies.get(conversation_id)
 
 
+async def stop_local_replies() -> None:
+    """Stop every reply of this process and wait for it to end, its checkpoints too (at
+    shutdown: the text so far is saved as each reply ends)."""
+    for reply in list(_replies.values()):
+        reply.stop()
+        if reply.task is not None:
+            reply.task.cancel()
+            await asyncio.gather(reply.task, return_exceptions=True)
+    _replies.clear()
+    await CHECKPOINTS.stop()
+
+
 class Checkpoints:
     """Saves the partial text of every reply streaming in this process, together: one UPDATE
     about once a second (STREAM_CHECKPOINT_S) for all of them, not one per reply, so a busy
@@ -72,6 +84,14 @@ class Checkpoints:
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
             self._task = loop.create_task(self._run(), name="checkpoints")
+
+    async def stop(self) -> None:
+        """Cancel the checkpoint loop and forget its replies."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.replies.clear()
 
     def discard(self, reply: Reply) -> None:
         if self.replies.get(reply.message_id) is reply:

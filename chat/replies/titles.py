@@ -44,6 +44,12 @@ def start(plan, *, layer, group: str) -> None:
     task.add_done_callback(_background.discard)
 
 
+async def wait_for_background() -> None:
+    """Wait for the titles and summaries still being made in this process (at shutdown)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)
+
+
 @database_sync_to_async
 def _first_exchange(conversation_id: int) -> str:
     rows = Message.objects.filter(conversation_id=conversation_id).order_by("id")[:2]
