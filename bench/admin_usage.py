@@ -225,7 +225,7 @@ def copy_baseline(dsn: str) -> dict:
     """What PostgreSQL alone takes to produce the same CSV (same join, columns, order)."""
     import psycopg
 
-    from chat.admin import EXPORT_COLUMNS
+    from chat.ledger.csv_export import EXPORT_COLUMNS
 
     columns = ", ".join(
         "u.username" if name == "username" else f"a.{name}" for name in EXPORT_COLUMNS

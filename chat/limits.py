@@ -12,15 +12,15 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from chat.errors import UserFacingError
 from chat.models import Attachment, Message
 
 WINDOW = timedelta(minutes=1)
 
 
-class RateLimited(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class RateLimited(UserFacingError):
+    code = "rate_limited"
+    retryable = True
 
 
 def check_reply_start(*, user_id: int, sending: bool) -> None:

@@ -349,16 +349,16 @@ async def test_resume_asks_a_reply_in_another_process(alice, conversation, reply
 async def test_no_delta_is_overtaken_by_done_when_sending_is_slow(alice, conversation, monkeypatch):
     # A slow channel layer: the reply ends while a frame is still being sent. The text that
     # came meanwhile must still go out before `done`.
-    from chat.replies import runner
+    from chat.replies.delivery import Delivery
 
-    original = runner.Reply._broadcast
+    original = Delivery.broadcast
 
     async def slow_broadcast(self, frame):
         if frame["type"] == "delta":
             await asyncio.sleep(0.3)  # longer than the whole stream takes
         await original(self, frame)
 
-    monkeypatch.setattr(runner.Reply, "_broadcast", slow_broadcast)
+    monkeypatch.setattr(Delivery, "broadcast", slow_broadcast)
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(send_frame("[[offline words=60 pace_ms=2]]"))
         frames = await recv_until(ws, "done", "error")
@@ -395,8 +395,9 @@ async def test_a_frame_for_the_tab_waits_until_the_command_in_hand_is_done(
 ):
     from channels.layers import get_channel_layer
 
-    from chat.replies import runner
+    from chat.replies import delivery
     from chat.replies.consumers import ChatConsumer
+    from chat.replies.tab_feed import TabFeed
 
     order: list[str] = []
     in_command = asyncio.Event()
@@ -407,19 +408,19 @@ async def test_a_frame_for_the_tab_waits_until_the_command_in_hand_is_done(
         await asyncio.sleep(0.2)
         order.append("stop ends")
 
-    original_forward = ChatConsumer._forward
+    original_forward = TabFeed.forward
 
     async def recording_forward(self, frame):
         order.append(f"forward {frame['type']}")
         await original_forward(self, frame)
 
     monkeypatch.setattr(ChatConsumer, "cmd_stop", slow_stop)
-    monkeypatch.setattr(ChatConsumer, "_forward", recording_forward)
+    monkeypatch.setattr(TabFeed, "forward", recording_forward)
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to({"type": "stop"})
         await asyncio.wait_for(in_command.wait(), 5)
         await get_channel_layer().group_send(
-            runner.group_name(conversation.pk),
+            delivery.group_name(conversation.pk),
             {"type": "chat.frame", "frame": {"type": "notice", "text": "x"}},
         )
         assert await recv(ws) == {"type": "notice", "text": "x"}

@@ -377,7 +377,7 @@ async def test_a_long_database_outage_at_the_end_is_never_silent(alice, conversa
     logged: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: logged.append(record.getMessage())
-    runner_log = logging.getLogger("chat.replies.runner")
+    runner_log = logging.getLogger("chat.replies")
     runner_log.addHandler(handler)
     try:
         message_id, frames = await paced_turn_with_outage(

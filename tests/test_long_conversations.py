@@ -139,8 +139,8 @@ async def test_the_gauge_after_a_few_turns_is_the_last_calls_real_figures(
             frames = await send(ws, f"Question {n}: tell me more. [[offline words=8]]")
             assert frames[-1]["type"] == "done"
     last = (await reply_calls(titled_conversation))[-1]
-    meters = frames[-1]["meters"]
-    assert meters["context_tokens"] == whole_input(last) + last.output_tokens
+    shown = frames[-1]["meters"]
+    assert shown["context_tokens"] == whole_input(last) + last.output_tokens
 
     @sync_to_async
     def estimated() -> int:
@@ -156,7 +156,7 @@ async def test_the_gauge_after_a_few_turns_is_the_last_calls_real_figures(
 
     # Four characters a token over the whole history leaves out what the API counts besides
     # the text (the tool definitions): the gauge shows the API's figure, not that guess.
-    assert meters["context_tokens"] != await estimated()
+    assert shown["context_tokens"] != await estimated()
     assert len(offline_requests.all()) == 3
     assert count_requests(offline_claude_url) == []
 

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from chat.conversations import lifecycle, selectors
 from chat.models import Conversation, Message
-from chat.replies import checkpoints, planning, runner
+from chat.replies import checkpoints, planning
 from chat.text import REPLACEMENT, has_unstorable, storable, storable_json
 from tests.conftest import open_socket, recv, recv_until
 
@@ -104,7 +104,7 @@ async def test_a_checkpoint_of_partial_text_with_nul_is_saved(alice, titled_conv
         start = await recv_until(ws, "start")
         delta = await recv(ws)
         assert delta["type"] == "delta" and REPLACEMENT in delta["text"]
-        assert await runner.CHECKPOINTS.save_due() == 1
+        assert await checkpoints.CHECKPOINTS.save_due() == 1
         partial = await saved(start[-1]["message_id"])
         frames = await recv_until(ws, "done", "error")
 

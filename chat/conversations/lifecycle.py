@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from chat.claude import catalogue
 from chat.conversations.preferences import current_system_prompt, default_model
+from chat.errors import UserFacingError
 from chat.models import Conversation
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,8 @@ def replace_retired_model(*, conversation: Conversation) -> str:
     return old
 
 
-class EffortNotTaken(Exception):
+class EffortNotTaken(UserFacingError):
     """An effort level the model does not take (or a model that takes none)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def check_effort(*, model: catalogue.ModelInfo, effort: str) -> None:

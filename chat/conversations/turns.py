@@ -12,11 +12,16 @@ from django.utils import timezone
 
 from chat.claude import catalogue, context
 from chat.conversations.lifecycle import keep_effort_for_model
+from chat.errors import UserFacingError
 from chat.models import Conversation, Message
 
 
-class Busy(Exception):
+class Busy(UserFacingError):
     """A reply is already running in this conversation."""
+
+    code = "busy"
+    message = "A reply is already being written in this conversation. Wait or stop it."
+    retryable = True
 
 
 @dataclass
@@ -108,10 +113,8 @@ def turn_start(
     return TurnStart(user_message=user_message, assistant_message=assistant_message)
 
 
-class NotEditable(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class NotEditable(UserFacingError):
+    """A version to edit, regenerate or show that is not there (or not the user's)."""
 
 
 def regenerate_start(*, conversation: Conversation) -> Message:
@@ -185,5 +188,5 @@ def continue_start(*, conversation: Conversation) -> Message:
     return reply
 
 
-class NothingToContinue(Exception):
-    pass
+class NothingToContinue(UserFacingError):
+    message = "The last reply was not cut short, so there is nothing to continue."

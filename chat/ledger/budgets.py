@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from chat.claude import catalogue
 from chat.claude.records import CallRecord
+from chat.errors import UserFacingError
 from chat.ledger import entries, usage
 from chat.models import BudgetReservation, Conversation, UserBudget
 
@@ -32,10 +33,8 @@ RESERVATION_TTL = timedelta(minutes=30)
 ALERT_LEVELS = (100, 80)
 
 
-class BudgetExceeded(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class BudgetExceeded(UserFacingError):
+    code = "budget_exceeded"
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,25 @@ replies a stopped process left streaming."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 from datetime import timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from django.db import connection, transaction
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.text import storable, storable_json
+
+if TYPE_CHECKING:
+    from chat.replies.runner import Reply
+
+log = logging.getLogger(__name__)
 
 
 class Checkpoint(NamedTuple):
@@ -100,3 +110,57 @@ def reap_stale_replies(*, stale_seconds: float, conversation_id: int | None = No
         error_code="interrupted",
         error_message="The server stopped while writing this reply; the text so far is kept.",
     )
+
+
+class Checkpoints:
+    """Saves the partial text of every reply streaming in this process, together: one UPDATE
+    about once a second (STREAM_CHECKPOINT_S) for all of them, not one per reply, so a busy
+    process does not queue a statement per reply per second on its database thread."""
+
+    def __init__(self) -> None:
+        self.replies: dict[int, Reply] = {}  # the replies streaming in this process, by message
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, reply: Reply) -> None:
+        self.replies[reply.message_id] = reply
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._task = loop.create_task(self._run(), name="checkpoints")
+
+    async def stop(self) -> None:
+        """Cancel the checkpoint loop and forget its replies."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.replies.clear()
+
+    def discard(self, reply: Reply) -> None:
+        if self.replies.get(reply.message_id) is reply:
+            del self.replies[reply.message_id]
+
+    async def _run(self) -> None:
+        while self.replies:
+            await asyncio.sleep(settings.STREAM_CHECKPOINT_S)
+            await self.save_due()
+
+    async def save_due(self) -> int:
+        """Checkpoint every reply with new text (or a heartbeat due); how many were saved."""
+        now = time.monotonic()
+        due = [r for r in list(self.replies.values()) if r.checkpoint_due(now)]
+        if not due:
+            return 0
+        items = [Checkpoint(r.message_id, r.content(), r.seq) for r in due]
+        try:
+            await database_sync_to_async(checkpoint_many)(items)
+        except DatabaseError:
+            log.warning("checkpoint of %d replies failed", len(items), exc_info=True)
+            return 0
+        for reply, item in zip(due, items, strict=True):
+            reply.checkpointed(item.seq, now)
+        return len(items)
+
+
+CHECKPOINTS = Checkpoints()

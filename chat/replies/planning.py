@@ -9,6 +9,7 @@ from django.conf import settings
 
 from chat.claude import catalogue, client, context
 from chat.conversations.preferences import current_system_prompt
+from chat.errors import UserFacingError
 from chat.ledger.entries import last_measured
 from chat.models import ApiCall, Conversation, Message
 from chat.text import storable
@@ -175,8 +176,11 @@ def plan_turn(
     )
 
 
-class ContextTooLong(Exception):
+class ContextTooLong(UserFacingError):
     """Even the newest message alone does not fit the model's context window."""
+
+    code = "context_too_long"
+    message = "This message is too long for the model's context window. Shorten it."
 
 
 def store_summary(*, conversation_id: int, summary: str, upto_id: int) -> None:

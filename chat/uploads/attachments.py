@@ -35,6 +35,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import limits
+from chat.errors import UserFacingError
 from chat.models import Attachment, Message
 from chat.uploads.images import (
     ALLOWED_LABEL,
@@ -65,13 +66,11 @@ CLEANUP_BATCH = 500
 MAX_ID = 2**63 - 1
 
 
-class AttachmentError(Exception):
+class AttachmentError(UserFacingError):
     """The one error callers catch. `code` is a protocol error code, `message` is for the user."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 def _invalid(message: str) -> AttachmentError:

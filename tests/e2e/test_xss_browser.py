@@ -184,7 +184,7 @@ def test_conversation_titles(watched, app_env, app_server):
             app_env,
             "import json\n"
             "from django.contrib.auth import get_user_model\n"
-            "from chat import services\n"
+            "from chat.conversations import lifecycle\n"
             f"user = get_user_model().objects.get(username={E2E_USER!r})\n"
             "ids = []\n"
             f"for title in {json.dumps(titles)}:\n"
@@ -230,7 +230,7 @@ def test_user_names_and_file_names(watched, app_env, app_server):
     shell(
         app_env,
         "from django.contrib.auth import get_user_model\n"
-        "from chat import services\n"
+        "from chat.conversations import lifecycle\n"
         "User = get_user_model()\n"
         f"for i, name in enumerate({json.dumps(names)}):\n"
         "    u = User.objects.create_user(username=name, password='pw-' + str(i) + '-long-enough')\n"
