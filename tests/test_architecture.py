@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("chat", "claudeweb")
 
 ANYTHING = ("*",)
-BASE = ("chat.models", "chat.text", "chat.limits")
+BASE = ("chat.models", "chat.text", "chat.limits", "chat.errors")
 
 # Area → the other areas its modules may import; a module may always import its own area. An area
 # is a package or module directly under chat/ (chat.claude, chat.models), or claudeweb.
@@ -24,9 +24,10 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "chat.models": BASE,
     "chat.text": BASE,
     "chat.limits": BASE,
+    "chat.errors": BASE,
     "chat.layers": BASE,
     "chat.migrations": BASE,
-    "chat.claude": ("chat.models", "chat.text"),
+    "chat.claude": ("chat.models", "chat.text", "chat.errors"),
     "chat.ledger": ("chat.claude", *BASE),
     "chat.conversations": ("chat.claude", *BASE),
     "chat.uploads": BASE,
@@ -141,8 +142,8 @@ def test_the_check_reports_imports_against_the_direction(tmp_path):
 
     assert violations(import_graph(tmp_path)) == [
         "chat/claude/context.py:1 chat.claude.context imports chat.views.pages"
-        " (chat.claude may import only chat.models, chat.text)",
+        " (chat.claude may import only chat.models, chat.text, chat.errors)",
         "chat/documents.py:1 chat.documents: chat.documents has no row in the table",
         "chat/uploads/attachments.py:5 chat.uploads.attachments imports chat.replies.runner"
-        " (chat.uploads may import only chat.models, chat.text, chat.limits)",
+        " (chat.uploads may import only chat.models, chat.text, chat.limits, chat.errors)",
     ]

@@ -18,9 +18,9 @@ from django.urls import reverse
 from chat.claude import catalogue
 from chat.claude.client import ServedModel, list_models
 from chat.claude.records import CallRecord, Usage
+from chat.claude.served import compare
 from chat.conversations import lifecycle, preferences
 from chat.ledger import budgets, entries
-from chat.management.commands.check_models import compare
 from chat.models import ApiCall, Conversation
 from tests.conftest import open_socket, recv_until
 

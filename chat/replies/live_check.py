@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from chat.claude import catalogue, client, context, errors, records
+from chat.claude.served import compare
 from chat.ledger import entries
 from chat.replies import tools
 
@@ -276,8 +277,6 @@ async def check_count_tokens(outcome: Outcome) -> None:
 
 async def check_models(outcome: Outcome) -> None:
     """GET /v1/models against the catalogue, as `manage.py check_models` compares them."""
-    from chat.management.commands.check_models import compare
-
     served = await client.list_models()
     rows = compare(catalogue.all_models(), served)
     if outcome.model not in {s.id for s in served}:
