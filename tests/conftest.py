@@ -1,14 +1,16 @@
-"""Shared fixtures: users, the offline Claude as a real server on loopback, socket helpers."""
+"""Shared fixtures: users, the offline Claude and the app as real servers on
+loopback, socket helpers."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import shutil
+import tempfile
 import urllib.request
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -17,6 +19,14 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from tests.suites import pytest_terminal_summary  # noqa: F401  (a summary line per suite)
+from tests.support.servers import (
+    AppServer,
+    RedisServer,
+    app_environment,
+    drop_database,
+    fresh_database,
+    offline_claude,
+)
 
 ORIGIN = (b"origin", b"http://localhost")
 FRAME_TIMEOUT_S = 10
@@ -25,20 +35,8 @@ FRAME_TIMEOUT_S = 10
 @pytest.fixture(scope="session")
 def offline_claude_url() -> Iterator[str]:
     """The offline Claude started as a subprocess on a free loopback port."""
-    env = dict(os.environ, OFFLINE_CLAUDE_CACHE_MIN_TOKENS="50", OFFLINE_CLAUDE_PACE_MS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "offline_claude", "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, f"offline Claude did not start: {line!r}"
-        yield line.rsplit(" ", 1)[-1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with offline_claude() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +187,69 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+# --- the app served by Daphne in a subprocess -------------------------------------------------------
+
+SEED = """
+import json
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from chat.conversations import lifecycle
+user = get_user_model().objects.create_user("fay", password="fay-password-123")
+conversation = lifecycle.conversation_create(owner=user)
+session = SessionStore()
+session["_auth_user_id"] = str(user.pk)
+session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+session["_auth_user_hash"] = user.get_session_auth_hash()
+session.create()
+print(json.dumps({"session": session.session_key, "conversation": conversation.pk}))
+"""
+
+
+@pytest.fixture
+def app_factory(offline_claude_url):
+    """Makes AppServers (each with a fresh database, migrated and seeded with a user, a session
+    and a conversation: `seed`), not yet started; stops them and drops their databases after."""
+    made: list[tuple[AppServer, str]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="claudeweb-faults-"))
+
+    def make(**extra_env: str) -> tuple[AppServer, dict]:
+        name = f"claudeweb_faults_{os.getpid()}_{len(made)}"
+        db_url = fresh_database(name, tmp)
+        env = app_environment(
+            database_url=db_url,
+            claude_url=offline_claude_url,
+            STREAM_STALE_S="2",
+            LOG_LEVEL="INFO",
+            **extra_env,
+        )
+        app = AppServer(env, tmp)
+        made.append((app, db_url))
+        app.manage("migrate", "-v", "0")
+        seed = app.query(SEED)
+        return app, seed
+
+    yield make
+    for app, db_url in made:
+        app.stop()
+        with suppress(Exception):  # best effort
+            drop_database(db_url)
+    if os.environ.get("FAULTS_KEEP_LOGS"):
+        print(tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis():
+    """A Redis of the test's own: the pub/sub channel layer's channels are server-wide (not per
+    database number), so apps sharing a Redis server hear each other's conversation groups."""
+    if not shutil.which("redis-server"):
+        pytest.fail("needs redis-server")
+    tmp = Path(tempfile.mkdtemp(prefix="claudeweb-redis-"))
+    redis = RedisServer(tmp)
+    redis.start()
+    yield redis
+    redis.kill()
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -12,14 +12,7 @@ import uuid
 
 import pytest
 
-from tests.test_faults import (  # noqa: F401 (fixtures)
-    App,
-    app_factory,
-    private_redis,
-    ws_connect,
-    ws_recv,
-    ws_until,
-)
+from tests.support.servers import AppServer, ws_connect, ws_until
 
 
 def send(text: str) -> str:
@@ -38,9 +31,9 @@ def assemble(frames: list[dict], message_id: int) -> tuple[str, list[int]]:
 
 
 @pytest.fixture
-def two_processes(app_factory, private_redis):  # noqa: F811
+def two_processes(app_factory, private_redis):
     first, seed = app_factory(REDIS_URL=private_redis.url)
-    second = App(first.env, first.tmp)
+    second = AppServer(first.env, first.tmp)
     first.start()
     second.start()
     yield first, second, seed
