@@ -1,4 +1,4 @@
-"""Shared fixtures: users, the offline Claude and the app as real servers on
+"""Shared fixtures: users, conversations, the offline Claude and the app as real servers on
 loopback, socket helpers."""
 
 from __future__ import annotations
@@ -103,6 +103,14 @@ def alice(db):
 @pytest.fixture
 def bob(db):
     return make_user("bob")
+
+
+@pytest.fixture
+def conversation(alice):
+    """Alice's new conversation, untitled: its first reply is followed by a background title call."""
+    from chat.conversations import lifecycle
+
+    return lifecycle.conversation_create(owner=alice)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from chat.conversations import lifecycle
 from chat.models import Attachment, Message
 from chat.uploads import attachments
 from chat.uploads.attachments import AttachmentError
@@ -329,11 +328,6 @@ def test_someone_elses_upload_is_not_found(alice, bob, s3):
 
 
 # --- send -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
 
 
 def test_verified_for_send_returns_the_owners_images_in_order(alice, bob, conversation):

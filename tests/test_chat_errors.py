@@ -7,7 +7,6 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
 from tests.conftest import open_socket, recv_until
 
@@ -15,11 +14,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
 
 
 async def run_turn(alice, conversation, text: str) -> list[dict]:

@@ -19,11 +19,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
-
-
 def send_frame(text: str, client_id: str | None = None) -> dict:
     return {"type": "send", "client_id": client_id or str(uuid.uuid4()), "text": text}
 

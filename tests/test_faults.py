@@ -32,17 +32,11 @@ from channels.db import database_sync_to_async
 from django.db import connections
 
 from chat.claude.client import reset_clients
-from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
 from tests.conftest import open_socket, recv, recv_until
 from tests.support.servers import ws_connect, ws_recv, ws_until
 
 IS_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
-
-
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
 
 
 @sync_to_async
