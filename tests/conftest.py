@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -172,6 +173,25 @@ async def recv_until(comm, *types: str, timeout: float = FRAME_TIMEOUT_S) -> lis
         frames.append(frame)
         if frame["type"] in types:
             return frames
+
+
+def send_frame(text: str, **fields) -> dict:
+    """A `send` frame with a fresh client_id; `fields` add to it or replace its defaults."""
+    return {"type": "send", "client_id": str(uuid.uuid4()), "text": text, **fields}
+
+
+async def send_and_wait(
+    ws, text: str, *, until=("done", "error"), timeout: float = FRAME_TIMEOUT_S, **fields
+) -> list[dict]:
+    """Send `text` on an open socket; the frames up to the first of type `until` (done or error)."""
+    await ws.send_json_to(send_frame(text, **fields))
+    return await recv_until(ws, *until, timeout=timeout)
+
+
+async def run_turn(user, conversation, text: str, **wait) -> list[dict]:
+    """One turn on a socket of its own: open it as `user`, send and wait (see send_and_wait)."""
+    async with open_socket(conversation.pk, user) as ws:
+        return await send_and_wait(ws, text, **wait)
 
 
 @pytest.fixture

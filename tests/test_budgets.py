@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -14,16 +13,12 @@ from chat.claude.records import CallRecord, Usage
 from chat.conversations import lifecycle
 from chat.ledger import budgets
 from chat.models import ApiCall, BudgetReservation, Message, UserBudget
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, recv_until, send_frame
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-async def send(ws, text: str) -> None:
-    await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
 
 
 @sync_to_async
@@ -41,7 +36,7 @@ async def test_over_the_conversation_budget_the_send_is_refused_before_any_call(
     titled_conversation.token_budget = 1000  # less than max_tokens alone
     await sync_to_async(titled_conversation.save)()
     async with open_socket(titled_conversation.pk, alice) as ws:
-        await send(ws, "hello [[offline words=3]]")
+        await ws.send_json_to(send_frame("hello [[offline words=3]]"))
         error = (await recv_until(ws, "error"))[-1]
     assert error["code"] == "budget_exceeded" and error["retryable"] is False
     assert "1,000-token budget" in error["message"]
@@ -54,7 +49,7 @@ async def test_over_a_daily_user_budget_the_send_is_refused(
 ):
     await sync_to_async(UserBudget.objects.create)(user=alice, daily_tokens=2000)
     async with open_socket(titled_conversation.pk, alice) as ws:
-        await send(ws, "hello")
+        await ws.send_json_to(send_frame("hello"))
         error = (await recv_until(ws, "error"))[-1]
     assert error["code"] == "budget_exceeded" and "daily budget of 2,000 tokens" in error["message"]
     assert offline_requests.all() == []
@@ -65,14 +60,16 @@ async def test_a_money_budget_counts_the_ledger(
 ):
     settings.USER_MONTHLY_COST_BUDGET = "0.05"
     async with open_socket(titled_conversation.pk, alice) as ws:
-        await send(ws, "[[offline words=3]]")  # reserves ≈ 16,000 × $10/MTok = $0.16 > $0.05
+        await ws.send_json_to(
+            send_frame("[[offline words=3]]")
+        )  # reserves ≈ 16,000 × $10/MTok = $0.16 > $0.05
         error = (await recv_until(ws, "error"))[-1]
     assert error["code"] == "budget_exceeded" and "$0.05" in error["message"]
 
 
 async def test_the_reservation_is_settled_after_a_reply(alice, titled_conversation):
     async with open_socket(titled_conversation.pk, alice) as ws:
-        await send(ws, "[[offline words=5]]")
+        await ws.send_json_to(send_frame("[[offline words=5]]"))
         done = (await recv_until(ws, "done"))[-1]
     assert await counts(titled_conversation) == (2, 1, 0)
     call = await sync_to_async(ApiCall.objects.get)(message_id=done["message_id"])
@@ -81,7 +78,7 @@ async def test_the_reservation_is_settled_after_a_reply(alice, titled_conversati
 
 async def test_the_reservation_is_released_after_an_upstream_error(alice, titled_conversation):
     async with open_socket(titled_conversation.pk, alice) as ws:
-        await send(ws, "[[offline status=500]]")
+        await ws.send_json_to(send_frame("[[offline status=500]]"))
         error = (await recv_until(ws, "error"))[-1]
     assert error["code"] == "upstream_error"
     assert await counts(titled_conversation) == (2, 1, 0)
@@ -96,7 +93,8 @@ async def test_concurrent_sends_by_one_user_do_not_overspend(alice, settings):
     ]
     async with open_socket(first.pk, alice) as a, open_socket(second.pk, alice) as b:
         await asyncio.gather(
-            send(a, "[[offline words=50 pace_ms=5]]"), send(b, "[[offline words=50 pace_ms=5]]")
+            a.send_json_to(send_frame("[[offline words=50 pace_ms=5]]")),
+            b.send_json_to(send_frame("[[offline words=50 pace_ms=5]]")),
         )
         outcomes = await asyncio.gather(
             recv_until(a, "done", "error"), recv_until(b, "done", "error")

@@ -11,18 +11,12 @@ from chat.claude import catalogue
 from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
 from chat.replies import tools
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, recv_until, run_turn
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-async def turn(user, conversation, text: str, *, until=("done", "error")) -> list[dict]:
-    async with open_socket(conversation.pk, user) as ws:
-        await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-        return await recv_until(ws, *until, timeout=20)
 
 
 @sync_to_async
@@ -36,8 +30,11 @@ def text_of(frames: list[dict]) -> str:
 
 
 async def test_a_parallel_two_tool_round(alice, titled_conversation, offline_requests):
-    frames = await turn(
-        alice, titled_conversation, "What is 6*7? [[offline call=calculator,current_time]]"
+    frames = await run_turn(
+        alice,
+        titled_conversation,
+        "What is 6*7? [[offline call=calculator,current_time]]",
+        timeout=20,
     )
     done = frames[-1]
     assert done["type"] == "done" and done["stop_reason"] == "end_turn"
@@ -62,7 +59,7 @@ async def test_a_parallel_two_tool_round(alice, titled_conversation, offline_req
 
 
 async def test_an_unknown_tool_is_answered_with_an_error_result(alice, titled_conversation):
-    frames = await turn(alice, titled_conversation, "[[offline call=teleport]]")
+    frames = await run_turn(alice, titled_conversation, "[[offline call=teleport]]", timeout=20)
     [result] = [f for f in frames if f["type"] == "tool" and f["result"] is not None]
     assert result["is_error"] and "Unknown tool 'teleport'" in result["result"]
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
@@ -79,7 +76,7 @@ async def test_a_tool_that_raises_is_answered_with_an_error_result(
         tools.Tool("explode", "Always fails.", {"type": "object", "properties": {}}, explode)
     )
     monkeypatch.setattr(tools, "REGISTRY", registry)
-    frames = await turn(alice, titled_conversation, "[[offline call=explode]]")
+    frames = await run_turn(alice, titled_conversation, "[[offline call=explode]]", timeout=20)
     [result] = [f for f in frames if f["type"] == "tool" and f["result"] is not None]
     assert result["is_error"] and result["result"] == "The tool explode failed: RuntimeError."
     assert frames[-1]["type"] == "done"
@@ -89,7 +86,9 @@ async def test_the_tool_loop_stops_at_the_iteration_cap(
     alice, titled_conversation, settings, offline_requests
 ):
     settings.CLAUDE_MAX_TOOL_ITERATIONS = 2
-    frames = await turn(alice, titled_conversation, "2+2 [[offline call=calculator rounds=99]]")
+    frames = await run_turn(
+        alice, titled_conversation, "2+2 [[offline call=calculator rounds=99]]", timeout=20
+    )
     done = frames[-1]
     assert done["type"] == "done" and done["stop_reason"] == "end_turn"
     message, calls = await saved(done["message_id"])
@@ -102,7 +101,9 @@ async def test_the_tool_loop_stops_at_the_iteration_cap(
 
 
 async def test_pause_turn_continues_the_turn(alice, titled_conversation, offline_requests):
-    frames = await turn(alice, titled_conversation, "[[offline words=30 pause_after=7]]")
+    frames = await run_turn(
+        alice, titled_conversation, "[[offline words=30 pause_after=7]]", timeout=20
+    )
     done = frames[-1]
     assert done["stop_reason"] == "end_turn"
     message, calls = await saved(done["message_id"])
@@ -140,7 +141,7 @@ async def test_max_tokens_then_continue_makes_one_joined_reply(
 
 
 async def test_continue_without_a_cut_reply_is_refused(alice, titled_conversation):
-    await turn(alice, titled_conversation, "[[offline words=3]]")
+    await run_turn(alice, titled_conversation, "[[offline words=3]]", timeout=20)
     async with open_socket(titled_conversation.pk, alice) as ws:
         await ws.send_json_to({"type": "continue"})
         error = (await recv_until(ws, "error"))[-1]
@@ -149,7 +150,9 @@ async def test_continue_without_a_cut_reply_is_refused(alice, titled_conversatio
 
 @pytest.mark.parametrize("reason", ["refusal", "stop_sequence"])
 async def test_refusals_and_stop_sequences_keep_their_state(alice, titled_conversation, reason):
-    frames = await turn(alice, titled_conversation, f"[[offline words=5 stop={reason}]]")
+    frames = await run_turn(
+        alice, titled_conversation, f"[[offline words=5 stop={reason}]]", timeout=20
+    )
     assert frames[-1]["stop_reason"] == reason
     message, _ = await saved(frames[-1]["message_id"])
     assert message.stop_reason == reason and message.status == "done"
@@ -197,13 +200,18 @@ async def test_a_title_is_made_after_the_first_exchange(alice, offline_requests,
 async def test_a_failed_reply_with_tool_uses_keeps_the_history_valid(
     alice, titled_conversation, offline_requests
 ):
-    await turn(alice, titled_conversation, "[[offline call=calculator error_after=0 rounds=1]] 1+1")
-    frames = await turn(alice, titled_conversation, "again [[offline words=3]]")
+    await run_turn(
+        alice,
+        titled_conversation,
+        "[[offline call=calculator error_after=0 rounds=1]] 1+1",
+        timeout=20,
+    )
+    frames = await run_turn(alice, titled_conversation, "again [[offline words=3]]", timeout=20)
     assert frames[-1]["type"] == "done"
 
 
 async def test_done_carries_the_context_gauge_and_budget_left(alice, titled_conversation, settings):
-    frames = await turn(alice, titled_conversation, "[[offline words=8]]")
+    frames = await run_turn(alice, titled_conversation, "[[offline words=8]]", timeout=20)
     meters = frames[-1]["meters"]
     usage = frames[-1]["usage"]
     prompt = (

@@ -33,7 +33,7 @@ from django.db import connections
 
 from chat.claude.client import reset_clients
 from chat.models import ApiCall, Message
-from tests.conftest import open_socket, recv, recv_until
+from tests.conftest import open_socket, recv, recv_until, run_turn, send_frame
 from tests.support.servers import ws_connect, ws_recv, ws_until
 
 IS_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
@@ -55,12 +55,6 @@ def saved(message_id: int) -> tuple[Message, list[ApiCall]]:
 @sync_to_async
 def user_message_of(reply_id: int) -> Message:
     return Message.objects.get(pk=Message.objects.get(pk=reply_id).parent_id)
-
-
-async def run_turn(user, conversation, text: str, timeout: float = 20) -> list[dict]:
-    async with open_socket(conversation.pk, user) as ws:
-        await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-        return await recv_until(ws, "done", "error", timeout=timeout)
 
 
 def streamed(frames: list[dict]) -> str:
@@ -89,7 +83,7 @@ def with_retries(settings, retries: int = 2) -> None:
 async def test_an_upstream_error_before_the_stream(
     alice, conversation, offline_requests, directive, code, text
 ):
-    frames = await run_turn(alice, conversation, f"ask [[offline {directive}]]")
+    frames = await run_turn(alice, conversation, f"ask [[offline {directive}]]", timeout=20)
     kinds = [f["type"] for f in frames]
     assert kinds == ["message", "start", "error"], kinds
     error = frames[-1]
@@ -152,7 +146,7 @@ async def test_a_non_retryable_error_is_not_retried(
     alice, conversation, offline_requests, settings
 ):
     with_retries(settings, 2)
-    frames = await run_turn(alice, conversation, "[[offline status=401]]")
+    frames = await run_turn(alice, conversation, "[[offline status=401]]", timeout=20)
     assert (frames[-1]["code"], frames[-1]["retryable"]) == ("upstream_auth", False)
     assert len(offline_requests.all()) == 1
 
@@ -180,7 +174,9 @@ async def test_a_failure_mid_stream(
     settings.CLAUDE_READ_TIMEOUT_S = 1.0
     reset_clients()
     began = time.monotonic()
-    frames = await run_turn(alice, conversation, f"[[offline words=50 pace_ms=1 {directive}]]")
+    frames = await run_turn(
+        alice, conversation, f"[[offline words=50 pace_ms=1 {directive}]]", timeout=20
+    )
     elapsed = time.monotonic() - began
     error = frames[-1]
     assert (error["type"], error["code"], error["retryable"]) == ("error", code, True)
@@ -299,13 +295,7 @@ def outage(db):
 async def paced_turn_with_outage(alice, conversation, outage, *, words: int, down_s: float):
     """A paced reply; the database goes away just before its end, for `down_s` seconds."""
     async with open_socket(conversation.pk, alice) as ws:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "client_id": str(uuid.uuid4()),
-                "text": f"[[offline words={words} pace_ms=40]]",
-            }
-        )
+        await ws.send_json_to(send_frame(f"[[offline words={words} pace_ms=40]]"))
         frames = await recv_until(ws, "start")
         message_id = frames[-1]["message_id"]
         received = 0
@@ -414,7 +404,7 @@ async def test_daphne_killed_mid_reply_and_restarted(app_factory, private_redis)
     words = 400  # 10 s at 25 ms a word: still running when killed
     prompt = f"a long story [[offline words={words} pace_ms={PACE_MS}]]"
     async with ws_connect(app, seed) as ws:
-        await ws.send(json.dumps({"type": "send", "client_id": str(uuid.uuid4()), "text": prompt}))
+        await ws.send(json.dumps(send_frame(prompt)))
         frames = await ws_until(ws, "start")
         message_id = frames[-1]["message_id"]
         seen, last_seq = "", 0
@@ -473,7 +463,7 @@ async def test_redis_restarted_while_a_reply_runs(app_factory, private_redis):
     prompt = f"[[offline words={words} pace_ms={PACE_MS}]]"
     outcome = {"socket": "open"}
     async with ws_connect(app, seed) as ws:
-        await ws.send(json.dumps({"type": "send", "client_id": str(uuid.uuid4()), "text": prompt}))
+        await ws.send(json.dumps(send_frame(prompt)))
         frames = await ws_until(ws, "start")
         message_id = frames[-1]["message_id"]
         seen: dict[int, str] = {}
@@ -540,9 +530,7 @@ async def test_two_deployments_sharing_a_redis_do_not_hear_each_other(app_factor
     secret = "private to A"
     async with ws_connect(app_b, seed_b) as tab_b, ws_connect(app_a, seed_a) as tab_a:
         prompt = f"[[offline reply pace_ms=1]]\n{secret}"
-        await tab_a.send(
-            json.dumps({"type": "send", "client_id": str(uuid.uuid4()), "text": prompt})
-        )
+        await tab_a.send(json.dumps(send_frame(prompt)))
         frames_a = await ws_until(tab_a, "done", "error")
         assert frames_a[-1]["type"] == "done"
         heard = []

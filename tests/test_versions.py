@@ -8,17 +8,12 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.conversations import lifecycle, selectors
-from tests.conftest import open_socket, recv, recv_until
+from tests.conftest import open_socket, recv, recv_until, send_and_wait
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-async def say(ws, text: str) -> list[dict]:
-    await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-    return await recv_until(ws, "done", "error")
 
 
 @sync_to_async
@@ -31,7 +26,7 @@ async def test_regenerate_makes_a_new_version_of_the_last_reply(
     alice, titled_conversation, offline_requests
 ):
     async with open_socket(titled_conversation.pk, alice) as ws:
-        first = await say(ws, "[[offline words=4]]")
+        first = await send_and_wait(ws, "[[offline words=4]]")
         await ws.send_json_to({"type": "regenerate"})
         frames = await recv_until(ws, "done")
     history = frames[0]
@@ -51,8 +46,8 @@ async def test_editing_a_message_continues_from_there_and_keeps_the_old_branch(
     alice, titled_conversation, offline_requests
 ):
     async with open_socket(titled_conversation.pk, alice) as ws:
-        one = await say(ws, "one [[offline words=2]]")
-        await say(ws, "two [[offline words=2]]")
+        one = await send_and_wait(ws, "one [[offline words=2]]")
+        await send_and_wait(ws, "two [[offline words=2]]")
         await ws.send_json_to(
             {
                 "type": "edit",
@@ -86,8 +81,8 @@ async def test_the_next_message_follows_the_active_branch(
     alice, titled_conversation, offline_requests
 ):
     async with open_socket(titled_conversation.pk, alice) as ws:
-        one = await say(ws, "one [[offline words=2]]")
-        await say(ws, "two [[offline words=2]]")
+        one = await send_and_wait(ws, "one [[offline words=2]]")
+        await send_and_wait(ws, "two [[offline words=2]]")
         await ws.send_json_to(
             {
                 "type": "edit",
@@ -96,7 +91,7 @@ async def test_the_next_message_follows_the_active_branch(
             }
         )
         await recv_until(ws, "done")
-        await say(ws, "dos [[offline words=2]]")
+        await send_and_wait(ws, "dos [[offline words=2]]")
     sent = offline_requests.all()[-1]["body"]["messages"]
     words = [m["content"][0]["text"].split()[0] for m in sent if m["role"] == "user"]
     assert words == ["uno", "dos"]
@@ -104,7 +99,7 @@ async def test_the_next_message_follows_the_active_branch(
 
 async def test_versions_cannot_be_changed_while_a_reply_runs(alice, titled_conversation):
     async with open_socket(titled_conversation.pk, alice) as ws:
-        first = await say(ws, "[[offline words=2]]")
+        first = await send_and_wait(ws, "[[offline words=2]]")
         await ws.send_json_to(
             {
                 "type": "send",
@@ -128,7 +123,7 @@ async def test_versions_cannot_be_changed_while_a_reply_runs(alice, titled_conve
 async def test_only_the_users_own_messages_can_be_edited(alice, bob, titled_conversation):
     other = await sync_to_async(lifecycle.conversation_create)(owner=bob)
     async with open_socket(other.pk, bob) as ws:
-        theirs = await say(ws, "[[offline words=2]]")
+        theirs = await send_and_wait(ws, "[[offline words=2]]")
     async with open_socket(titled_conversation.pk, alice) as ws:
         await ws.send_json_to(
             {"type": "edit", "message_id": theirs[0]["message"]["id"], "text": "mine now"}
