@@ -125,6 +125,16 @@ def titled_conversation(alice):
     return conversation
 
 
+@pytest.fixture(scope="module")
+def s3():
+    """A client of the S3 that AWS_S3_ENDPOINT_URL names (the local one in tests)."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=os.environ.get("AWS_S3_ENDPOINT_URL"), region_name="us-east-1"
+    )
+
+
 @pytest.fixture
 def staff(db):
     return make_user("charlie", is_staff=True)
