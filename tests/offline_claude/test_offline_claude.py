@@ -1,7 +1,7 @@
 """The offline Claude server, exercised through the real anthropic SDK and raw HTTP.
 
 No Django and no database: the server runs as a subprocess on a free loopback port.
-Run alone with ``pytest tests/test_offline_claude.py -p no:django``.
+Run alone with ``pytest tests/offline_claude/test_offline_claude.py -p no:django``.
 """
 
 from __future__ import annotations
