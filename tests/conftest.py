@@ -1,14 +1,17 @@
-"""Shared fixtures: users, the offline Claude as a real server on loopback, socket helpers."""
+"""Shared fixtures: users, conversations, the offline Claude and the app as real servers on
+loopback, socket helpers."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import shutil
+import tempfile
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -17,6 +20,14 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from tests.suites import pytest_terminal_summary  # noqa: F401  (a summary line per suite)
+from tests.support.servers import (
+    AppServer,
+    RedisServer,
+    app_environment,
+    drop_database,
+    fresh_database,
+    offline_claude,
+)
 
 ORIGIN = (b"origin", b"http://localhost")
 FRAME_TIMEOUT_S = 10
@@ -25,20 +36,8 @@ FRAME_TIMEOUT_S = 10
 @pytest.fixture(scope="session")
 def offline_claude_url() -> Iterator[str]:
     """The offline Claude started as a subprocess on a free loopback port."""
-    env = dict(os.environ, OFFLINE_CLAUDE_CACHE_MIN_TOKENS="50", OFFLINE_CLAUDE_PACE_MS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "offline_claude", "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, f"offline Claude did not start: {line!r}"
-        yield line.rsplit(" ", 1)[-1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with offline_claude() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -108,6 +107,14 @@ def bob(db):
 
 
 @pytest.fixture
+def conversation(alice):
+    """Alice's new conversation, untitled: its first reply is followed by a background title call."""
+    from chat.conversations import lifecycle
+
+    return lifecycle.conversation_create(owner=alice)
+
+
+@pytest.fixture
 def titled_conversation(alice):
     """Alice's conversation, already named: no background title call follows its first reply."""
     from chat.conversations import lifecycle
@@ -116,6 +123,16 @@ def titled_conversation(alice):
     conversation.title = "Named"
     conversation.save()
     return conversation
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A client of the S3 that AWS_S3_ENDPOINT_URL names (the local one in tests)."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=os.environ.get("AWS_S3_ENDPOINT_URL"), region_name="us-east-1"
+    )
 
 
 @pytest.fixture
@@ -168,6 +185,25 @@ async def recv_until(comm, *types: str, timeout: float = FRAME_TIMEOUT_S) -> lis
             return frames
 
 
+def send_frame(text: str, **fields) -> dict:
+    """A `send` frame with a fresh client_id; `fields` add to it or replace its defaults."""
+    return {"type": "send", "client_id": str(uuid.uuid4()), "text": text, **fields}
+
+
+async def send_and_wait(
+    ws, text: str, *, until=("done", "error"), timeout: float = FRAME_TIMEOUT_S, **fields
+) -> list[dict]:
+    """Send `text` on an open socket; the frames up to the first of type `until` (done or error)."""
+    await ws.send_json_to(send_frame(text, **fields))
+    return await recv_until(ws, *until, timeout=timeout)
+
+
+async def run_turn(user, conversation, text: str, **wait) -> list[dict]:
+    """One turn on a socket of its own: open it as `user`, send and wait (see send_and_wait)."""
+    async with open_socket(conversation.pk, user) as ws:
+        return await send_and_wait(ws, text, **wait)
+
+
 @pytest.fixture
 async def finish_replies():
     """Stop and await replies still running when a test ends, so none leaks into the next."""
@@ -189,3 +225,69 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+# --- the app served by Daphne in a subprocess -------------------------------------------------------
+
+SEED = """
+import json
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from chat.conversations import lifecycle
+user = get_user_model().objects.create_user("fay", password="fay-password-123")
+conversation = lifecycle.conversation_create(owner=user)
+session = SessionStore()
+session["_auth_user_id"] = str(user.pk)
+session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+session["_auth_user_hash"] = user.get_session_auth_hash()
+session.create()
+print(json.dumps({"session": session.session_key, "conversation": conversation.pk}))
+"""
+
+
+@pytest.fixture
+def app_factory(offline_claude_url):
+    """Makes AppServers (each with a fresh database, migrated and seeded with a user, a session
+    and a conversation: `seed`), not yet started; stops them and drops their databases after."""
+    made: list[tuple[AppServer, str]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="claudeweb-faults-"))
+
+    def make(**extra_env: str) -> tuple[AppServer, dict]:
+        name = f"claudeweb_faults_{os.getpid()}_{len(made)}"
+        db_url = fresh_database(name, tmp)
+        env = app_environment(
+            database_url=db_url,
+            claude_url=offline_claude_url,
+            STREAM_STALE_S="2",
+            LOG_LEVEL="INFO",
+            **extra_env,
+        )
+        app = AppServer(env, tmp)
+        made.append((app, db_url))
+        app.manage("migrate", "-v", "0")
+        seed = app.query(SEED)
+        return app, seed
+
+    yield make
+    for app, db_url in made:
+        app.stop()
+        with suppress(Exception):  # best effort
+            drop_database(db_url)
+    if os.environ.get("FAULTS_KEEP_LOGS"):
+        print(tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis():
+    """A Redis of the test's own: the pub/sub channel layer's channels are server-wide (not per
+    database number), so apps sharing a Redis server hear each other's conversation groups."""
+    if not shutil.which("redis-server"):
+        pytest.fail("needs redis-server")
+    tmp = Path(tempfile.mkdtemp(prefix="claudeweb-redis-"))
+    redis = RedisServer(tmp)
+    redis.start()
+    yield redis
+    redis.kill()
+    shutil.rmtree(tmp, ignore_errors=True)

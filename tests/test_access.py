@@ -15,11 +15,6 @@ from tests.conftest import open_socket, recv
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
-
-
 def owned_urls(pk: int) -> list[tuple[str, str]]:
     return [
         ("get", reverse("chat:conversation", args=[pk])),

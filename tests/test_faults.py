@@ -22,16 +22,8 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -40,17 +32,11 @@ from channels.db import database_sync_to_async
 from django.db import connections
 
 from chat.claude.client import reset_clients
-from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
-from tests.conftest import open_socket, recv, recv_until
+from tests.conftest import open_socket, recv, recv_until, run_turn, send_frame
+from tests.support.servers import ws_connect, ws_recv, ws_until
 
-ROOT = Path(__file__).resolve().parents[1]
 IS_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
-
-
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
 
 
 @sync_to_async
@@ -69,12 +55,6 @@ def saved(message_id: int) -> tuple[Message, list[ApiCall]]:
 @sync_to_async
 def user_message_of(reply_id: int) -> Message:
     return Message.objects.get(pk=Message.objects.get(pk=reply_id).parent_id)
-
-
-async def run_turn(user, conversation, text: str, timeout: float = 20) -> list[dict]:
-    async with open_socket(conversation.pk, user) as ws:
-        await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-        return await recv_until(ws, "done", "error", timeout=timeout)
 
 
 def streamed(frames: list[dict]) -> str:
@@ -103,7 +83,7 @@ def with_retries(settings, retries: int = 2) -> None:
 async def test_an_upstream_error_before_the_stream(
     alice, conversation, offline_requests, directive, code, text
 ):
-    frames = await run_turn(alice, conversation, f"ask [[offline {directive}]]")
+    frames = await run_turn(alice, conversation, f"ask [[offline {directive}]]", timeout=20)
     kinds = [f["type"] for f in frames]
     assert kinds == ["message", "start", "error"], kinds
     error = frames[-1]
@@ -166,7 +146,7 @@ async def test_a_non_retryable_error_is_not_retried(
     alice, conversation, offline_requests, settings
 ):
     with_retries(settings, 2)
-    frames = await run_turn(alice, conversation, "[[offline status=401]]")
+    frames = await run_turn(alice, conversation, "[[offline status=401]]", timeout=20)
     assert (frames[-1]["code"], frames[-1]["retryable"]) == ("upstream_auth", False)
     assert len(offline_requests.all()) == 1
 
@@ -194,7 +174,9 @@ async def test_a_failure_mid_stream(
     settings.CLAUDE_READ_TIMEOUT_S = 1.0
     reset_clients()
     began = time.monotonic()
-    frames = await run_turn(alice, conversation, f"[[offline words=50 pace_ms=1 {directive}]]")
+    frames = await run_turn(
+        alice, conversation, f"[[offline words=50 pace_ms=1 {directive}]]", timeout=20
+    )
     elapsed = time.monotonic() - began
     error = frames[-1]
     assert (error["type"], error["code"], error["retryable"]) == ("error", code, True)
@@ -313,13 +295,7 @@ def outage(db):
 async def paced_turn_with_outage(alice, conversation, outage, *, words: int, down_s: float):
     """A paced reply; the database goes away just before its end, for `down_s` seconds."""
     async with open_socket(conversation.pk, alice) as ws:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "client_id": str(uuid.uuid4()),
-                "text": f"[[offline words={words} pace_ms=40]]",
-            }
-        )
+        await ws.send_json_to(send_frame(f"[[offline words={words} pace_ms=40]]"))
         frames = await recv_until(ws, "start")
         message_id = frames[-1]["message_id"]
         received = 0
@@ -403,176 +379,6 @@ async def test_a_long_database_outage_at_the_end_is_never_silent(alice, conversa
 
 # --- a Daphne subprocess: process and Redis faults -------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def fresh_database(name: str, tmp: Path) -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not IS_POSTGRES:
-        return f"sqlite:///{tmp / (name + '.sqlite3')}"
-    import psycopg
-
-    parts = urlsplit(url)
-    admin = urlunsplit(parts._replace(path="/postgres")).replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        c.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def drop_database(url: str) -> None:
-    if not url.startswith(("postgres://", "postgresql://")):
-        return
-    import psycopg
-
-    parts = urlsplit(url)
-    admin = urlunsplit(parts._replace(path="/postgres")).replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
-
-
-class RedisServer:
-    """A redis-server of this test's own, on a free port, that the test can kill and restart."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.binary = shutil.which("redis-server")
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
-class App:
-    """claudeweb served by Daphne in a subprocess, with its own database."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env = env
-        self.tmp = tmp
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-        self.logs: list[Path] = []
-
-    def manage(self, *args: str, code: str | None = None) -> str:
-        cmd = [sys.executable, str(ROOT / "manage.py"), *args]
-        if code is not None:
-            cmd += ["-c", code]
-        out = subprocess.run(
-            cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        return out.stdout
-
-    def query(self, code: str):
-        """Run Python in `manage.py shell`; its last printed line, as JSON."""
-        return json.loads(self.manage("shell", code=code).strip().splitlines()[-1])
-
-    def start(self) -> None:
-        self.port = free_port()
-        log = self.tmp / f"daphne-{len(self.logs)}.log"
-        self.logs.append(log)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "claudeweb.server",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "claudeweb.asgi:application",
-            ],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.url + "/login/", timeout=2).read()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(log.read_text()) from None
-                time.sleep(0.1)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs)
-
-
-SEED = """
-import json
-from django.contrib.auth import get_user_model
-from django.contrib.sessions.backends.db import SessionStore
-from chat.conversations import lifecycle
-user = get_user_model().objects.create_user("fay", password="fay-password-123")
-conversation = lifecycle.conversation_create(owner=user)
-session = SessionStore()
-session["_auth_user_id"] = str(user.pk)
-session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-session["_auth_user_hash"] = user.get_session_auth_hash()
-session.create()
-print(json.dumps({"session": session.session_key, "conversation": conversation.pk}))
-"""
-
 STATE = """
 import json
 from chat.models import ApiCall, Message
@@ -586,84 +392,7 @@ print(json.dumps({"messages": rows, "calls": calls}))
 """
 
 
-@pytest.fixture
-def app_factory(offline_claude_url):
-    """Makes Apps (each with a fresh database) and tears them down."""
-    made: list[tuple[App, str]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="claudeweb-faults-"))
-
-    def make(**extra_env: str) -> tuple[App, dict]:
-        name = f"claudeweb_faults_{os.getpid()}_{len(made)}"
-        db_url = fresh_database(name, tmp)
-        env = dict(
-            os.environ,
-            DJANGO_DEBUG="true",
-            DATABASE_URL=db_url,
-            ANTHROPIC_BASE_URL=offline_claude_url,
-            ANTHROPIC_API_KEY="test-key",
-            CLAUDE_MAX_RETRIES="0",
-            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-            STREAM_STALE_S="2",
-            LOG_LEVEL="INFO",
-            **extra_env,
-        )
-        app = App(env, tmp)
-        made.append((app, db_url))
-        app.manage("migrate", "-v", "0")
-        seed = app.query(SEED)
-        return app, seed
-
-    yield make
-    for app, db_url in made:
-        app.stop()
-        with contextlib.suppress(Exception):  # best effort
-            drop_database(db_url)
-    if os.environ.get("FAULTS_KEEP_LOGS"):
-        print(tmp)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def ws_connect(app: App, seed: dict):
-    from websockets.asyncio.client import connect
-
-    return connect(
-        f"ws://127.0.0.1:{app.port}/ws/conversations/{seed['conversation']}/",
-        additional_headers={"Cookie": f"sessionid={seed['session']}", "Origin": app.url},
-        open_timeout=10,
-        max_size=2**22,
-    )
-
-
-async def ws_recv(ws, timeout: float = 10) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def ws_until(ws, *types: str, timeout: float = 20) -> list[dict]:
-    frames = []
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = await ws_recv(ws, max(0.1, deadline - time.monotonic()))
-        frames.append(frame)
-        if frame["type"] in types:
-            return frames
-
-
 PACE_MS = 25
-
-
-@pytest.fixture
-def private_redis():
-    """A Redis of the test's own: the pub/sub channel layer's channels are server-wide (not per
-    database number), so apps sharing a Redis server hear each other's conversation groups."""
-    if not shutil.which("redis-server"):
-        pytest.fail("needs redis-server")
-    tmp = Path(tempfile.mkdtemp(prefix="claudeweb-redis-"))
-    redis = RedisServer(tmp)
-    redis.start()
-    yield redis
-    redis.kill()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def test_daphne_killed_mid_reply_and_restarted(app_factory, private_redis):
@@ -675,7 +404,7 @@ async def test_daphne_killed_mid_reply_and_restarted(app_factory, private_redis)
     words = 400  # 10 s at 25 ms a word: still running when killed
     prompt = f"a long story [[offline words={words} pace_ms={PACE_MS}]]"
     async with ws_connect(app, seed) as ws:
-        await ws.send(json.dumps({"type": "send", "client_id": str(uuid.uuid4()), "text": prompt}))
+        await ws.send(json.dumps(send_frame(prompt)))
         frames = await ws_until(ws, "start")
         message_id = frames[-1]["message_id"]
         seen, last_seq = "", 0
@@ -734,7 +463,7 @@ async def test_redis_restarted_while_a_reply_runs(app_factory, private_redis):
     prompt = f"[[offline words={words} pace_ms={PACE_MS}]]"
     outcome = {"socket": "open"}
     async with ws_connect(app, seed) as ws:
-        await ws.send(json.dumps({"type": "send", "client_id": str(uuid.uuid4()), "text": prompt}))
+        await ws.send(json.dumps(send_frame(prompt)))
         frames = await ws_until(ws, "start")
         message_id = frames[-1]["message_id"]
         seen: dict[int, str] = {}
@@ -801,9 +530,7 @@ async def test_two_deployments_sharing_a_redis_do_not_hear_each_other(app_factor
     secret = "private to A"
     async with ws_connect(app_b, seed_b) as tab_b, ws_connect(app_a, seed_a) as tab_a:
         prompt = f"[[offline reply pace_ms=1]]\n{secret}"
-        await tab_a.send(
-            json.dumps({"type": "send", "client_id": str(uuid.uuid4()), "text": prompt})
-        )
+        await tab_a.send(json.dumps(send_frame(prompt)))
         frames_a = await ws_until(tab_a, "done", "error")
         assert frames_a[-1]["type"] == "done"
         heard = []

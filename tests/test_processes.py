@@ -8,22 +8,11 @@ of the conversation's group; these tests are what shows it still reaches the oth
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
-from tests.test_faults import (  # noqa: F401 (fixtures)
-    App,
-    app_factory,
-    private_redis,
-    ws_connect,
-    ws_recv,
-    ws_until,
-)
-
-
-def send(text: str) -> str:
-    return json.dumps({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
+from tests.conftest import send_frame
+from tests.support.servers import AppServer, ws_connect, ws_until
 
 
 def assemble(frames: list[dict], message_id: int) -> tuple[str, list[int]]:
@@ -38,9 +27,9 @@ def assemble(frames: list[dict], message_id: int) -> tuple[str, list[int]]:
 
 
 @pytest.fixture
-def two_processes(app_factory, private_redis):  # noqa: F811
+def two_processes(app_factory, private_redis):
     first, seed = app_factory(REDIS_URL=private_redis.url)
-    second = App(first.env, first.tmp)
+    second = AppServer(first.env, first.tmp)
     first.start()
     second.start()
     yield first, second, seed
@@ -52,7 +41,7 @@ async def test_tabs_on_two_processes_share_a_reply_its_resume_and_its_stop(two_p
     async with ws_connect(first, seed) as tab_a:
         # 1. A reply runs in the first process; a tab opens on the second one mid-reply and, as
         # the browser does when it opens, asks to resume from nothing.
-        await tab_a.send(send("[[offline words=150 pace_ms=20]]"))
+        await tab_a.send(json.dumps(send_frame("[[offline words=150 pace_ms=20]]")))
         head = await ws_until(tab_a, "start")
         message_id = head[-1]["message_id"]
         head += await ws_until(tab_a, "delta")
@@ -70,7 +59,7 @@ async def test_tabs_on_two_processes_share_a_reply_its_resume_and_its_stop(two_p
 
             # 2. The next reply streams live to both tabs, and a stop from the second process
             # ends it in the first.
-            await tab_a.send(send("[[offline words=400 pace_ms=20]]"))
+            await tab_a.send(json.dumps(send_frame("[[offline words=400 pace_ms=20]]")))
             start_b = (await ws_until(tab_b, "start"))[-1]
             live_b = await ws_until(tab_b, "delta")
             await tab_b.send(json.dumps({"type": "stop"}))
@@ -85,7 +74,7 @@ async def test_tabs_on_two_processes_share_a_reply_its_resume_and_its_stop(two_p
 
             # 3. A tab opening on the second process while a third reply runs resumes that
             # reply, not the earlier ones still kept for replay in the first process.
-            await tab_a.send(send("[[offline words=150 pace_ms=20]]"))
+            await tab_a.send(json.dumps(send_frame("[[offline words=150 pace_ms=20]]")))
             start = (await ws_until(tab_a, "start"))[-1]
             async with ws_connect(second, seed) as tab_c:
                 await tab_c.send(json.dumps({"type": "resume", "after_seq": 0}))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.test_faults import free_port
+from tests.support.servers import AppServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,29 +21,14 @@ def serve_and_ask(loop: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "CLAUDEWEB_EVENT_LOOP"}
     if loop is not None:
         env["CLAUDEWEB_EVENT_LOOP"] = loop
-    port = free_port()
-    args = [sys.executable, "-m", "claudeweb.server", "-b", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(
-        [*args, "tests.loop_probe:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
-                    return answer.read().decode()
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(server.communicate(timeout=5)[1]) from None
-                time.sleep(0.1)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = AppServer(env, Path(tmp), app="tests.loop_probe:application", ready_path="/")
+        server.start()
+        try:
+            with urllib.request.urlopen(server.url + "/", timeout=2) as answer:
+                return answer.read().decode()
+        finally:
+            server.stop()
 
 
 def test_daphne_runs_on_uvloop_by_default():

@@ -8,7 +8,6 @@ what a user types with them is refused with a clear message; a search never fail
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -19,7 +18,7 @@ from chat.conversations import lifecycle, selectors
 from chat.models import Conversation, Message
 from chat.replies import checkpoints, planning
 from chat.text import REPLACEMENT, has_unstorable, storable, storable_json
-from tests.conftest import open_socket, recv, recv_until
+from tests.conftest import open_socket, recv, recv_until, send_frame
 
 NUL, LONE = "\x00", "\ud800"
 
@@ -36,10 +35,6 @@ SAVED = f"before{REPLACEMENT}after lone{REPLACEMENT} end"
 
 def nothing_unstorable(value) -> bool:
     return not has_unstorable(json.dumps(value, ensure_ascii=False))
-
-
-async def send(ws, text: str) -> None:
-    await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
 
 
 @sync_to_async
@@ -81,10 +76,10 @@ async def test_a_reply_with_nul_and_a_lone_surrogate_is_saved_and_ends_in_done(
     alice, titled_conversation
 ):
     async with open_socket(titled_conversation.pk, alice) as ws:
-        await send(ws, STEER)
+        await ws.send_json_to(send_frame(STEER))
         frames = await recv_until(ws, "done", "error")
         # The conversation is free at once: no reply left `streaming`, no `busy`.
-        await send(ws, "[[offline words=3]] again")
+        await ws.send_json_to(send_frame("[[offline words=3]] again"))
         second = await recv_until(ws, "done", "error")
 
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
@@ -100,7 +95,7 @@ async def test_a_checkpoint_of_partial_text_with_nul_is_saved(alice, titled_conv
     settings.STREAM_CHECKPOINT_S = 3600  # the test takes the checkpoint itself
     words = " ".join(f"w{i}\\u0000x\\ud800" for i in range(60))
     async with open_socket(titled_conversation.pk, alice) as ws:
-        await send(ws, f"[[offline reply escapes pace_ms=30]]\n{words}")
+        await ws.send_json_to(send_frame(f"[[offline reply escapes pace_ms=30]]\n{words}"))
         start = await recv_until(ws, "start")
         delta = await recv(ws)
         assert delta["type"] == "delta" and REPLACEMENT in delta["text"]
@@ -171,7 +166,7 @@ async def test_a_model_made_title_with_nul_and_a_lone_surrogate_is_saved(alice):
     async with open_socket(conversation.pk, alice) as ws:
         # The title request quotes the exchange, directive included: its reply is the first
         # line after the directive, as the model writes it.
-        await send(ws, "[[offline reply escapes]]\nTrip\\u0000 to\\ud800 Lyon")
+        await ws.send_json_to(send_frame("[[offline reply escapes]]\nTrip\\u0000 to\\ud800 Lyon"))
         frames = await recv_until(ws, "title")
     title = f"Trip{REPLACEMENT} to{REPLACEMENT} Lyon"
     assert frames[-1]["title"] == title

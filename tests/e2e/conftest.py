@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.support.servers import AppServer, app_environment, drop_database, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -39,99 +35,34 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.e2e)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _admin(url: str, *statements: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(
-        admin_url.replace("postgres://", "postgresql://", 1), autocommit=True
-    ) as c:
-        for statement in statements:
-            c.execute(statement)
-
-
-def _fresh_database(tmp: Path) -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return f"sqlite:///{tmp / 'e2e.sqlite3'}"
-    # One database per test run, so runs in parallel (several suites at once) do not collide.
-    name = f"claudeweb_e2e_{os.getpid()}"
-    _admin(url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="session")
 def app_env(offline_claude_url, tmp_path_factory) -> Iterator[dict[str, str]]:
     """The server's environment, for `manage.py` subprocesses that seed its database. The
     database is dropped at the end of the run."""
-    database_url = _fresh_database(tmp_path_factory.mktemp("e2e-db"))
-    yield dict(
-        os.environ,
-        DJANGO_DEBUG="true",
-        DATABASE_URL=database_url,
-        ANTHROPIC_BASE_URL=offline_claude_url,
-        ANTHROPIC_API_KEY="test-key",
-        CLAUDE_MAX_RETRIES="0",
+    # One database per test run, so runs in parallel (several suites at once) do not collide.
+    name = f"claudeweb_e2e_{os.getpid()}"
+    database_url = fresh_database(name, tmp_path_factory.mktemp("e2e-db"))
+    yield app_environment(
+        database_url=database_url,
+        claude_url=offline_claude_url,
         DEMO_USERNAME=E2E_USER,
         DEMO_PASSWORD=E2E_PASSWORD,
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
     )
-    if database_url.startswith(("postgres://", "postgresql://")):
-        name = urlsplit(database_url).path.lstrip("/")
-        _admin(database_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(database_url)
 
 
 @pytest.fixture(scope="session")
 def app_server(app_env, tmp_path_factory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
-    env = app_env
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, cwd=ROOT)
-    subprocess.run([*manage, "ensure_demo_user"], env=env, check=True, cwd=ROOT)
-    log = open(tmp / "daphne.log", "w")  # noqa: SIM115 (kept open for the server's life)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "claudeweb.server",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "claudeweb.asgi:application",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/login/", timeout=2).read()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                raise RuntimeError((tmp / "daphne.log").read_text()) from None
-            time.sleep(0.1)
+    server = AppServer(app_env, tmp_path_factory.mktemp("e2e"))
+    server.manage("migrate", "-v", "0")
+    server.manage("ensure_demo_user")
+    server.start()
     try:
-        yield url
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+        server.stop()
         ARTIFACTS.mkdir(exist_ok=True)
-        shutil.copy(tmp / "daphne.log", ARTIFACTS / "e2e-daphne.log")
+        shutil.copy(server.logs[-1], ARTIFACTS / "e2e-daphne.log")
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,6 @@ from chat.models import Conversation, Message
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
-
-
 def test_login_page_renders_and_logs_in(client, alice):
     assert client.get(reverse("login")).status_code == 200
     response = client.post(

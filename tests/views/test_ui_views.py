@@ -19,11 +19,6 @@ pytestmark = pytest.mark.django_db
 JSON = {"HTTP_ACCEPT": "application/json"}
 
 
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
-
-
 def say(conversation, role: str, text: str, parent=None, **fields) -> Message:
     message = Message.objects.create(
         conversation=conversation,

@@ -14,10 +14,8 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pytest
 import requests
-from botocore.exceptions import ClientError
 from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
@@ -25,11 +23,11 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from chat.conversations import lifecycle
 from chat.models import Attachment, Message
 from chat.uploads import attachments
 from chat.uploads.attachments import AttachmentError
 from claudeweb.middleware import storage_origins
+from tests.support.uploads import image_bytes, started, stored, upload
 
 pytestmark = [
     pytest.mark.django_db,
@@ -41,49 +39,6 @@ pytestmark = [
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3():
-    return boto3.client(
-        "s3", endpoint_url=os.environ.get("AWS_S3_ENDPOINT_URL"), region_name="us-east-1"
-    )
-
-
-def stored(s3, key: str) -> bytes | None:
-    try:
-        return s3.get_object(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=key)["Body"].read()
-    except ClientError:
-        return None
-
-
-def image_bytes(fmt="PNG", size=(64, 48), mode="RGB", noise=False, **save) -> bytes:
-    if noise:
-        img = Image.frombytes(mode, size, os.urandom(size[0] * size[1] * len(mode)))
-    else:
-        img = Image.new(mode, size, "#c05020" if mode != "1" else 0)
-    out = io.BytesIO()
-    img.save(out, fmt, **save)
-    return out.getvalue()
-
-
-def upload(post: dict, data: bytes, content_type: str | None = None) -> None:
-    """Posts the file as a browser does: the signed fields, then the file."""
-    fields = dict(post["fields"])
-    if content_type:
-        fields["Content-Type"] = content_type
-    response = requests.post(post["url"], data=fields, files={"file": ("f", data)}, timeout=10)
-    assert response.status_code in (200, 201, 204), response.text
-
-
-def started(owner, data: bytes, content_type="image/png", byte_size=None, name="photo.png"):
-    attachment, post = attachments.start_upload(
-        owner=owner,
-        content_type=content_type,
-        byte_size=len(data) if byte_size is None else byte_size,
-        name=name,
-    )
-    return attachment, post
 
 
 def verified(owner, data: bytes | None = None, content_type="image/png") -> Attachment:
@@ -329,11 +284,6 @@ def test_someone_elses_upload_is_not_found(alice, bob, s3):
 
 
 # --- send -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
 
 
 def test_verified_for_send_returns_the_owners_images_in_order(alice, bob, conversation):

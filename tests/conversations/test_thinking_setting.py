@@ -15,7 +15,7 @@ from chat.claude import catalogue
 from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
 from chat.replies import meters
-from tests.conftest import open_socket, recv, recv_until
+from tests.conftest import open_socket, recv, recv_until, send_and_wait
 
 OPUS_47 = "claude-opus-4-7"  # adaptive; does not think unasked
 SONNET_46 = "claude-sonnet-4-6"  # manual-and-adaptive; low, medium, high, max (no xhigh)
@@ -137,11 +137,6 @@ def test_the_page_lists_each_models_efforts_and_the_conversations_setting(alice)
 # --- the send frame and the request ----------------------------------------------------------
 
 
-async def send(ws, text: str, **extra) -> list[dict]:
-    await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text, **extra})
-    return await recv_until(ws, "done", "error", timeout=30)
-
-
 @sync_to_async
 def new_conversation(user, model: str = OPUS_47, effort: str = "") -> Conversation:
     return conversation_of(user, model=model, effort=effort)
@@ -162,7 +157,9 @@ def message_count(conversation: Conversation) -> int:
 async def test_the_effort_in_the_send_frame_reaches_the_request(alice, offline_requests):
     conversation = await new_conversation(alice, effort="high")
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=8]] think first", effort="low")
+        frames = await send_and_wait(
+            ws, "[[offline words=8]] think first", effort="low", timeout=30
+        )
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
     body = offline_requests.all()[-1]["body"]
     assert body["thinking"] == ADAPTIVE
@@ -187,7 +184,7 @@ async def test_without_an_effort_in_the_frame_the_conversations_setting_is_asked
 ):
     conversation = await new_conversation(alice, effort="max")
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=4]] hi")
+        frames = await send_and_wait(ws, "[[offline words=4]] hi", timeout=30)
     assert frames[-1]["type"] == "done"
     body = offline_requests.all()[-1]["body"]
     assert body["thinking"] == ADAPTIVE and body["output_config"] == {"effort": "max"}
@@ -199,7 +196,7 @@ async def test_thinking_is_off_when_the_setting_is_off(alice, offline_requests):
     # Haiku 5.5 thinks unasked: "Off" must turn it off, not leave it to the model.
     conversation = await new_conversation(alice, model="claude-haiku-5-5", effort="")
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=4]] hi")
+        frames = await send_and_wait(ws, "[[offline words=4]] hi", timeout=30)
     assert frames[-1]["type"] == "done"
     body = offline_requests.all()[-1]["body"]
     assert body["thinking"] == {"type": "disabled"} and "output_config" not in body
@@ -215,7 +212,7 @@ async def test_an_always_thinking_model_without_an_effort_asks_nothing_and_still
 ):
     conversation = await new_conversation(alice, model=SONNET_55, effort="")
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=5]] hi")
+        frames = await send_and_wait(ws, "[[offline words=5]] hi", timeout=30)
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
     body = offline_requests.all()[-1]["body"]
     assert "thinking" not in body and "output_config" not in body  # never "disabled"
@@ -230,7 +227,7 @@ async def test_an_always_thinking_model_without_an_effort_asks_nothing_and_still
 async def test_an_always_thinking_model_takes_an_effort(alice, offline_requests):
     conversation = await new_conversation(alice, model=SONNET_55)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=5]] hi", effort="xhigh")
+        frames = await send_and_wait(ws, "[[offline words=5]] hi", effort="xhigh", timeout=30)
     assert frames[-1]["type"] == "done"
     body = offline_requests.all()[-1]["body"]
     assert body["thinking"] == ADAPTIVE and body["output_config"] == {"effort": "xhigh"}
@@ -283,7 +280,9 @@ async def test_a_level_the_model_does_not_take_is_an_invalid_frame_and_starts_no
 async def test_the_effort_is_checked_against_the_model_the_message_goes_to(alice, offline_requests):
     conversation = await new_conversation(alice, model=SONNET_46)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=4]] hi", model=OPUS_47, effort="xhigh")
+        frames = await send_and_wait(
+            ws, "[[offline words=4]] hi", model=OPUS_47, effort="xhigh", timeout=30
+        )
     assert frames[-1]["type"] == "done"
     body = offline_requests.all()[-1]["body"]
     assert body["model"] == OPUS_47 and body["output_config"] == {"effort": "xhigh"}
@@ -294,10 +293,10 @@ async def test_the_effort_is_checked_against_the_model_the_message_goes_to(alice
 async def test_a_model_change_keeps_the_nearest_effort_the_new_model_takes(alice, offline_requests):
     conversation = await new_conversation(alice, model=OPUS_47, effort="xhigh")
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=4]] hi", model=SONNET_46)
+        frames = await send_and_wait(ws, "[[offline words=4]] hi", model=SONNET_46, timeout=30)
         assert frames[-1]["type"] == "done"
         assert await sync_to_async(effort_of)(conversation) == "high"
-        frames = await send(ws, "[[offline words=4]] again", model=HAIKU_45)
+        frames = await send_and_wait(ws, "[[offline words=4]] again", model=HAIKU_45, timeout=30)
     assert frames[-1]["type"] == "done"
     first, second = [r["body"] for r in offline_requests.all()]
     assert first["model"] == SONNET_46 and first["output_config"] == {"effort": "high"}
@@ -314,7 +313,7 @@ async def test_regenerate_edit_and_continue_use_the_conversations_setting(
     settings.CLAUDE_MAX_OUTPUT_TOKENS = 40
     conversation = await new_conversation(alice, model=OPUS_47, effort="medium")
     async with open_socket(conversation.pk, alice) as ws:
-        first = await send(ws, "[[offline words=4]] hi", effort="low")
+        first = await send_and_wait(ws, "[[offline words=4]] hi", effort="low", timeout=30)
         user_id = first[0]["message"]["id"]
         await ws.send_json_to({"type": "regenerate"})
         regenerated = await recv_until(ws, "done", "error", timeout=30)
@@ -339,8 +338,8 @@ async def test_regenerate_edit_and_continue_use_the_conversations_setting(
 async def test_pages_get_thinking_text_but_never_signatures_or_redacted_data(alice):
     conversation = await new_conversation(alice, model=OPUS_47, effort="high")
     async with open_socket(conversation.pk, alice) as ws:
-        shown = await send(ws, "[[offline words=4]] first")
-        redacted = await send(ws, "[[offline words=4 redact]] second")
+        shown = await send_and_wait(ws, "[[offline words=4]] first", timeout=30)
+        redacted = await send_and_wait(ws, "[[offline words=4 redact]] second", timeout=30)
         await ws.send_json_to({"type": "resume", "after_seq": 0})
         resumed = await recv_until(ws, "message", "done", timeout=10)
     thinking = await saved_reply(shown[-1]["message_id"])
@@ -391,7 +390,7 @@ async def test_a_thinking_replys_output_tokens_are_the_apis_figure(
     words = 7
     conversation = await new_conversation(alice, model=OPUS_47, effort="high")
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, f"[[offline words={words}]] count me")
+        frames = await send_and_wait(ws, f"[[offline words={words}]] count me", timeout=30)
     assert frames[-1]["type"] == "done"
     record = offline_requests.all()[-1]
     # The same request again, not streamed: the API's own usage for it (replies are

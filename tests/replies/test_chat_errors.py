@@ -7,25 +7,13 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, recv_until, run_turn
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
-
-
-async def run_turn(alice, conversation, text: str) -> list[dict]:
-    async with open_socket(conversation.pk, alice) as ws:
-        await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-        return await recv_until(ws, "done", "error", timeout=15)
 
 
 @sync_to_async
@@ -53,7 +41,7 @@ BEFORE_STREAM = [
 async def test_an_http_error_before_the_stream_is_a_clear_error(
     alice, conversation, directive, code, retryable
 ):
-    frames = await run_turn(alice, conversation, f"[[offline {directive}]]")
+    frames = await run_turn(alice, conversation, f"[[offline {directive}]]", timeout=15)
     error = frames[-1]
     assert error["type"] == "error"
     assert (error["code"], error["retryable"]) == (code, retryable)
@@ -65,7 +53,7 @@ async def test_an_http_error_before_the_stream_is_a_clear_error(
 
 
 async def test_rate_limit_tells_when_to_retry(alice, conversation):
-    frames = await run_turn(alice, conversation, "[[offline status=429 retry_after=7]]")
+    frames = await run_turn(alice, conversation, "[[offline status=429 retry_after=7]]", timeout=15)
     assert "7 s" in frames[-1]["message"]
 
 
@@ -82,7 +70,9 @@ async def test_a_failure_mid_stream_keeps_the_partial_text_and_usage(
     alice, conversation, settings, directive, code
 ):
     settings.CLAUDE_READ_TIMEOUT_S = 1.0
-    frames = await run_turn(alice, conversation, f"[[offline words=100 pace_ms=1 {directive}]]")
+    frames = await run_turn(
+        alice, conversation, f"[[offline words=100 pace_ms=1 {directive}]]", timeout=15
+    )
     error = frames[-1]
     assert (error["type"], error["code"], error["retryable"]) == ("error", code, True)
     streamed = "".join(f["text"] for f in frames if f["type"] == "delta")
@@ -94,8 +84,8 @@ async def test_a_failure_mid_stream_keeps_the_partial_text_and_usage(
 
 
 async def test_after_an_error_the_conversation_goes_on(alice, conversation, offline_requests):
-    await run_turn(alice, conversation, "[[offline status=500]]")
-    frames = await run_turn(alice, conversation, "again [[offline words=4]]")
+    await run_turn(alice, conversation, "[[offline status=500]]", timeout=15)
+    frames = await run_turn(alice, conversation, "again [[offline words=4]]", timeout=15)
     assert frames[-1]["type"] == "done"
     last_request = offline_requests.all()[-1]["body"]
     # The failed reply had no text: the two user turns are merged, roles still alternate.

@@ -17,7 +17,7 @@ from chat.models import Message
 from chat.replies import checkpoints
 from tests.conftest import open_socket, recv_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

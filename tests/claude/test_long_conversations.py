@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from decimal import Decimal
 
 import anthropic
@@ -18,7 +17,7 @@ from chat.conversations import lifecycle
 from chat.ledger import entries
 from chat.models import ApiCall, Conversation, Message
 from chat.replies import meters, planning
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, send_and_wait
 
 PRICES = {
     "price_input": "4.00",
@@ -86,11 +85,6 @@ def seeded(user, model: str, *, turns: int, words: int) -> Conversation:
     return conversation
 
 
-async def send(ws, text: str) -> list[dict]:
-    await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-    return await recv_until(ws, "done", "error", timeout=60)
-
-
 def recorded(offline_claude_url: str, path: str) -> list[dict]:
     with urllib.request.urlopen(offline_claude_url + "/_offline/requests", timeout=5) as r:
         return [rec for rec in json.load(r) if rec["path"] == path]
@@ -136,7 +130,9 @@ async def test_the_gauge_after_a_few_turns_is_the_last_calls_real_figures(
 ):
     async with open_socket(titled_conversation.pk, alice) as ws:
         for n in range(3):
-            frames = await send(ws, f"Question {n}: tell me more. [[offline words=8]]")
+            frames = await send_and_wait(
+                ws, f"Question {n}: tell me more. [[offline words=8]]", timeout=60
+            )
             assert frames[-1]["type"] == "done"
     last = (await reply_calls(titled_conversation))[-1]
     shown = frames[-1]["meters"]
@@ -209,7 +205,9 @@ async def test_count_tokens_is_not_asked_on_a_short_chat(
 ):
     async with open_socket(titled_conversation.pk, alice) as ws:
         for n in range(3):
-            assert (await send(ws, f"Turn {n} [[offline words=5]]"))[-1]["type"] == "done"
+            assert (await send_and_wait(ws, f"Turn {n} [[offline words=5]]", timeout=60))[-1][
+                "type"
+            ] == "done"
     assert len(offline_requests.all()) == 3
     assert count_requests(offline_claude_url) == []
 
@@ -224,7 +222,7 @@ async def test_count_tokens_is_asked_once_near_the_limit_and_nothing_is_folded_b
     # counted (the tool definitions too): still under it.
     conversation = await seeded(alice, TINY["id"], turns=4, words=200)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "and now? [[offline words=5]]")
+        frames = await send_and_wait(ws, "and now? [[offline words=5]]", timeout=60)
     assert frames[-1]["type"] == "done"
     [counted] = count_requests(offline_claude_url)
     [reply] = offline_requests.all()
@@ -247,7 +245,7 @@ async def test_a_conversation_past_the_trigger_is_compacted_and_the_next_request
     # Six exchanges of ~10,000 tokens: past the 50,000-token trigger, far under the fold limit.
     conversation = await seeded(alice, COMPACTING["id"], turns=6, words=5000)
     async with open_socket(conversation.pk, alice) as ws:
-        first = await send(ws, "Where were we? [[offline words=6]]")
+        first = await send_and_wait(ws, "Where were we? [[offline words=6]]", timeout=60)
         assert first[-1]["type"] == "done", first[-1]
         request = offline_requests.all()[-1]
         assert "compact-2026-01-12" in request["headers"]["anthropic-beta"]
@@ -269,7 +267,7 @@ async def test_a_conversation_past_the_trigger_is_compacted_and_the_next_request
         # The gauge follows the API's top-level figures: the compacted context.
         assert first[-1]["meters"]["context_tokens"] == prompt + output
 
-        second = await send(ws, "And then? [[offline words=4]]")
+        second = await send_and_wait(ws, "And then? [[offline words=4]]", timeout=60)
         assert second[-1]["type"] == "done"
     sent = offline_requests.all()[-1]["body"]["messages"]
     assert block in [b for m in sent if m["role"] == "assistant" for b in m["content"]]
@@ -285,7 +283,7 @@ async def test_the_cost_of_a_compacting_call_is_both_iterations_at_the_models_pr
 ):
     conversation = await seeded(alice, COMPACTING["id"], turns=6, words=5000)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "Sum it up. [[offline words=6]]")
+        frames = await send_and_wait(ws, "Sum it up. [[offline words=6]]", timeout=60)
     assert frames[-1]["type"] == "done"
     [call] = await reply_calls(conversation)
     part = call.prices["compaction"]
@@ -327,7 +325,7 @@ async def test_a_model_without_compaction_still_folds_by_summary(
 ):
     conversation = await seeded(alice, TINY["id"], turns=8, words=200)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "and now? [[offline words=5]]")
+        frames = await send_and_wait(ws, "and now? [[offline words=5]]", timeout=60)
     assert frames[-1]["type"] == "done"
     await sync_to_async(conversation.refresh_from_db)()
     assert conversation.summary and conversation.summary_upto_id
@@ -449,7 +447,9 @@ async def test_a_compacting_reply_goes_through_a_tool_round_with_its_thinking_in
 ):
     conversation = await seeded(alice, COMPACTING["id"], turns=6, words=5000)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "Compute 6*7 please. [[offline call=calculator]]")
+        frames = await send_and_wait(
+            ws, "Compute 6*7 please. [[offline call=calculator]]", timeout=60
+        )
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
     reply = await sync_to_async(Message.objects.get)(pk=frames[-1]["message_id"])
     kinds = [b["type"] for b in reply.content]

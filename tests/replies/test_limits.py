@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from asgiref.sync import sync_to_async
 from django.urls import reverse
 
 from chat.conversations import lifecycle
 from chat.models import Message
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, recv_until, send_frame
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-def send_frame(text: str, client_id: str | None = None) -> dict:
-    return {"type": "send", "client_id": client_id or str(uuid.uuid4()), "text": text}
 
 
 async def test_sends_a_minute_are_limited(alice, settings):

@@ -11,23 +11,12 @@ from chat.claude import catalogue
 from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
 from chat.replies import tools
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, recv_until, run_turn
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-@pytest.fixture
-def conversation(titled_conversation):
-    return titled_conversation
-
-
-async def turn(user, conversation, text: str, *, until=("done", "error")) -> list[dict]:
-    async with open_socket(conversation.pk, user) as ws:
-        await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-        return await recv_until(ws, *until, timeout=20)
 
 
 @sync_to_async
@@ -40,9 +29,12 @@ def text_of(frames: list[dict]) -> str:
     return "".join(f["text"] for f in frames if f["type"] == "delta")
 
 
-async def test_a_parallel_two_tool_round(alice, conversation, offline_requests):
-    frames = await turn(
-        alice, conversation, "What is 6*7? [[offline call=calculator,current_time]]"
+async def test_a_parallel_two_tool_round(alice, titled_conversation, offline_requests):
+    frames = await run_turn(
+        alice,
+        titled_conversation,
+        "What is 6*7? [[offline call=calculator,current_time]]",
+        timeout=20,
     )
     done = frames[-1]
     assert done["type"] == "done" and done["stop_reason"] == "end_turn"
@@ -66,15 +58,15 @@ async def test_a_parallel_two_tool_round(alice, conversation, offline_requests):
     assert text_of(frames) == message.text
 
 
-async def test_an_unknown_tool_is_answered_with_an_error_result(alice, conversation):
-    frames = await turn(alice, conversation, "[[offline call=teleport]]")
+async def test_an_unknown_tool_is_answered_with_an_error_result(alice, titled_conversation):
+    frames = await run_turn(alice, titled_conversation, "[[offline call=teleport]]", timeout=20)
     [result] = [f for f in frames if f["type"] == "tool" and f["result"] is not None]
     assert result["is_error"] and "Unknown tool 'teleport'" in result["result"]
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
 
 
 async def test_a_tool_that_raises_is_answered_with_an_error_result(
-    alice, conversation, monkeypatch
+    alice, titled_conversation, monkeypatch
 ):
     def explode(tool_input, context):
         raise RuntimeError("boom")
@@ -84,17 +76,19 @@ async def test_a_tool_that_raises_is_answered_with_an_error_result(
         tools.Tool("explode", "Always fails.", {"type": "object", "properties": {}}, explode)
     )
     monkeypatch.setattr(tools, "REGISTRY", registry)
-    frames = await turn(alice, conversation, "[[offline call=explode]]")
+    frames = await run_turn(alice, titled_conversation, "[[offline call=explode]]", timeout=20)
     [result] = [f for f in frames if f["type"] == "tool" and f["result"] is not None]
     assert result["is_error"] and result["result"] == "The tool explode failed: RuntimeError."
     assert frames[-1]["type"] == "done"
 
 
 async def test_the_tool_loop_stops_at_the_iteration_cap(
-    alice, conversation, settings, offline_requests
+    alice, titled_conversation, settings, offline_requests
 ):
     settings.CLAUDE_MAX_TOOL_ITERATIONS = 2
-    frames = await turn(alice, conversation, "2+2 [[offline call=calculator rounds=99]]")
+    frames = await run_turn(
+        alice, titled_conversation, "2+2 [[offline call=calculator rounds=99]]", timeout=20
+    )
     done = frames[-1]
     assert done["type"] == "done" and done["stop_reason"] == "end_turn"
     message, calls = await saved(done["message_id"])
@@ -106,8 +100,10 @@ async def test_the_tool_loop_stops_at_the_iteration_cap(
     assert message.content[-1]["type"] == "text"
 
 
-async def test_pause_turn_continues_the_turn(alice, conversation, offline_requests):
-    frames = await turn(alice, conversation, "[[offline words=30 pause_after=7]]")
+async def test_pause_turn_continues_the_turn(alice, titled_conversation, offline_requests):
+    frames = await run_turn(
+        alice, titled_conversation, "[[offline words=30 pause_after=7]]", timeout=20
+    )
     done = frames[-1]
     assert done["stop_reason"] == "end_turn"
     message, calls = await saved(done["message_id"])
@@ -117,9 +113,11 @@ async def test_pause_turn_continues_the_turn(alice, conversation, offline_reques
     assert offline_requests.all()[-1]["body"]["messages"][-1]["role"] == "assistant"
 
 
-async def test_max_tokens_then_continue_makes_one_joined_reply(alice, conversation, settings):
+async def test_max_tokens_then_continue_makes_one_joined_reply(
+    alice, titled_conversation, settings
+):
     settings.CLAUDE_MAX_OUTPUT_TOKENS = 20
-    async with open_socket(conversation.pk, alice) as ws:
+    async with open_socket(titled_conversation.pk, alice) as ws:
         await ws.send_json_to(
             {"type": "send", "client_id": str(uuid.uuid4()), "text": "[[offline words=50]]"}
         )
@@ -138,28 +136,32 @@ async def test_max_tokens_then_continue_makes_one_joined_reply(alice, conversati
     assert len(message.text.split()) == 50
     assert message.text.split() == (text_of(first) + text_of(second)).split()
     assert [c.purpose for c in calls] == ["reply", "continuation"]
-    count = await sync_to_async(Message.objects.filter(conversation=conversation).count)()
+    count = await sync_to_async(Message.objects.filter(conversation=titled_conversation).count)()
     assert count == 2
 
 
-async def test_continue_without_a_cut_reply_is_refused(alice, conversation):
-    await turn(alice, conversation, "[[offline words=3]]")
-    async with open_socket(conversation.pk, alice) as ws:
+async def test_continue_without_a_cut_reply_is_refused(alice, titled_conversation):
+    await run_turn(alice, titled_conversation, "[[offline words=3]]", timeout=20)
+    async with open_socket(titled_conversation.pk, alice) as ws:
         await ws.send_json_to({"type": "continue"})
         error = (await recv_until(ws, "error"))[-1]
     assert error["code"] == "invalid_frame" and "nothing to continue" in error["message"]
 
 
 @pytest.mark.parametrize("reason", ["refusal", "stop_sequence"])
-async def test_refusals_and_stop_sequences_keep_their_state(alice, conversation, reason):
-    frames = await turn(alice, conversation, f"[[offline words=5 stop={reason}]]")
+async def test_refusals_and_stop_sequences_keep_their_state(alice, titled_conversation, reason):
+    frames = await run_turn(
+        alice, titled_conversation, f"[[offline words=5 stop={reason}]]", timeout=20
+    )
     assert frames[-1]["stop_reason"] == reason
     message, _ = await saved(frames[-1]["message_id"])
     assert message.stop_reason == reason and message.status == "done"
 
 
-async def test_a_model_chosen_for_the_conversation_is_used(alice, conversation, offline_requests):
-    async with open_socket(conversation.pk, alice) as ws:
+async def test_a_model_chosen_for_the_conversation_is_used(
+    alice, titled_conversation, offline_requests
+):
+    async with open_socket(titled_conversation.pk, alice) as ws:
         await ws.send_json_to(
             {
                 "type": "send",
@@ -170,8 +172,8 @@ async def test_a_model_chosen_for_the_conversation_is_used(alice, conversation, 
         )
         await recv_until(ws, "done")
     assert offline_requests.all()[-1]["body"]["model"] == "claude-haiku-4-5"
-    await sync_to_async(conversation.refresh_from_db)()
-    assert conversation.model == "claude-haiku-4-5"
+    await sync_to_async(titled_conversation.refresh_from_db)()
+    assert titled_conversation.model == "claude-haiku-4-5"
 
 
 async def test_a_title_is_made_after_the_first_exchange(alice, offline_requests, settings):
@@ -196,15 +198,20 @@ async def test_a_title_is_made_after_the_first_exchange(alice, offline_requests,
 
 
 async def test_a_failed_reply_with_tool_uses_keeps_the_history_valid(
-    alice, conversation, offline_requests
+    alice, titled_conversation, offline_requests
 ):
-    await turn(alice, conversation, "[[offline call=calculator error_after=0 rounds=1]] 1+1")
-    frames = await turn(alice, conversation, "again [[offline words=3]]")
+    await run_turn(
+        alice,
+        titled_conversation,
+        "[[offline call=calculator error_after=0 rounds=1]] 1+1",
+        timeout=20,
+    )
+    frames = await run_turn(alice, titled_conversation, "again [[offline words=3]]", timeout=20)
     assert frames[-1]["type"] == "done"
 
 
-async def test_done_carries_the_context_gauge_and_budget_left(alice, conversation, settings):
-    frames = await turn(alice, conversation, "[[offline words=8]]")
+async def test_done_carries_the_context_gauge_and_budget_left(alice, titled_conversation, settings):
+    frames = await run_turn(alice, titled_conversation, "[[offline words=8]]", timeout=20)
     meters = frames[-1]["meters"]
     usage = frames[-1]["usage"]
     prompt = (
@@ -213,6 +220,6 @@ async def test_done_carries_the_context_gauge_and_budget_left(alice, conversatio
         + usage["cache_read_input_tokens"]
     )
     assert meters["context_tokens"] == prompt + usage["output_tokens"]
-    assert meters["context_window"] == catalogue.get_model(conversation.model).context_window
+    assert meters["context_window"] == catalogue.get_model(titled_conversation.model).context_window
     assert meters["budget_used"] == prompt + usage["output_tokens"]
     assert meters["budget_limit"] == settings.CONVERSATION_TOKEN_BUDGET

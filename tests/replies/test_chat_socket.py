@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -11,21 +10,12 @@ from asgiref.sync import sync_to_async
 
 from chat.conversations import lifecycle
 from chat.models import ApiCall, Message
-from tests.conftest import open_socket, recv, recv_until
+from tests.conftest import open_socket, recv, recv_until, send_frame
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
-
-
-def send_frame(text: str, client_id: str | None = None) -> dict:
-    return {"type": "send", "client_id": client_id or str(uuid.uuid4()), "text": text}
 
 
 def deltas_of(frames: list[dict]) -> list[dict]:
@@ -51,7 +41,8 @@ async def test_it_streams_a_reply_in_order_and_saves_it(alice, conversation):
     async with open_socket(conversation.pk, alice) as ws:
         await ws.send_json_to(
             send_frame(
-                f"[[offline reply pace_ms=2]]\n{text}", "c0ffee00-0000-4000-8000-000000000001"
+                f"[[offline reply pace_ms=2]]\n{text}",
+                client_id="c0ffee00-0000-4000-8000-000000000001",
             )
         )
         frames = await recv_until(ws, "done", "error")

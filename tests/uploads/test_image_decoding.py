@@ -19,7 +19,7 @@ from chat.models import Attachment
 from chat.uploads import attachments
 from chat.uploads.attachments import AttachmentError
 from chat.uploads.images import KINDS, ImageRefused, decode, reencode
-from tests.test_attachments import s3, started, stored, upload  # noqa: F401 (s3 is a fixture)
+from tests.support.uploads import started, stored, upload
 
 needs_s3 = pytest.mark.skipif(
     not os.environ.get("AWS_S3_ENDPOINT_URL"),
@@ -133,7 +133,7 @@ def _finish_in_thread(owner, attachment_id: int, results: dict) -> threading.Thr
 
 @needs_s3
 @pytest.mark.django_db(transaction=True)
-def test_at_most_the_configured_number_of_decodes_run_at_once(alice, s3, settings, monkeypatch):  # noqa: F811
+def test_at_most_the_configured_number_of_decodes_run_at_once(alice, s3, settings, monkeypatch):
     settings.IMAGE_VERIFY_CONCURRENCY = 2
     settings.IMAGE_VERIFY_WAIT_SECONDS = WAIT_S
     slots = attachments.decode_slots
@@ -176,7 +176,7 @@ def test_at_most_the_configured_number_of_decodes_run_at_once(alice, s3, setting
 
 
 @needs_s3
-def test_a_finish_with_no_free_slot_is_busy_and_can_be_retried(alice, s3, settings):  # noqa: F811
+def test_a_finish_with_no_free_slot_is_busy_and_can_be_retried(alice, s3, settings):
     settings.IMAGE_VERIFY_CONCURRENCY = 1
     settings.IMAGE_VERIFY_WAIT_SECONDS = 0
     data = photo((800, 600))

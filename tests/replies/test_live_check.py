@@ -20,7 +20,7 @@ from django.core.management.base import CommandError
 from chat.claude import catalogue, context
 from chat.replies import live_check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAIKU_55 = "claude-haiku-5-5"
 UNSERVED = "claude-haiku-9-9"
 

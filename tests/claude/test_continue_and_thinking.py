@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -12,7 +10,7 @@ from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
 from offline_claude import lineup
 from offline_claude.replies import filler_chunks
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, recv_until, send_and_wait
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -40,16 +38,6 @@ async def new_conversation(user, title: str = "Test") -> Conversation:
     return await make()
 
 
-async def send(ws, text: str, model: str | None = None, effort: str | None = None) -> list[dict]:
-    frame = {"type": "send", "client_id": str(uuid.uuid4()), "text": text}
-    if model:
-        frame["model"] = model
-    if effort:
-        frame["effort"] = effort
-    await ws.send_json_to(frame)
-    return await recv_until(ws, "done", "error", timeout=30)
-
-
 @sync_to_async
 def saved(message_id: int) -> tuple[Message, list[ApiCall], int]:
     message = Message.objects.get(pk=message_id)
@@ -67,7 +55,7 @@ async def continue_until_done(user, model: str) -> None:
     conversation = await new_conversation(user)
     words = 60
     async with open_socket(conversation.pk, user) as ws:
-        first = await send(ws, f"[[offline words={words}]]", model=model)
+        first = await send_and_wait(ws, f"[[offline words={words}]]", model=model, timeout=30)
         assert first[-1]["type"] == "done" and first[-1]["stop_reason"] == "max_tokens", model
         message_id = first[-1]["message_id"]
         seen = deltas(first)
@@ -112,7 +100,9 @@ async def test_continue_sends_the_cut_reply_and_a_user_turn_never_a_prefill(
     settings.CLAUDE_MAX_OUTPUT_TOKENS = 40
     conversation = await new_conversation(alice)
     async with open_socket(conversation.pk, alice) as ws:
-        first = await send(ws, "[[offline words=50]]", model="claude-sonnet-4-6")
+        first = await send_and_wait(
+            ws, "[[offline words=50]]", model="claude-sonnet-4-6", timeout=30
+        )
         cut, _, _ = await saved(first[-1]["message_id"])
         await ws.send_json_to({"type": "continue"})
         await recv_until(ws, "done", "error", timeout=30)
@@ -128,8 +118,8 @@ async def test_a_three_round_tool_loop_on_opus_5_5_sends_thinking_back_unmodifie
 ):
     conversation = await new_conversation(alice)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(
-            ws, "[[offline call=calculator rounds=3]] calculate 2 + 3", model=OPUS_55
+        frames = await send_and_wait(
+            ws, "[[offline call=calculator rounds=3]] calculate 2 + 3", model=OPUS_55, timeout=30
         )
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
     message, calls, _ = await saved(frames[-1]["message_id"])
@@ -151,7 +141,9 @@ async def test_a_three_round_tool_loop_on_opus_5_5_sends_thinking_back_unmodifie
 async def test_summarized_thinking_streams_as_thinking_frames(alice, served, offline_requests):
     conversation = await new_conversation(alice)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline words=6]] think about it", model=OPUS_55, effort="high")
+        frames = await send_and_wait(
+            ws, "[[offline words=6]] think about it", model=OPUS_55, effort="high", timeout=30
+        )
     assert frames[-1]["type"] == "done"
     thinking_frames = [f for f in frames if f["type"] == "thinking"]
     assert thinking_frames and all("seq" not in f for f in thinking_frames)
@@ -171,10 +163,14 @@ async def test_the_next_turn_and_a_model_change_after_thinking_replies_succeed(
 ):
     conversation = await new_conversation(alice)
     async with open_socket(conversation.pk, alice) as ws:
-        first = await send(ws, "[[offline words=5]] one", model=OPUS_55)
-        second = await send(ws, "[[offline words=5]] two", model=OPUS_55)
-        third = await send(ws, "[[offline words=5]] three", model="claude-sonnet-4-6")
-        fourth = await send(ws, "[[offline words=5]] four", model="claude-fable-5-2")
+        first = await send_and_wait(ws, "[[offline words=5]] one", model=OPUS_55, timeout=30)
+        second = await send_and_wait(ws, "[[offline words=5]] two", model=OPUS_55, timeout=30)
+        third = await send_and_wait(
+            ws, "[[offline words=5]] three", model="claude-sonnet-4-6", timeout=30
+        )
+        fourth = await send_and_wait(
+            ws, "[[offline words=5]] four", model="claude-fable-5-2", timeout=30
+        )
     assert [f[-1]["type"] for f in (first, second, third, fourth)] == ["done"] * 4
     for record in offline_requests.all()[1:]:
         for m in record["body"]["messages"]:
@@ -187,7 +183,9 @@ async def test_the_next_turn_and_a_model_change_after_thinking_replies_succeed(
 async def test_redacted_thinking_round_trips_through_a_tool_loop(alice, served, offline_requests):
     conversation = await new_conversation(alice)
     async with open_socket(conversation.pk, alice) as ws:
-        frames = await send(ws, "[[offline call=calculator redact]] calculate 1 + 1", model=OPUS_55)
+        frames = await send_and_wait(
+            ws, "[[offline call=calculator redact]] calculate 1 + 1", model=OPUS_55, timeout=30
+        )
     assert frames[-1]["type"] == "done" and frames[-1]["stop_reason"] == "end_turn"
     message, _, _ = await saved(frames[-1]["message_id"])
     redacted = message.content[0]
@@ -202,7 +200,7 @@ async def test_continue_on_a_thinking_model_leaves_the_cut_replys_thinking_out(
     settings.CLAUDE_MAX_OUTPUT_TOKENS = 40
     conversation = await new_conversation(alice)
     async with open_socket(conversation.pk, alice) as ws:
-        first = await send(ws, "[[offline words=50]]", model=OPUS_55)
+        first = await send_and_wait(ws, "[[offline words=50]]", model=OPUS_55, timeout=30)
         await ws.send_json_to({"type": "continue"})
         second = await recv_until(ws, "done", "error", timeout=30)
     assert second[-1]["type"] == "done"

@@ -23,7 +23,7 @@ from PIL import Image
 from chat.models import Attachment
 from chat.uploads.attachments import verified_key
 from tests.conftest import make_user
-from tests.test_attachments import image_bytes, s3, stored  # noqa: F401 (s3 is a fixture)
+from tests.support.uploads import image_bytes, stored, upload
 
 pytestmark = [
     pytest.mark.django_db,
@@ -55,25 +55,17 @@ def start(web: Client, content_type="image/png", byte_size=10, name="photo.png",
     return web.post("/attachments/start/", data=body, content_type="application/json")
 
 
-def post_to_s3(upload: dict, data: bytes, content_type: str | None = None) -> None:
-    fields = dict(upload["fields"])
-    if content_type:
-        fields["Content-Type"] = content_type
-    response = requests.post(upload["url"], data=fields, files={"file": ("f", data)}, timeout=30)
-    assert response.status_code in (200, 201, 204), response.text
-
-
 def upload_and_finish(web, data: bytes, content_type="image/png", *, sent_as=None, name="a.png"):
     """start → POST to S3 → finish; returns (attachment row, finish response, start json)."""
     response = start(web, content_type, len(data), name)
     assert response.status_code == 201, response.content
     started = response.json()
-    post_to_s3(started["upload"], data, sent_as)
+    upload(started["upload"], data, sent_as, timeout=30)
     finished = web.post(f"/attachments/{started['id']}/finish/")
     return Attachment.objects.get(pk=started["id"]), finished, started
 
 
-def assert_refused(s3, row: Attachment, response, status: int, code: str, message: str):  # noqa: F811
+def assert_refused(s3, row: Attachment, response, status: int, code: str, message: str):
     assert response.status_code == status, response.content
     error = response.json()["error"]
     assert error["code"] == code
@@ -85,7 +77,7 @@ def assert_refused(s3, row: Attachment, response, status: int, code: str, messag
     assert stored(s3, verified_key(row.key)) is None, "a verified copy was written"
 
 
-def assert_still_works(web, s3):  # noqa: F811
+def assert_still_works(web, s3):
     """The same user can still upload a plain image afterwards."""
     row, response, _ = upload_and_finish(web, image_bytes())
     assert response.status_code == 200, response.content
@@ -191,7 +183,7 @@ REFUSED_AT_FINISH = [
     [case[1:] for case in REFUSED_AT_FINISH],
     ids=[case[0] for case in REFUSED_AT_FINISH],
 )
-def test_refused_at_finish(web, s3, make, declared, sent_as, message):  # noqa: F811
+def test_refused_at_finish(web, s3, make, declared, sent_as, message):
     data = make()
     began = time.monotonic()
     row, response, _ = upload_and_finish(web, data, declared, sent_as=sent_as)
@@ -200,7 +192,7 @@ def test_refused_at_finish(web, s3, make, declared, sent_as, message):  # noqa: 
     assert_still_works(web, s3)
 
 
-def test_an_empty_upload_is_refused(web, s3):  # noqa: F811
+def test_an_empty_upload_is_refused(web, s3):
     """Declared 10 bytes, sent none: S3 would refuse (content-length-range 1..); finish does too."""
     response = start(web, "image/png", 10)
     started = response.json()
@@ -237,7 +229,7 @@ REFUSED_AT_START = [
 @pytest.mark.parametrize(
     "body", [case[1] for case in REFUSED_AT_START], ids=[case[0] for case in REFUSED_AT_START]
 )
-def test_refused_at_start(web, s3, body):  # noqa: F811
+def test_refused_at_start(web, s3, body):
     message = dict((case[0], case[2]) for case in REFUSED_AT_START)
     response = start(web, raw=json.dumps({**body, "name": "x.png"}))
     assert response.status_code == 400
@@ -254,7 +246,7 @@ def test_refused_at_start(web, s3, body):  # noqa: F811
     [b"not json", b"[]", b'"x"', b"\xff\xfe", b"{" * 10_000, b'{"a": NaN}'],
     ids=["not-json", "array", "string", "bad-utf8", "deep-nesting", "nan"],
 )
-def test_a_malformed_start_body_is_a_clear_error(web, s3, raw):  # noqa: F811
+def test_a_malformed_start_body_is_a_clear_error(web, s3, raw):
     response = web.post("/attachments/start/", data=raw, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] in ("invalid_request", "attachment_invalid")
@@ -292,7 +284,7 @@ def test_file_names_never_reach_the_key_and_are_cleaned_for_display(web, alice, 
 # --- accepted, but only as the server's clean re-encoding ----------------------------------------
 
 
-def test_a_png_html_polyglot_is_stored_without_its_payload(web, s3):  # noqa: F811
+def test_a_png_html_polyglot_is_stored_without_its_payload(web, s3):
     data = image_bytes("PNG", (40, 40)) + HTML
     row, response, _ = upload_and_finish(web, data)
     assert response.status_code == 200
@@ -301,7 +293,7 @@ def test_a_png_html_polyglot_is_stored_without_its_payload(web, s3):  # noqa: F8
     assert stored(s3, row.key.replace("images/", "uploads/", 1)) is None
 
 
-def test_a_gif_zip_polyglot_is_stored_without_its_payload(web, s3):  # noqa: F811
+def test_a_gif_zip_polyglot_is_stored_without_its_payload(web, s3):
     archive = io.BytesIO()
     import zipfile
 
@@ -314,7 +306,7 @@ def test_a_gif_zip_polyglot_is_stored_without_its_payload(web, s3):  # noqa: F81
     assert b"PK\x03\x04" not in clean and b"evil.html" not in clean
 
 
-def test_a_jpeg_with_a_comment_payload_loses_it(web, s3):  # noqa: F811
+def test_a_jpeg_with_a_comment_payload_loses_it(web, s3):
     img = Image.new("RGB", (50, 50), "red")
     out = io.BytesIO()
     img.save(out, "JPEG", comment=b"<script>alert(1)</script>")
@@ -323,7 +315,7 @@ def test_a_jpeg_with_a_comment_payload_loses_it(web, s3):  # noqa: F811
     assert b"<script" not in stored(s3, row.key)
 
 
-def test_an_animated_gif_with_thousands_of_frames_keeps_one(web, s3):  # noqa: F811
+def test_an_animated_gif_with_thousands_of_frames_keeps_one(web, s3):
     data = animated_gif(3000)
     began = time.monotonic()
     row, response, _ = upload_and_finish(web, data, "image/gif", name="a.gif")
@@ -349,7 +341,7 @@ def test_an_animated_gif_with_thousands_of_frames_keeps_one(web, s3):  # noqa: F
     ],
     ids=["cmyk-jpeg", "16-bit-png", "grey-alpha-png", "1-bit-png", "palette-transparent", "webp"],
 )
-def test_unusual_colour_modes_are_normalised(web, s3, make, content_type, fmt):  # noqa: F811
+def test_unusual_colour_modes_are_normalised(web, s3, make, content_type, fmt):
     row, response, _ = upload_and_finish(web, make(), content_type, name="a")
     assert response.status_code == 200, response.content
     with Image.open(io.BytesIO(stored(s3, row.key))) as img:
@@ -360,11 +352,11 @@ def test_unusual_colour_modes_are_normalised(web, s3, make, content_type, fmt): 
 # --- ids, replay and flooding --------------------------------------------------------------------
 
 
-def test_an_object_replaced_after_finish_does_not_change_what_is_served(web, s3):  # noqa: F811
+def test_an_object_replaced_after_finish_does_not_change_what_is_served(web, s3):
     row, response, started = upload_and_finish(web, image_bytes())
     assert response.status_code == 200
     before = stored(s3, row.key)
-    post_to_s3(started["upload"], HTML)  # the upload's signature is still valid for minutes
+    upload(started["upload"], HTML, timeout=30)  # the upload's signature is still valid for minutes
     assert stored(s3, row.key) == before
     again = web.post(f"/attachments/{row.pk}/finish/")
     assert again.status_code == 400 and "already been finished" in again.json()["error"]["message"]
@@ -372,12 +364,12 @@ def test_an_object_replaced_after_finish_does_not_change_what_is_served(web, s3)
     assert row.state == "verified" and stored(s3, row.key) == before
 
 
-def test_finishing_someone_elses_upload_is_not_found(web, s3, bob):  # noqa: F811
+def test_finishing_someone_elses_upload_is_not_found(web, s3, bob):
     theirs = Client()
     theirs.force_login(bob)
     data = image_bytes()
     started = start(theirs, "image/png", len(data)).json()
-    post_to_s3(started["upload"], data)
+    upload(started["upload"], data, timeout=30)
     response = web.post(f"/attachments/{started['id']}/finish/")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     row = Attachment.objects.get(pk=started["id"])
@@ -395,7 +387,7 @@ def test_finishing_a_missing_or_absurd_id_is_not_found(web, pk):
     assert web.get(f"/attachments/{pk}/").status_code == 404
 
 
-def test_finishing_twice_or_after_a_refusal_is_refused(web, s3):  # noqa: F811
+def test_finishing_twice_or_after_a_refusal_is_refused(web, s3):
     row, response, _ = upload_and_finish(web, HTML)
     assert response.status_code == 400
     again = web.post(f"/attachments/{row.pk}/finish/")
@@ -403,7 +395,7 @@ def test_finishing_twice_or_after_a_refusal_is_refused(web, s3):  # noqa: F811
     assert "was refused" in again.json()["error"]["message"]
 
 
-def test_an_upload_to_a_reused_id_after_cancel_is_gone(web, s3):  # noqa: F811
+def test_an_upload_to_a_reused_id_after_cancel_is_gone(web, s3):
     row, response, started = upload_and_finish(web, image_bytes())
     assert web.delete(f"/attachments/{row.pk}/").status_code == 204
     assert stored(s3, row.key) is None
@@ -411,7 +403,7 @@ def test_an_upload_to_a_reused_id_after_cancel_is_gone(web, s3):  # noqa: F811
     assert web.get(f"/attachments/{row.pk}/").status_code == 404
 
 
-def test_start_flooding_hits_the_in_flight_cap(web, alice, s3, settings):  # noqa: F811
+def test_start_flooding_hits_the_in_flight_cap(web, alice, s3, settings):
     settings.IMAGE_MAX_PER_MESSAGE = 3
     codes = [start(web, "image/png", 10).status_code for _ in range(10)]
     assert codes[:6] == [201] * 6
@@ -425,12 +417,13 @@ def test_start_flooding_hits_the_in_flight_cap(web, alice, s3, settings):  # noq
     assert start(other, "image/png", 10).status_code == 201
 
 
-def test_an_over_limit_upload_is_refused_and_removed(web, s3, settings):  # noqa: F811
+def test_an_over_limit_upload_is_refused_and_removed(web, s3, settings):
     settings.IMAGE_UPLOAD_MAX_BYTES = 5_000
     response = start(web, "image/png", 4_000)
     started = response.json()
     big = image_bytes("PNG", (300, 300), noise=True)
-    post_to_s3(started["upload"], big)  # S3 would refuse (content-length-range); moto does not
+    # S3 would refuse (content-length-range); moto does not
+    upload(started["upload"], big, timeout=30)
     finished = web.post(f"/attachments/{started['id']}/finish/")
     row = Attachment.objects.get(pk=started["id"])
     assert_refused(s3, row, finished, 400, "attachment_invalid", "the limit is")

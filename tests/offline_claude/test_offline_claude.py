@@ -1,7 +1,7 @@
 """The offline Claude server, exercised through the real anthropic SDK and raw HTTP.
 
 No Django and no database: the server runs as a subprocess on a free loopback port.
-Run alone with ``pytest tests/test_offline_claude.py -p no:django``.
+Run alone with ``pytest tests/offline_claude/test_offline_claude.py -p no:django``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ import copy
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +28,7 @@ from PIL import Image
 from offline_claude import lineup
 from offline_claude.directives import parse_text
 from offline_claude.replies import analyse_turn, chunk_text, filler_chunks
+from tests.support.servers import offline_claude
 
 MODEL = "claude-sonnet-4-6"
 HAIKU = "claude-haiku-4-5"  # the one served model that still accepts a prefill
@@ -42,30 +39,9 @@ EPHEMERAL = {"type": "ephemeral"}
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     """``python -m offline_claude --port 0`` as a subprocess; yields its base URL."""
-    env = dict(os.environ, OFFLINE_CLAUDE_CACHE_MIN_TOKENS="50", OFFLINE_CLAUDE_PACE_MS="1")
     with tempfile.TemporaryFile(mode="w+") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "offline_claude", "--host", "127.0.0.1", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=env,
-        )
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout=15)
-        try:
-            assert lines and lines[0].startswith("offline-claude listening on http://127.0.0.1:")
-            yield lines[0].split()[-1]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+        with offline_claude(stderr=stderr) as url:
+            yield url
         stderr.seek(0)
         logged = stderr.read()
     # Deliberate drops are not logged; any traceback is a server bug.

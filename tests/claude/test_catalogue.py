@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -22,15 +21,11 @@ from chat.claude.served import compare
 from chat.conversations import lifecycle, preferences
 from chat.ledger import budgets, entries
 from chat.models import ApiCall, Conversation
-from tests.conftest import open_socket, recv_until
+from tests.conftest import open_socket, recv_until, send_frame
 
 MTOK = Decimal(1_000_000)
 RETIRED = "claude-3-opus-20240229"
 OFFICIAL = ("https://platform.claude.com/docs/", "https://www.anthropic.com/")
-
-
-def send_frame(text: str, **extra) -> dict:
-    return {"type": "send", "client_id": str(uuid.uuid4()), "text": text, **extra}
 
 
 def ledger_row(model: str, **usage: int) -> ApiCall:

@@ -18,11 +18,6 @@ postgresql_only = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def conversation(alice):
-    return lifecycle.conversation_create(owner=alice)
-
-
 def say(conversation, role: str, text: str, parent=None, **fields) -> Message:
     return Message.objects.create(
         conversation=conversation,

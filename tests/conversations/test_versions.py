@@ -8,22 +8,12 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.conversations import lifecycle, selectors
-from tests.conftest import open_socket, recv, recv_until
+from tests.conftest import open_socket, recv, recv_until, send_and_wait
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("finish_replies"),
 ]
-
-
-@pytest.fixture
-def conversation(titled_conversation):
-    return titled_conversation
-
-
-async def say(ws, text: str) -> list[dict]:
-    await ws.send_json_to({"type": "send", "client_id": str(uuid.uuid4()), "text": text})
-    return await recv_until(ws, "done", "error")
 
 
 @sync_to_async
@@ -33,10 +23,10 @@ def path_texts(conversation) -> list[str]:
 
 
 async def test_regenerate_makes_a_new_version_of_the_last_reply(
-    alice, conversation, offline_requests
+    alice, titled_conversation, offline_requests
 ):
-    async with open_socket(conversation.pk, alice) as ws:
-        first = await say(ws, "[[offline words=4]]")
+    async with open_socket(titled_conversation.pk, alice) as ws:
+        first = await send_and_wait(ws, "[[offline words=4]]")
         await ws.send_json_to({"type": "regenerate"})
         frames = await recv_until(ws, "done")
     history = frames[0]
@@ -49,15 +39,15 @@ async def test_regenerate_makes_a_new_version_of_the_last_reply(
     # The regenerated request is the same conversation without the old reply.
     first_request, second_request = (r["body"]["messages"] for r in offline_requests.all())
     assert first_request == second_request
-    assert len(await path_texts(conversation)) == 2
+    assert len(await path_texts(titled_conversation)) == 2
 
 
 async def test_editing_a_message_continues_from_there_and_keeps_the_old_branch(
-    alice, conversation, offline_requests
+    alice, titled_conversation, offline_requests
 ):
-    async with open_socket(conversation.pk, alice) as ws:
-        one = await say(ws, "one [[offline words=2]]")
-        await say(ws, "two [[offline words=2]]")
+    async with open_socket(titled_conversation.pk, alice) as ws:
+        one = await send_and_wait(ws, "one [[offline words=2]]")
+        await send_and_wait(ws, "two [[offline words=2]]")
         await ws.send_json_to(
             {
                 "type": "edit",
@@ -74,23 +64,25 @@ async def test_editing_a_message_continues_from_there_and_keeps_the_old_branch(
     assert reply["id"] == frames[-1]["message_id"]
     sent = offline_requests.all()[-1]["body"]["messages"]
     assert len(sent) == 1 and "uno" in sent[0]["content"][0]["text"]
-    texts = await path_texts(conversation)
+    texts = await path_texts(titled_conversation)
     assert texts[0].startswith("uno") and len(texts) == 2
 
     # Switching back to the first version brings its whole branch back.
-    async with open_socket(conversation.pk, alice) as ws:
+    async with open_socket(titled_conversation.pk, alice) as ws:
         await ws.send_json_to({"type": "switch", "message_id": one[0]["message"]["id"]})
         switched = await recv(ws)
     assert switched["type"] == "history"
     assert [m["text"].split()[0] for m in switched["messages"][::2]] == ["one", "two"]
-    texts = await path_texts(conversation)
+    texts = await path_texts(titled_conversation)
     assert len(texts) == 4 and texts[2].startswith("two")
 
 
-async def test_the_next_message_follows_the_active_branch(alice, conversation, offline_requests):
-    async with open_socket(conversation.pk, alice) as ws:
-        one = await say(ws, "one [[offline words=2]]")
-        await say(ws, "two [[offline words=2]]")
+async def test_the_next_message_follows_the_active_branch(
+    alice, titled_conversation, offline_requests
+):
+    async with open_socket(titled_conversation.pk, alice) as ws:
+        one = await send_and_wait(ws, "one [[offline words=2]]")
+        await send_and_wait(ws, "two [[offline words=2]]")
         await ws.send_json_to(
             {
                 "type": "edit",
@@ -99,15 +91,15 @@ async def test_the_next_message_follows_the_active_branch(alice, conversation, o
             }
         )
         await recv_until(ws, "done")
-        await say(ws, "dos [[offline words=2]]")
+        await send_and_wait(ws, "dos [[offline words=2]]")
     sent = offline_requests.all()[-1]["body"]["messages"]
     words = [m["content"][0]["text"].split()[0] for m in sent if m["role"] == "user"]
     assert words == ["uno", "dos"]
 
 
-async def test_versions_cannot_be_changed_while_a_reply_runs(alice, conversation):
-    async with open_socket(conversation.pk, alice) as ws:
-        first = await say(ws, "[[offline words=2]]")
+async def test_versions_cannot_be_changed_while_a_reply_runs(alice, titled_conversation):
+    async with open_socket(titled_conversation.pk, alice) as ws:
+        first = await send_and_wait(ws, "[[offline words=2]]")
         await ws.send_json_to(
             {
                 "type": "send",
@@ -128,11 +120,11 @@ async def test_versions_cannot_be_changed_while_a_reply_runs(alice, conversation
         await recv_until(ws, "done")
 
 
-async def test_only_the_users_own_messages_can_be_edited(alice, bob, conversation):
+async def test_only_the_users_own_messages_can_be_edited(alice, bob, titled_conversation):
     other = await sync_to_async(lifecycle.conversation_create)(owner=bob)
     async with open_socket(other.pk, bob) as ws:
-        theirs = await say(ws, "[[offline words=2]]")
-    async with open_socket(conversation.pk, alice) as ws:
+        theirs = await send_and_wait(ws, "[[offline words=2]]")
+    async with open_socket(titled_conversation.pk, alice) as ws:
         await ws.send_json_to(
             {"type": "edit", "message_id": theirs[0]["message"]["id"], "text": "mine now"}
         )
@@ -140,4 +132,4 @@ async def test_only_the_users_own_messages_can_be_edited(alice, bob, conversatio
         await ws.send_json_to({"type": "switch", "message_id": theirs[0]["message"]["id"]})
         error2 = await recv(ws)
     assert error["code"] == "invalid_frame" and error2["code"] == "invalid_frame"
-    assert await path_texts(conversation) == []
+    assert await path_texts(titled_conversation) == []
