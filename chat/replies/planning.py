@@ -11,7 +11,7 @@ from chat.claude import catalogue, client, context
 from chat.conversations.preferences import current_system_prompt
 from chat.errors import UserFacingError
 from chat.ledger.entries import last_measured
-from chat.models import ApiCall, Conversation, Message
+from chat.models import ApiCall, Conversation, Message, UserSettings
 from chat.text import storable
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,6 @@ def plan_turn(
     A caller that has just read the conversation (with its system prompt) and created the reply,
     in the same transaction, passes them and saves two reads.
     """
-    from chat.models import UserSettings
     from chat.replies import tools
 
     if conversation is None:
@@ -103,6 +102,57 @@ def plan_turn(
     if continuation:  # a Continue may write more than the first try
         max_tokens = min(settings.CLAUDE_MAX_OUTPUT_TOKENS * 2, info.max_output)
     prompt = conversation.system_prompt or current_system_prompt()
+    ids, summary, turns = _branch_turns(conversation, reply, info)
+    known = None
+    if counted is None:
+        known = _known_size(conversation_id, ids, turns, reply, continuation=continuation)
+    fitted = context.fit(
+        turns=turns,
+        summary=summary,
+        system_tokens=len(prompt.text) // 4 + 1,
+        window=info.context_window,
+        max_tokens=max_tokens,
+        resolve_image=_resolve_image,
+        known=known,
+        counted=counted,
+    )
+    if not fitted.fold and not fitted.messages:
+        raise ContextTooLong
+    base_blocks = [*reply.content, context.continuation_block()] if continuation else []
+    replies_before = sum(1 for t in turns if t.role == "assistant")
+    return TurnPlan(
+        conversation_id=conversation_id,
+        message_id=reply.pk,
+        user_id=conversation.owner_id,
+        model=conversation.model,
+        system=client.system_blocks(prompt.text),
+        history=fitted.messages,
+        max_tokens=max_tokens,
+        estimate=fitted.estimate,
+        tools=tools.REGISTRY.definitions(),
+        time_zone=_time_zone(conversation.owner_id),
+        purpose=purpose,
+        base_blocks=base_blocks,
+        thinking=context.thinking_params(support=info.thinking, effort=effort),
+        seq_base=reply.stream_seq if continuation else 0,
+        fold=fitted.fold,
+        summary=summary,
+        make_title=not conversation.title and replies_before == 0 and not continuation,
+        compaction=context.compaction_params(
+            supported=info.compaction,
+            trigger_tokens=settings.CLAUDE_COMPACTION_TRIGGER_TOKENS,
+        ),
+        near_limit=fitted.near,
+        whole_history=fitted.whole,
+    )
+
+
+def _branch_turns(
+    conversation: Conversation, reply: Message, info: catalogue.ModelInfo
+) -> tuple[list[int], str, list[context.StoredTurn]]:
+    """The ids and turns of the reply's branch up to it, after the conversation's summary if
+    it covers this branch (and the summary then, else ""). For a model without compaction, a
+    compaction block saved earlier stands in as the summary."""
     from chat.conversations.selectors import messages_in_order, path_to, tree
 
     nodes = tree(conversation)
@@ -120,60 +170,33 @@ def plan_turn(
     if not info.compaction:
         compacted, turns = context.without_compaction(turns)
         summary = compacted or summary
-    known = None
-    if counted is None:
-        own = [context.StoredTurn(id=reply.pk, role=reply.role, content=reply.content)]
-        measured = last_measured(conversation_id=conversation_id, message_ids=[*ids, reply.pk])
-        # A Continue's request also holds the reply so far, then the request to go on.
-        known = context.known_total(
-            context.since_compaction(turns + (own if continuation else [])), measured
-        )
-        if known is not None and continuation:
-            known += context.estimate_tokens([context.continuation_block()])
-    fitted = context.fit(
-        turns=turns,
-        summary=summary,
-        system_tokens=len(prompt.text) // 4 + 1,
-        window=info.context_window,
-        max_tokens=max_tokens,
-        resolve_image=_resolve_image,
-        known=known,
-        counted=counted,
+    return ids, summary, turns
+
+
+def _known_size(
+    conversation_id: int,
+    ids: list[int],
+    turns: list[context.StoredTurn],
+    reply: Message,
+    *,
+    continuation: bool,
+) -> int | None:
+    """The request's size from the branch's last call's real figures plus an estimate of what
+    came since; None when no call of the branch is known."""
+    own = [context.StoredTurn(id=reply.pk, role=reply.role, content=reply.content)]
+    measured = last_measured(conversation_id=conversation_id, message_ids=[*ids, reply.pk])
+    # A Continue's request also holds the reply so far, then the request to go on.
+    known = context.known_total(
+        context.since_compaction(turns + (own if continuation else [])), measured
     )
-    if not fitted.fold and not fitted.messages:
-        raise ContextTooLong
-    zone = (
-        UserSettings.objects.filter(user_id=conversation.owner_id)
-        .values_list("time_zone", flat=True)
-        .first()
-    )
-    base_blocks = [*reply.content, context.continuation_block()] if continuation else []
-    replies_before = sum(1 for t in turns if t.role == "assistant")
-    return TurnPlan(
-        conversation_id=conversation_id,
-        message_id=reply.pk,
-        user_id=conversation.owner_id,
-        model=conversation.model,
-        system=client.system_blocks(prompt.text),
-        history=fitted.messages,
-        max_tokens=max_tokens,
-        estimate=fitted.estimate,
-        tools=tools.REGISTRY.definitions(),
-        time_zone=zone or "UTC",
-        purpose=purpose,
-        base_blocks=base_blocks,
-        thinking=context.thinking_params(support=info.thinking, effort=effort),
-        seq_base=reply.stream_seq if continuation else 0,
-        fold=fitted.fold,
-        summary=summary,
-        make_title=not conversation.title and replies_before == 0 and not continuation,
-        compaction=context.compaction_params(
-            supported=info.compaction,
-            trigger_tokens=settings.CLAUDE_COMPACTION_TRIGGER_TOKENS,
-        ),
-        near_limit=fitted.near,
-        whole_history=fitted.whole,
-    )
+    if known is not None and continuation:
+        known += context.estimate_tokens([context.continuation_block()])
+    return known
+
+
+def _time_zone(user_id: int) -> str:
+    zone = UserSettings.objects.filter(user_id=user_id).values_list("time_zone", flat=True).first()
+    return zone or "UTC"
 
 
 class ContextTooLong(UserFacingError):
