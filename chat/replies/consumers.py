@@ -88,7 +88,7 @@ def _client_errors() -> Iterator[None]:
             "This message is too long for the model's context window. Shorten it.",
         ) from None
     except Exception as exc:
-        from chat.uploads.attachments import (
+        from chat.uploads.errors import (
             AttachmentError,  # only sends with images import S3 code
         )
 
@@ -492,10 +492,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
             images, image_blocks = [], []
             if attachment_ids:
-                from chat.uploads import attachments
+                from chat.uploads import attachments, blocks
 
                 images = attachments.verified_for_send(owner=self.user, ids=attachment_ids)
-                image_blocks = [attachments.message_image_ref(a) for a in images]
+                image_blocks = [blocks.message_image_ref(a) for a in images]
             started = turns.turn_start(
                 conversation=conversation,
                 text=text,

@@ -47,7 +47,7 @@ class TurnPlan:
 def _resolve_image(block: dict) -> dict | None:
     """A stored image reference as the API block (fresh URL or base64), None if it is gone."""
     from chat.models import Attachment
-    from chat.uploads import attachments
+    from chat.uploads import blocks, errors
 
     attachment = Attachment.objects.filter(
         pk=block.get("attachment_id"), state=Attachment.State.VERIFIED
@@ -55,8 +55,8 @@ def _resolve_image(block: dict) -> dict | None:
     if attachment is None:
         return None
     try:
-        return attachments.image_block(attachment)
-    except attachments.AttachmentError:
+        return blocks.image_block(attachment)
+    except errors.AttachmentError:
         log.warning("image %s could not be read for a request", attachment.pk)
         return None
 
