@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from chat.claude import catalogue, context
-from chat.conversations import selectors
+from chat.conversations import tree
 from chat.models import Conversation
 
 # Below Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), which caps a JSON request body.
@@ -40,7 +40,7 @@ def _image_placeholder(block: dict) -> dict:
 
 def export_data(conversation: Conversation) -> dict:
     """The active branch as a Messages API request body (without max_tokens)."""
-    path = selectors.active_path(conversation)
+    path = tree.active_path(conversation)
     turns = [
         context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
         for m in path.messages
@@ -66,7 +66,7 @@ def _api_block(block: dict) -> dict:
 
 
 def export_markdown(conversation: Conversation) -> str:
-    path = selectors.active_path(conversation)
+    path = tree.active_path(conversation)
     lines = [f"# {conversation.display_title}", "", f"Model: `{conversation.model}`", ""]
     for message in path.messages:
         lines.append("## You" if message.role == "user" else "## Assistant")

@@ -1,6 +1,8 @@
-"""Usage selectors over the ApiCall ledger: limits, usage per period, share of budget used.
+"""Usage selectors over the ApiCall ledger: limits, usage per period, share of budget used, usage
+per reply.
 
-Read by the admin (dashboard, user list) and by the budget checks. Costs are summed as the ledger
+Read by the admin (dashboard, user list), by the budget checks and by the conversation page (the
+usage shown beside each reply). Costs are summed as the ledger
 recorded them; nothing here prices tokens again.
 """
 
@@ -13,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Q, Sum
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from chat.models import ApiCall, UserBudget
@@ -231,3 +233,37 @@ def users_near_limit(
             flagged.append((user_id, percent))
     flagged.sort(key=lambda item: (-item[1], item[0]))
     return flagged
+
+
+def usage_by_message(message_ids: list[int]) -> dict[int, dict]:
+    """Per reply: its API calls' tokens (in the API's names), cost and model — one query."""
+    if not message_ids:
+        return {}
+    rows = (
+        ApiCall.objects.filter(message_id__in=message_ids)
+        .exclude(purpose__in=[ApiCall.Purpose.TITLE, ApiCall.Purpose.SUMMARY])
+        .order_by()
+        .values("message_id")
+        .annotate(
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cache_read=Sum("cache_read_tokens"),
+            cache_5m=Sum("cache_write_5m_tokens"),
+            cache_1h=Sum("cache_write_1h_tokens"),
+            cost=Sum("cost"),
+            model=Max("model"),
+            calls=Count("id"),
+        )
+    )
+    return {
+        row["message_id"]: {
+            "input_tokens": row["input_tokens"] or 0,
+            "output_tokens": row["output_tokens"] or 0,
+            "cache_read_input_tokens": row["cache_read"] or 0,
+            "cache_creation_input_tokens": (row["cache_5m"] or 0) + (row["cache_1h"] or 0),
+            "cost": str(row["cost"] or 0),
+            "model": row["model"],
+            "calls": row["calls"],
+        }
+        for row in rows
+    }

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from chat import limits
 from chat.claude import catalogue, context
-from chat.conversations import lifecycle, selectors, turns
+from chat.conversations import access, lifecycle, tree, turns
 from chat.ledger import budgets
 from chat.models import ApiCall, Conversation, Message
 from chat.replies import checkpoints, planning, runner
@@ -230,7 +230,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ack = {
             "type": "message",
             "client_id": str(client_id),
-            "message": selectors.message_to_dict(started.user_message),
+            "message": tree.message_to_dict(started.user_message),
         }
         if plan is None:
             await self._send_frame(ack)  # a repeated client_id: only this socket, nothing new
@@ -376,7 +376,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             self.resume_timer = asyncio.create_task(self._resume_fallback(message.pk))
             return
-        await self._send_frame({"type": "message", "message": selectors.message_to_dict(message)})
+        await self._send_frame({"type": "message", "message": tree.message_to_dict(message)})
 
     async def _resume_fallback(self, message_id: int) -> None:
         """Nobody answered the resume: send the saved message instead."""
@@ -387,9 +387,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message is not None:
             # Live deltas after its checkpoint (if it is still running somewhere) may follow.
             self.sent_seq.setdefault(message_id, message.stream_seq)
-            await self._send_frame(
-                {"type": "message", "message": selectors.message_to_dict(message)}
-            )
+            await self._send_frame({"type": "message", "message": tree.message_to_dict(message)})
         await self._end_resume()
 
     # --- channel-layer handlers ---------------------------------------------------------------
@@ -480,7 +478,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     ) -> tuple[turns.TurnStart, planning.TurnPlan | None]:
         """Save the turn, plan its request and reserve its budget — all or nothing."""
         with _client_errors(), transaction.atomic():
-            conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            conversation = access.get_conversation_for_update(self.user, self.conversation_id)
             existing = turns.find_duplicate(conversation=conversation, client_id=client_id)
             if existing is not None:  # a resend: ack it again, start nothing
                 return turns.TurnStart(existing, None, duplicate=True), None
@@ -527,7 +525,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Regenerate, edit or switch: the new active branch from the changed point (a
         `history` frame for every tab) and the plan of the reply to run, if any."""
         with _client_errors(), transaction.atomic():
-            conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            conversation = access.get_conversation_for_update(self.user, self.conversation_id)
             reply = None
             replaced = ""
             if kind != "switch":
@@ -549,14 +547,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 target = turns.switch_version(conversation=conversation, message_id=message_id)
                 changed_parent = target.parent_id
             conversation.refresh_from_db(fields=["leaf"])
-            path = selectors.active_path(conversation)
+            path = tree.active_path(conversation)
             ids = [m.pk for m in path.messages]
             start = ids.index(changed_parent) + 1 if changed_parent in ids else 0
             frame = {
                 "type": "history",
                 "from_parent_id": changed_parent,
                 "messages": [
-                    selectors.message_to_dict(m, path.versions[m.pk]) for m in path.messages[start:]
+                    tree.message_to_dict(m, path.versions[m.pk]) for m in path.messages[start:]
                 ],
             }
             plan = None
@@ -573,7 +571,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _continue_turn(self) -> planning.TurnPlan:
         with _client_errors(), transaction.atomic():
-            conversation = selectors.get_conversation_for_update(self.user, self.conversation_id)
+            conversation = access.get_conversation_for_update(self.user, self.conversation_id)
             limits.check_reply_start(user_id=self.user.pk, sending=False)
             replaced = lifecycle.replace_retired_model(conversation=conversation)
             reply = turns.continue_start(conversation=conversation)

@@ -102,7 +102,7 @@ def plan_turn(
     if continuation:  # a Continue may write more than the first try
         max_tokens = min(settings.CLAUDE_MAX_OUTPUT_TOKENS * 2, info.max_output)
     prompt = conversation.system_prompt or current_system_prompt()
-    from chat.conversations.selectors import messages_in_order, path_to, tree
+    from chat.conversations.tree import messages_in_order, path_to, tree
 
     nodes = tree(conversation)
     ids = path_to(nodes, reply.pk).ids[:-1]  # up to the reply

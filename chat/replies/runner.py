@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from chat.claude import client, context, errors, records
-from chat.conversations import selectors
+from chat.conversations import tree
 from chat.ledger import budgets, entries
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
 from chat.replies import checkpoints, meters, planning, titles, tools
@@ -194,7 +194,7 @@ class Reply:
                     "message": {
                         "id": self.message_id,
                         "role": "assistant",
-                        "content": selectors.page_content(self.plan.base_blocks),
+                        "content": tree.page_content(self.plan.base_blocks),
                         "text": Message(content=self.plan.base_blocks).text,
                         "status": "streaming",
                         "seq": self.seq_base,
