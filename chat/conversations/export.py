@@ -145,14 +145,33 @@ def parse_import(raw: bytes) -> dict:
     unknown = set(data) - TOP_LEVEL_KEYS
     if unknown:
         raise ImportError_(f"Unknown keys: {', '.join(sorted(unknown))}.")
-    model = data.get("model")
+    model = _check_model(data.get("model"))
+    system = _check_system(data.get("system", ""))
+    title = data.get("title", "")
+    if not isinstance(title, str):
+        raise ImportError_('"title" is a string.')
+    messages = _check_messages(data.get("messages"))
+    return {
+        "model": model,
+        "system": system,
+        "messages": messages,
+        "title": " ".join(title.split())[:200],
+    }
+
+
+def _check_model(model: object) -> str:
+    """A model id of the catalogue. Raises ImportError_."""
     if not isinstance(model, str):
         raise ImportError_('"model" is a model id.')
     try:
         catalogue.get_model(model)
     except catalogue.UnknownModel:
         raise ImportError_(f'The model "{model[:100]}" is not one this site offers.') from None
-    system = data.get("system", "")
+    return model
+
+
+def _check_system(system: object) -> str:
+    """The system prompt: a string, or the texts of a list of text blocks. Raises ImportError_."""
     if isinstance(system, list):  # system blocks: their texts
         if not all(
             isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
@@ -164,10 +183,11 @@ def parse_import(raw: bytes) -> dict:
         raise ImportError_(
             f'"system" is a string of at most {IMPORT_MAX_SYSTEM_CHARS:,} characters.'
         )
-    title = data.get("title", "")
-    if not isinstance(title, str):
-        raise ImportError_('"title" is a string.')
-    messages = data.get("messages")
+    return system
+
+
+def _check_messages(messages: object) -> list[dict]:
+    """The messages, alternating from the user, their blocks checked. Raises ImportError_."""
     if not isinstance(messages, list) or not messages:
         raise ImportError_('"messages" is a non-empty list.')
     if len(messages) > IMPORT_MAX_MESSAGES:
@@ -189,9 +209,4 @@ def parse_import(raw: bytes) -> dict:
         if not isinstance(content, list) or not content:
             raise ImportError_(f"{where}: content is a non-empty string or list of blocks.")
         checked.append({"role": role, "content": [_check_block(b, where, role) for b in content]})
-    return {
-        "model": model,
-        "system": system,
-        "messages": checked,
-        "title": " ".join(title.split())[:200],
-    }
+    return checked
