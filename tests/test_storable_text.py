@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from chat.conversations import lifecycle, selectors
+from chat.conversations import lifecycle, search, tree
 from chat.models import Conversation, Message
 from chat.replies import checkpoints, planning
 from chat.text import REPLACEMENT, has_unstorable, storable, storable_json
@@ -220,7 +220,7 @@ def test_a_search_with_nul_answers_and_reads_it_as_a_space(client, alice, bob):
     only_nul = client.get(reverse("chat:index") + "?q=%00")  # no words: the plain list
     assert only_nul.status_code == 200 and only_nul.context["query"] == ""
     # The selector itself, as the tool reaches it with model-written queries.
-    assert [c.pk for c in selectors.search_conversations(alice, f"zebra{LONE}")] == [mine.pk]
+    assert [c.pk for c in search.search_conversations(alice, f"zebra{LONE}")] == [mine.pk]
 
 
 def export_with_nul() -> dict:
@@ -257,7 +257,7 @@ def assert_imported_storably(owner) -> None:
     imported = Conversation.objects.select_related("system_prompt").get(owner=owner)
     assert imported.title == f"Imported{REPLACEMENT}"
     assert imported.system_prompt.text == f"Be brief{REPLACEMENT}"
-    messages = selectors.active_path(imported).messages
+    messages = tree.active_path(imported).messages
     assert messages[0].text == f"What is 2+2?{REPLACEMENT}"
     assert all(nothing_unstorable(m.content) for m in messages)
     use = next(b for b in messages[1].content if b["type"] == "tool_use")

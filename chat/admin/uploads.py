@@ -10,8 +10,8 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from chat.models import Attachment
-from chat.uploads import attachments
-from chat.uploads.attachments import AttachmentError
+from chat.uploads import attachments, storage
+from chat.uploads.errors import AttachmentError
 
 LIST_THUMB_PX = 64
 DETAIL_THUMB_PX = 400
@@ -21,7 +21,7 @@ def _thumbnail(obj: Attachment, box_px: int) -> str:
     if obj.state != Attachment.State.VERIFIED or not obj.width or not obj.height:
         return "—"
     try:
-        url = attachments.presigned_get_url(obj)
+        url = storage.presigned_get_url(obj)
     except AttachmentError:
         return "(storage unreachable)"
     scale = min(1.0, box_px / max(obj.width, obj.height))

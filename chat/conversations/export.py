@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from chat.claude import catalogue, context
-from chat.conversations import selectors
+from chat.conversations import tree
 from chat.models import Conversation
 
 # Below Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), which caps a JSON request body.
@@ -40,7 +40,7 @@ def _image_placeholder(block: dict) -> dict:
 
 def export_data(conversation: Conversation) -> dict:
     """The active branch as a Messages API request body (without max_tokens)."""
-    path = selectors.active_path(conversation)
+    path = tree.active_path(conversation)
     turns = [
         context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
         for m in path.messages
@@ -66,7 +66,7 @@ def _api_block(block: dict) -> dict:
 
 
 def export_markdown(conversation: Conversation) -> str:
-    path = selectors.active_path(conversation)
+    path = tree.active_path(conversation)
     lines = [f"# {conversation.display_title}", "", f"Model: `{conversation.model}`", ""]
     for message in path.messages:
         lines.append("## You" if message.role == "user" else "## Assistant")
@@ -145,14 +145,33 @@ def parse_import(raw: bytes) -> dict:
     unknown = set(data) - TOP_LEVEL_KEYS
     if unknown:
         raise ImportError_(f"Unknown keys: {', '.join(sorted(unknown))}.")
-    model = data.get("model")
+    model = _check_model(data.get("model"))
+    system = _check_system(data.get("system", ""))
+    title = data.get("title", "")
+    if not isinstance(title, str):
+        raise ImportError_('"title" is a string.')
+    messages = _check_messages(data.get("messages"))
+    return {
+        "model": model,
+        "system": system,
+        "messages": messages,
+        "title": " ".join(title.split())[:200],
+    }
+
+
+def _check_model(model: object) -> str:
+    """A model id of the catalogue. Raises ImportError_."""
     if not isinstance(model, str):
         raise ImportError_('"model" is a model id.')
     try:
         catalogue.get_model(model)
     except catalogue.UnknownModel:
         raise ImportError_(f'The model "{model[:100]}" is not one this site offers.') from None
-    system = data.get("system", "")
+    return model
+
+
+def _check_system(system: object) -> str:
+    """The system prompt: a string, or the texts of a list of text blocks. Raises ImportError_."""
     if isinstance(system, list):  # system blocks: their texts
         if not all(
             isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
@@ -164,10 +183,11 @@ def parse_import(raw: bytes) -> dict:
         raise ImportError_(
             f'"system" is a string of at most {IMPORT_MAX_SYSTEM_CHARS:,} characters.'
         )
-    title = data.get("title", "")
-    if not isinstance(title, str):
-        raise ImportError_('"title" is a string.')
-    messages = data.get("messages")
+    return system
+
+
+def _check_messages(messages: object) -> list[dict]:
+    """The messages, alternating from the user, their blocks checked. Raises ImportError_."""
     if not isinstance(messages, list) or not messages:
         raise ImportError_('"messages" is a non-empty list.')
     if len(messages) > IMPORT_MAX_MESSAGES:
@@ -189,9 +209,4 @@ def parse_import(raw: bytes) -> dict:
         if not isinstance(content, list) or not content:
             raise ImportError_(f"{where}: content is a non-empty string or list of blocks.")
         checked.append({"role": role, "content": [_check_block(b, where, role) for b in content]})
-    return {
-        "model": model,
-        "system": system,
-        "messages": checked,
-        "title": " ".join(title.split())[:200],
-    }
+    return checked

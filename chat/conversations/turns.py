@@ -136,7 +136,7 @@ def edit_start(
     The conversation continues from the edited message; the old branch is kept as a version.
     The images of the edited message go with the new version.
     """
-    from chat.conversations.selectors import active_path
+    from chat.conversations.tree import active_path
 
     path = active_path(conversation)
     original = next((m for m in path.messages if m.pk == message_id), None)
@@ -155,7 +155,7 @@ def edit_start(
 
 def switch_version(*, conversation: Conversation, message_id: int) -> Message:
     """Show another version: the active branch becomes the newest one through `message_id`."""
-    from chat.conversations.selectors import latest_leaf_under
+    from chat.conversations.tree import latest_leaf_under
 
     target = Message.objects.filter(conversation=conversation, pk=message_id).first()
     if target is None:

@@ -3,12 +3,11 @@
 Every figure is a database aggregate over ApiCall in a fixed number of queries: one grouped by
 (day, model, error code) that is rolled up here into the totals, the model and day tables and the
 errors; one grouped by user; the budget alerts. Costs are summed as recorded; Decimal throughout,
-rounded only in the template.
+rounded only in the template. The charts' geometry is computed in chat/ledger/chart.py.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -27,6 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.ledger import usage
+from chat.ledger.chart import COST_SERIES, TOKEN_SERIES, chart
 from chat.models import ApiCall
 
 PERIOD_DAYS = {"today": 1, "7d": 7, "30d": 30}
@@ -320,92 +320,6 @@ def budget_alerts(now: datetime | None = None) -> tuple[list[dict], int]:
     return alerts, len(everyone)
 
 
-# --- The chart: SVG drawn here, no script ------------------------------------------------------
-
-CHART_WIDTH, CHART_HEIGHT = 760, 220
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 70, 10, 30, 24
-TOKEN_SERIES = [
-    ("Input", "#417690", "input"),
-    ("Cache write", "#d9a23d", "cache_write"),
-    ("Cache read", "#79aec8", "cache_read"),
-    ("Output", "#5b8a3c", "output"),
-]
-COST_SERIES = [("Cost (USD)", "#ba2121", "cost")]
-
-
-def _compact(value: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value:.3g}"
-
-
-def _money(value: float, peak: float) -> str:
-    return f"${value:.2f}" if peak >= 1 else f"${value:.4f}"
-
-
-def _px(value: float) -> str:
-    return f"{value:.1f}"
-
-
-def chart(
-    title: str, days: list[date], by_day: dict[date, Totals], series: list, money: bool
-) -> dict:
-    """Geometry of a (stacked) bar chart per day, as strings the template puts in attributes."""
-    plot_w = CHART_WIDTH - PAD_LEFT - PAD_RIGHT
-    plot_h = CHART_HEIGHT - PAD_TOP - PAD_BOTTOM
-    bottom = PAD_TOP + plot_h
-    totals = [by_day.get(day, Totals()) for day in days]
-    peak = max((sum(float(getattr(t, attr)) for _, _, attr in series) for t in totals), default=0)
-    scale = plot_h / peak if peak else 0
-    slot = plot_w / max(len(days), 1)
-    bar_w = max(slot * 0.8, 1)
-    bars = []
-    for index, (day, t) in enumerate(zip(days, totals, strict=True)):
-        x = PAD_LEFT + index * slot + (slot - bar_w) / 2
-        y = bottom
-        for label, colour, attr in series:
-            value = getattr(t, attr)
-            height = float(value) * scale
-            y -= height
-            shown = f"${value:.4f}" if money else f"{value:,} tokens"
-            bars.append(
-                {
-                    "x": _px(x),
-                    "y": _px(y),
-                    "w": _px(bar_w),
-                    "h": _px(height),
-                    "fill": colour,
-                    "title": f"{day.isoformat()} {label}: {shown}",
-                }
-            )
-    step = math.ceil(len(days) / 8) or 1
-    return {
-        "title": title,
-        "width": CHART_WIDTH,
-        "height": CHART_HEIGHT,
-        "left": PAD_LEFT,
-        "right": CHART_WIDTH - PAD_RIGHT,
-        "bars": bars,
-        "grid": [
-            {
-                "y": _px(bottom - plot_h * share),
-                "label": _money(peak * share, peak) if money else _compact(peak * share),
-            }
-            for share in (0, 0.5, 1)
-        ],
-        "xlabels": [
-            {"x": _px(PAD_LEFT + (i + 0.5) * slot), "label": f"{day:%m-%d}"}
-            for i, day in enumerate(days)
-            if i % step == 0
-        ],
-        "legend": [
-            {"x": PAD_LEFT + i * 120, "fill": colour, "label": label}
-            for i, (label, colour, _) in enumerate(series)
-        ],
-    }
-
-
 # --- The view ---------------------------------------------------------------------------------
 
 
@@ -421,6 +335,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     sorts = {name: _sort_param(request, name) for name in TABLES}
     user_rows, more_users = by_user(calls, *sorts["users"], in_period)
     alerts, flagged_count = budget_alerts()
+    per_day = [summary.by_day.get(day, Totals()) for day in period.days]
     rows = {
         "users": user_rows,
         "models": _sorted(
@@ -451,12 +366,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         },
         "more_users": more_users,
         "max_user_rows": MAX_USER_ROWS,
-        "cost_chart": chart(
-            "Cost per day (USD)", period.days, summary.by_day, COST_SERIES, money=True
-        ),
-        "token_chart": chart(
-            "Tokens per day", period.days, summary.by_day, TOKEN_SERIES, money=False
-        ),
+        "cost_chart": chart("Cost per day (USD)", period.days, per_day, COST_SERIES, money=True),
+        "token_chart": chart("Tokens per day", period.days, per_day, TOKEN_SERIES, money=False),
         "alerts": alerts,
         "flagged_count": flagged_count,
         "warn_percent": usage.WARN_PERCENT,

@@ -220,44 +220,57 @@ def record_calls(
     ApiCall.objects.bulk_create([row for row in rows if row.pk is None])
     total_cost = sum((row.cost for row in rows), Decimal(0))
     for row in rows:
-        log.info(
-            "api_call model=%s purpose=%s round=%d input=%d cache_write=%d cache_read=%d "
-            "output=%d stop_reason=%s ttft_ms=%s duration_ms=%d request_id=%s error=%s "
-            "cost=%s user=%s conversation=%s",
-            row.model,
-            row.purpose,
-            row.round,
-            row.input_tokens,
-            row.cache_write_5m_tokens + row.cache_write_1h_tokens,
-            row.cache_read_tokens,
-            row.output_tokens,
-            row.stop_reason or "-",
-            row.ttft_ms,
-            row.duration_ms,
-            row.request_id or "-",
-            row.error_code or "-",
-            row.cost,
-            user_id,
-            conversation_id,
-        )
+        _log_call(row, user_id=user_id, conversation_id=conversation_id)
     if conversation_id is not None:
-        replies = [
-            c for c in calls if c.purpose not in (ApiCall.Purpose.TITLE, ApiCall.Purpose.SUMMARY)
-        ]
-        totals = {
-            "input_tokens": F("input_tokens") + total.input_tokens,
-            "output_tokens": F("output_tokens") + total.output_tokens,
-            "cache_creation_tokens": F("cache_creation_tokens") + total.cache_creation_tokens,
-            "cache_read_tokens": F("cache_read_tokens") + total.cache_read_tokens,
-            "cost": F("cost") + total_cost,
-        }
-        if replies and not replies[-1].error_code:
-            # The context the latest reply read (its top-level usage: after any compaction)
-            # and what it wrote.
-            last = replies[-1].usage
-            totals["context_tokens"] = last.prompt_tokens + last.output_tokens
-        Conversation.objects.filter(pk=conversation_id).update(**totals)
+        _add_to_conversation(conversation_id, calls=calls, total=total, total_cost=total_cost)
     return TurnResult(usage=total, cost=total_cost)
+
+
+def _log_call(row: ApiCall, *, user_id: int, conversation_id: int | None) -> None:
+    """The structured log line of one recorded call."""
+    log.info(
+        "api_call model=%s purpose=%s round=%d input=%d cache_write=%d cache_read=%d "
+        "output=%d stop_reason=%s ttft_ms=%s duration_ms=%d request_id=%s error=%s "
+        "cost=%s user=%s conversation=%s",
+        row.model,
+        row.purpose,
+        row.round,
+        row.input_tokens,
+        row.cache_write_5m_tokens + row.cache_write_1h_tokens,
+        row.cache_read_tokens,
+        row.output_tokens,
+        row.stop_reason or "-",
+        row.ttft_ms,
+        row.duration_ms,
+        row.request_id or "-",
+        row.error_code or "-",
+        row.cost,
+        user_id,
+        conversation_id,
+    )
+
+
+def _add_to_conversation(
+    conversation_id: int, *, calls: list[CallRecord], total: Usage, total_cost: Decimal
+) -> None:
+    """Adds the calls' tokens and cost to the conversation's running totals (one UPDATE), and
+    records the context the latest reply used."""
+    replies = [
+        c for c in calls if c.purpose not in (ApiCall.Purpose.TITLE, ApiCall.Purpose.SUMMARY)
+    ]
+    totals = {
+        "input_tokens": F("input_tokens") + total.input_tokens,
+        "output_tokens": F("output_tokens") + total.output_tokens,
+        "cache_creation_tokens": F("cache_creation_tokens") + total.cache_creation_tokens,
+        "cache_read_tokens": F("cache_read_tokens") + total.cache_read_tokens,
+        "cost": F("cost") + total_cost,
+    }
+    if replies and not replies[-1].error_code:
+        # The context the latest reply read (its top-level usage: after any compaction)
+        # and what it wrote.
+        last = replies[-1].usage
+        totals["context_tokens"] = last.prompt_tokens + last.output_tokens
+    Conversation.objects.filter(pk=conversation_id).update(**totals)
 
 
 def cost_of_calls(calls: list[CallRecord]) -> Decimal:

@@ -1,6 +1,8 @@
-"""Usage selectors over the ApiCall ledger: limits, usage per period, share of budget used.
+"""Usage selectors over the ApiCall ledger: limits, usage per period, share of budget used, usage
+per reply.
 
-Read by the admin (dashboard, user list) and by the budget checks. Costs are summed as the ledger
+Read by the admin (dashboard, user list), by the budget checks and by the conversation page (the
+usage shown beside each reply). Costs are summed as the ledger
 recorded them; nothing here prices tokens again.
 """
 

@@ -1,7 +1,8 @@
 """GIN indexes for the full-text search of the conversation list (PostgreSQL only).
 
-Each index expression is exactly the one selectors.message_text_doc / title_doc put in the
-query; a different expression would not be used. Other databases search by substring.
+Each index expression is exactly the one chat/conversations/search.py's message_text_doc /
+title_doc put in the query; a different expression would not be used. Other databases search by
+substring.
 
 The indexes are built CONCURRENTLY (outside a transaction: the migration is not atomic), so
 sends and replies keep writing messages while a large table is indexed (about 3 s per 25,000

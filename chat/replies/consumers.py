@@ -15,7 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
 from chat.claude import catalogue
-from chat.conversations import selectors
+from chat.conversations import tree
 from chat.errors import UserFacingError
 from chat.models import Message
 from chat.replies import delivery, frames, planning, runner, starting
@@ -116,7 +116,7 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
         ack = {
             "type": "message",
             "client_id": str(send.client_id),
-            "message": selectors.message_to_dict(started.user_message),
+            "message": tree.message_to_dict(started.user_message),
         }
         if plan is None:
             await self._send_frame(ack)  # a repeated client_id: only this socket, nothing new
@@ -179,7 +179,7 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
                 },
             )
             return
-        await self._send_frame({"type": "message", "message": selectors.message_to_dict(message)})
+        await self._send_frame({"type": "message", "message": tree.message_to_dict(message)})
 
     async def _branch(self, kind: str, **change) -> None:
         branch, plan = await database_sync_to_async(starting.branch)(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from chat.conversations import selectors
+from chat.conversations import tree
 from chat.models import Message
 from chat.text import storable
 
@@ -131,7 +131,7 @@ class Delivery:
                     "message": {
                         "id": self.message_id,
                         "role": "assistant",
-                        "content": selectors.page_content(base_blocks),
+                        "content": tree.page_content(base_blocks),
                         "text": Message(content=base_blocks).text,
                         "status": "streaming",
                         "seq": self.seq_base,

@@ -14,7 +14,7 @@ def context_in_use(conversation: Conversation) -> int:
     last call's real input and output plus an estimate of only the messages after it (what
     plan_turn counts too); the conversation's stored figure when no call of the branch is
     known."""
-    from chat.conversations.selectors import path_to, tree
+    from chat.conversations.tree import path_to, tree
 
     ids = path_to(tree(conversation), conversation.leaf_id).ids
     measured = last_measured(conversation_id=conversation.pk, message_ids=ids) if ids else None

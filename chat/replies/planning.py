@@ -48,7 +48,7 @@ class TurnPlan:
 def _resolve_image(block: dict) -> dict | None:
     """A stored image reference as the API block (fresh URL or base64), None if it is gone."""
     from chat.models import Attachment
-    from chat.uploads import attachments
+    from chat.uploads import blocks, errors
 
     attachment = Attachment.objects.filter(
         pk=block.get("attachment_id"), state=Attachment.State.VERIFIED
@@ -56,8 +56,8 @@ def _resolve_image(block: dict) -> dict | None:
     if attachment is None:
         return None
     try:
-        return attachments.image_block(attachment)
-    except attachments.AttachmentError:
+        return blocks.image_block(attachment)
+    except errors.AttachmentError:
         log.warning("image %s could not be read for a request", attachment.pk)
         return None
 
@@ -153,7 +153,7 @@ def _branch_turns(
     """The ids and turns of the reply's branch up to it, after the conversation's summary if
     it covers this branch (and the summary then, else ""). For a model without compaction, a
     compaction block saved earlier stands in as the summary."""
-    from chat.conversations.selectors import messages_in_order, path_to, tree
+    from chat.conversations.tree import messages_in_order, path_to, tree
 
     nodes = tree(conversation)
     ids = path_to(nodes, reply.pk).ids[:-1]  # up to the reply

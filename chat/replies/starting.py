@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from chat import limits
 from chat.claude import catalogue, context
-from chat.conversations import lifecycle, selectors, turns
+from chat.conversations import access, lifecycle, tree, turns
 from chat.ledger import budgets
 from chat.models import ApiCall, Conversation, Message
 from chat.replies import checkpoints, planning
-from chat.uploads import attachments
+from chat.uploads import attachments, blocks
 
 
 def send(
@@ -35,7 +35,7 @@ def send(
 ) -> tuple[turns.TurnStart, planning.TurnPlan | None]:
     """A new message and its reply. A client_id seen before (a resend) starts nothing."""
     with transaction.atomic():
-        conversation = selectors.get_conversation_for_update(user, conversation_id)
+        conversation = access.get_conversation_for_update(user, conversation_id)
         existing = turns.find_duplicate(conversation=conversation, client_id=client_id)
         if existing is not None:  # a resend: ack it again, start nothing
             return turns.TurnStart(existing, None, duplicate=True), None
@@ -51,7 +51,7 @@ def send(
             text=text,
             client_id=client_id,
             model=model,
-            image_blocks=[attachments.message_image_ref(a) for a in images],
+            image_blocks=[blocks.message_image_ref(a) for a in images],
             known_new=True,
         )
         if started.duplicate:
@@ -79,7 +79,7 @@ def branch(
     """Regenerate, edit or switch: the new active branch from the changed point (a `history`
     frame for every tab) and the plan of the reply to run, if any."""
     with transaction.atomic():
-        conversation = selectors.get_conversation_for_update(user, conversation_id)
+        conversation = access.get_conversation_for_update(user, conversation_id)
         reply = None
         replaced = ""
         if kind != "switch":
@@ -110,22 +110,20 @@ def branch(
 
 def _history_frame(conversation: Conversation, changed_parent: int | None) -> dict:
     conversation.refresh_from_db(fields=["leaf"])
-    path = selectors.active_path(conversation)
+    path = tree.active_path(conversation)
     ids = [m.pk for m in path.messages]
     start = ids.index(changed_parent) + 1 if changed_parent in ids else 0
     return {
         "type": "history",
         "from_parent_id": changed_parent,
-        "messages": [
-            selectors.message_to_dict(m, path.versions[m.pk]) for m in path.messages[start:]
-        ],
+        "messages": [tree.message_to_dict(m, path.versions[m.pk]) for m in path.messages[start:]],
     }
 
 
 def continuation(*, user, conversation_id: int) -> planning.TurnPlan:
     """Reopen the last reply, cut short, to go on writing it."""
     with transaction.atomic():
-        conversation = selectors.get_conversation_for_update(user, conversation_id)
+        conversation = access.get_conversation_for_update(user, conversation_id)
         limits.check_reply_start(user_id=user.pk, sending=False)
         replaced = lifecycle.replace_retired_model(conversation=conversation)
         reply = turns.continue_start(conversation=conversation)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from chat.conversations import selectors
+from chat.conversations import tree
 from chat.models import Message
 
 REMOTE_RESUME_TIMEOUT_S = 3.0
@@ -79,7 +79,7 @@ class TabFeed:
         if message is not None:
             # Live deltas after its checkpoint (if it is still running somewhere) may follow.
             self.sent_seq.setdefault(message_id, message.stream_seq)
-            await self._send({"type": "message", "message": selectors.message_to_dict(message)})
+            await self._send({"type": "message", "message": tree.message_to_dict(message)})
         await self._end_resume()
 
     async def _end_resume(self) -> None:

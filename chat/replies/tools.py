@@ -189,24 +189,24 @@ SNIPPET_BEFORE, SNIPPET_AFTER = 80, 160
 
 def search_conversations(tool_input: dict, context: ToolContext) -> str:
     """What the user's own search box finds for the query
-    (chat.conversations.selectors.search_conversations:
+    (chat.conversations.search.search_conversations:
     the same indexed query; never a deleted conversation nor anyone else's), this conversation
     left out, in the list's order; each with its newest matching message."""
     from django.contrib.auth import get_user_model
     from django.db.models import OuterRef, Subquery
 
-    from chat.conversations import selectors
+    from chat.conversations import search
     from chat.models import Message
 
-    query = selectors.search_query(tool_input["query"])
+    query = search.search_query(tool_input["query"])
     owner = get_user_model()(pk=context.user_id)
     newest_hit = (
-        selectors.matching_messages(query).filter(conversation=OuterRef("pk")).order_by("-id")
+        search.matching_messages(query).filter(conversation=OuterRef("pk")).order_by("-id")
         if query
         else Message.objects.none()
     )
     conversations = list(
-        selectors.search_conversations(owner, query, archived=None)
+        search.search_conversations(owner, query, archived=None)
         .exclude(pk=context.conversation_id)
         .annotate(hit_id=Subquery(newest_hit.values("pk")[:1]))[:SEARCH_RESULTS]
     )

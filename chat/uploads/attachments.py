@@ -1,197 +1,44 @@
-"""Images attached to messages: the one module that talks to S3.
+"""Images attached to messages: the upload's lifecycle.
 
 start → upload → finish. `start_upload` saves a pending row and signs a presigned POST for a key
-the server makes; the browser posts the file straight to S3; `finish_upload` checks what arrived
-(size, type, magic bytes, pixels), re-encodes it with Pillow and writes the clean bytes under
-another key (`images/…`), deleting the upload. Only verified attachments may be sent.
-Presigned URLs are minted when needed and never stored.
+the server makes; the browser posts the file straight to S3; `finish_upload` has it checked and
+re-encoded (chat/uploads/verification.py), the clean bytes stored under another key
+(`images/…`), and deletes the upload. Only verified attachments may be sent
+(`verified_for_send`, `attach_to_message`); `cancel_upload` and the cleanups delete rows and
+objects.
 
-Callers see `Attachment` rows, plain dicts and one error type, `AttachmentError`; boto3 and
-Pillow types and errors stay inside (the Pillow work is in chat/image_codec.py). The S3 client
-is django-storages' connection for STORAGES["attachments"], so every AWS_* setting (endpoint,
-region, addressing style, credentials) applies.
+Callers see `Attachment` rows, plain dicts and one error type, `AttachmentError`
+(chat/uploads/errors.py); every S3 call is in chat/uploads/storage.py, the Pillow work in
+chat/uploads/images.py, the image blocks sent to Claude in chat/uploads/blocks.py.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import ipaddress
 import logging
-import threading
 import unicodedata
 import uuid
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
-from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.core.files.storage import storages
 from django.db import transaction
 from django.utils import timezone
 
 from chat import limits
-from chat.errors import UserFacingError
 from chat.models import Attachment, Message
-from chat.uploads.images import (
-    ALLOWED_LABEL,
-    KINDS,
-    Encoded,
-    ImageKind,
-    ImageRefused,
-    decode,
-    reencode,
-    sniff,
-)
+from chat.uploads import storage
+from chat.uploads.errors import INVALID, NOT_FOUND, RATE_LIMITED, AttachmentError, invalid
+from chat.uploads.verification import kind_of, size_text, verified_key, verify_upload
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-INVALID = "attachment_invalid"
-NOT_FOUND = "not_found"
-RATE_LIMITED = "rate_limited"
-STORAGE_UNAVAILABLE = "storage_unavailable"
-BUSY = "busy"
-# What a busy answer tells the client to wait before finishing again (Retry-After, seconds).
-BUSY_RETRY_AFTER_S = 2
+
 UPLOAD_PREFIX = "uploads/"
-
 # Uploads started but not finished within the presigned POST's lifetime, per user, at most this
 # many times IMAGE_MAX_PER_MESSAGE: bounds rows and signatures one user can make.
 IN_FLIGHT_FACTOR = 2
 CLEANUP_BATCH = 500
 MAX_ID = 2**63 - 1
-
-
-class AttachmentError(UserFacingError):
-    """The one error callers catch. `code` is a protocol error code, `message` is for the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message, code=code)
-
-
-def _invalid(message: str) -> AttachmentError:
-    return AttachmentError(INVALID, message)
-
-
-def _size_text(n: int) -> str:
-    if n < 1024 * 1024:
-        return f"{max(1, round(n / 1024))} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
-
-
-# --- S3 -------------------------------------------------------------------------------------------
-
-
-def _storage():
-    return storages["attachments"]
-
-
-# One boto3 client per storage, shared by every thread (boto3's clients are thread-safe; its
-# sessions and resources are not). django-storages makes a session and resource per thread, and
-# under Daphne each request runs on a new thread: that cost 13 MiB and 0.3 s of CPU per request,
-# 270 MiB for 20 finishes at once (bench/upload_memory.py).
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_clients_lock = threading.Lock()
-
-
-def _client():
-    storage = _storage()
-    client = _clients.get(storage)
-    if client is None:
-        with _clients_lock:
-            client = _clients.get(storage)
-            if client is None:
-                client = _clients[storage] = storage.connection.meta.client
-    return client
-
-
-def _bucket() -> str:
-    return _storage().bucket_name
-
-
-def _storage_error(exc: Exception) -> AttachmentError:
-    logger.warning("S3 request failed: %s", exc)
-    return AttachmentError(STORAGE_UNAVAILABLE, "Image storage is not reachable right now.")
-
-
-def _head(key: str) -> dict | None:
-    """The object's metadata, or None when there is no such object."""
-    try:
-        return _client().head_object(Bucket=_bucket(), Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise _storage_error(exc) from None
-    except BotoCoreError as exc:
-        raise _storage_error(exc) from None
-
-
-def _read(key: str, *, limit: int) -> bytes | None:
-    """At most limit + 1 bytes of the object (so a caller sees that it is too big), or None."""
-    try:
-        response = _client().get_object(Bucket=_bucket(), Key=key)
-        body = response["Body"]
-        try:
-            return body.read(limit + 1)
-        finally:
-            body.close()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise _storage_error(exc) from None
-    except BotoCoreError as exc:
-        raise _storage_error(exc) from None
-
-
-def _write(key: str, data: bytes, content_type: str) -> None:
-    try:
-        _client().put_object(
-            Bucket=_bucket(),
-            Key=key,
-            Body=data,
-            ContentType=content_type,
-            CacheControl="private, max-age=86400",
-        )
-    except (BotoCoreError, ClientError) as exc:
-        raise _storage_error(exc) from None
-
-
-def _delete_objects(keys: list[str]) -> bool:
-    """Deletes the objects (missing ones count as deleted); False when S3 could not be reached."""
-    client, bucket = _client(), _bucket()
-    ok = True
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start : start + 1000]
-        try:
-            result = client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            )
-        except (BotoCoreError, ClientError) as exc:
-            logger.warning("Could not delete %d attachment objects: %s", len(chunk), exc)
-            ok = False
-            continue
-        for error in result.get("Errors", []):
-            logger.warning("Could not delete %s: %s", error.get("Key"), error.get("Message"))
-            ok = False
-    return ok
-
-
-def _list_objects(prefix: str) -> Iterator[tuple[str, datetime]]:
-    """(key, last modified) of every object under the prefix. Raises AttachmentError."""
-    try:
-        pages = _client().get_paginator("list_objects_v2").paginate(Bucket=_bucket(), Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                yield obj["Key"], obj["LastModified"]
-    except (BotoCoreError, ClientError) as exc:
-        raise _storage_error(exc) from None
-
-
-# --- start ----------------------------------------------------------------------------------------
 
 
 def display_name(name: object) -> str:
@@ -201,18 +48,6 @@ def display_name(name: object) -> str:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     return " ".join(name.split())[:255]
-
-
-def kind_of(content_type: object) -> ImageKind:
-    """The accepted image kind for a declared content type; raises AttachmentError otherwise."""
-    if not isinstance(content_type, str):
-        raise _invalid(f"Attach an image: {ALLOWED_LABEL}.")
-    kind = KINDS.get(content_type.strip().lower())
-    if kind is None:
-        if "svg" in content_type.lower():
-            raise _invalid(f"SVG images are not accepted; use {ALLOWED_LABEL}.")
-        raise _invalid(f"Only {ALLOWED_LABEL} images can be attached, not {content_type[:60]!r}.")
-    return kind
 
 
 def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tuple[Attachment, dict]:
@@ -226,11 +61,9 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
     kind = kind_of(content_type)
     max_bytes = settings.IMAGE_UPLOAD_MAX_BYTES
     if isinstance(byte_size, bool) or not isinstance(byte_size, int) or byte_size < 1:
-        raise _invalid("byte_size must be the file's size in bytes.")
+        raise invalid("byte_size must be the file's size in bytes.")
     if byte_size > max_bytes:
-        raise _invalid(
-            f"The image is {_size_text(byte_size)}; the limit is {_size_text(max_bytes)}."
-        )
+        raise invalid(f"The image is {size_text(byte_size)}; the limit is {size_text(max_bytes)}.")
     try:
         limits.check_upload_start(user_id=owner.pk)
     except limits.RateLimited as exc:
@@ -251,135 +84,11 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
         original_name=display_name(name),
     )
     try:
-        post = _client().generate_presigned_post(
-            Bucket=_bucket(),
-            Key=key,
-            Fields={"Content-Type": kind.content_type},
-            Conditions=[
-                {"Content-Type": kind.content_type},
-                ["content-length-range", 1, max_bytes],
-            ],
-            ExpiresIn=settings.PRESIGN_POST_EXPIRY_SECONDS,
-        )
-    except (BotoCoreError, ClientError) as exc:
+        post = storage.presigned_post(key, content_type=kind.content_type, max_bytes=max_bytes)
+    except AttachmentError:
         attachment.delete()
-        raise _storage_error(exc) from None
-    return attachment, {"url": post["url"], "fields": post["fields"]}
-
-
-# --- finish ---------------------------------------------------------------------------------------
-
-
-class DecodeSlots:
-    """At most IMAGE_VERIFY_CONCURRENCY image decodes at once in this process.
-
-    One finish decoding a 6000×4000 JPEG peaked at 374 MB before reduced decoding, and 20 at once
-    (one user's in-flight cap) at 3.07 GB, each taking up to 11.9 s. Finish is a synchronous view:
-    under Daphne each request runs in a thread of its own, so a slot is a thread-level lock; the
-    limit is read on every acquire, so it follows the setting. The counters make the waiting
-    observable (log lines, tests) where a BoundedSemaphore would hide them.
-    """
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self.busy = 0
-        self.waiting = 0
-
-    def _free(self) -> bool:
-        return self.busy < settings.IMAGE_VERIFY_CONCURRENCY
-
-    def acquire(self, *, timeout: float) -> bool:
-        with self._changed:
-            self.waiting += 1
-            self._changed.notify_all()
-            try:
-                if not self._changed.wait_for(self._free, timeout=timeout):
-                    return False
-                self.busy += 1
-                return True
-            finally:
-                self.waiting -= 1
-                self._changed.notify_all()
-
-    def release(self) -> None:
-        with self._changed:
-            self.busy -= 1
-            self._changed.notify_all()
-
-    def wait_until(self, predicate, *, timeout: float) -> bool:
-        """Waits until predicate(self) holds (checked after each change); False on timeout."""
-        with self._changed:
-            return self._changed.wait_for(lambda: predicate(self), timeout=timeout)
-
-
-decode_slots = DecodeSlots()
-
-
-@contextmanager
-def decode_slot() -> Iterator[None]:
-    """Holds one decode slot; raises AttachmentError(busy) when none frees up within
-    IMAGE_VERIFY_WAIT_SECONDS (the upload stays pending: finish may be retried)."""
-    if not decode_slots.acquire(timeout=settings.IMAGE_VERIFY_WAIT_SECONDS):
-        logger.warning(
-            "Image check refused: %d decoding, %d waiting", decode_slots.busy, decode_slots.waiting
-        )
-        raise AttachmentError(
-            BUSY, "The server is busy checking other images; this one will be checked shortly."
-        )
-    try:
-        yield
-    finally:
-        decode_slots.release()
-
-
-def _verify(attachment: Attachment) -> Encoded:
-    """Checks the uploaded object and replaces it with a clean re-encoding. Raises AttachmentError.
-
-    Order: key shape → HEAD (exists, size, type) → a decode slot → read (bounded) → magic bytes →
-    Pillow open (four formats, pixel limit before decoding) → decode (reduced for a large JPEG)
-    → re-encode → write to the verified key. The clean copy lives under another key than the
-    upload, so the upload's presigned POST (valid for minutes) can never overwrite what was
-    verified.
-    """
-    kind = kind_of(attachment.content_type)
-    max_bytes = settings.IMAGE_UPLOAD_MAX_BYTES
-    head = _head(attachment.key)
-    if head is None:
-        raise _invalid("No file was uploaded.")
-    size = int(head.get("ContentLength", 0))
-    if size < 1 or size > max_bytes:
-        raise _invalid(f"The file is {_size_text(size)}; the limit is {_size_text(max_bytes)}.")
-    if size != attachment.byte_size:
-        raise _invalid("The uploaded file is not the size that was declared.")
-    if (head.get("ContentType") or "").lower() != kind.content_type:
-        raise _invalid(f"The file was not uploaded as a {kind.label} image.")
-    # The read is inside the slot too: a waiting finish then holds no bytes (up to 20 MB each).
-    with decode_slot():
-        encoded = _read_and_reencode(attachment.key, kind, size=size)
-    _write(verified_key(attachment.key), encoded.data, kind.content_type)
-    return encoded
-
-
-def _read_and_reencode(key: str, kind: ImageKind, *, size: int) -> Encoded:
-    """The object's bytes, checked and re-encoded; nothing large outlives the call."""
-    # At most the size HEAD gave (checked against the limit) + 1: the HTTP layer allocates a
-    # buffer of the size asked for, which was 20 MB for every image when this asked for the limit.
-    data = _read(key, limit=size)
-    if data is None:
-        raise _invalid("No file was uploaded.")
-    if len(data) != size:
-        raise _invalid("The uploaded file changed while it was being checked.")
-    if sniff(data) != kind.content_type:
-        raise _invalid(f"The file's contents are not a {kind.label} image.")
-    try:
-        return reencode(decode(data, kind, fit_edge=settings.IMAGE_LONG_EDGE_PX), kind)
-    except ImageRefused as exc:
-        raise _invalid(str(exc)) from None
-
-
-def verified_key(upload_key: str) -> str:
-    """`uploads/<user>/<uuid>.<ext>` → `images/<user>/<uuid>.<ext>`."""
-    return "images/" + upload_key.removeprefix("uploads/")
+        raise
+    return attachment, post
 
 
 def _owned(owner, attachment_id: object) -> Attachment:
@@ -409,9 +118,9 @@ def _settle(attachment: Attachment, **outcome) -> None:
         return
     if not Attachment.objects.filter(pk=attachment.pk).exists():
         # Cancelled meanwhile: what this finish wrote back must not outlive the row.
-        _delete_objects([attachment.key])
+        storage.delete_objects([attachment.key])
         raise AttachmentError(NOT_FOUND, "No such attachment.")
-    raise _invalid("This upload has already been finished.")
+    raise invalid("This upload has already been finished.")
 
 
 def finish_upload(*, owner, attachment_id: int) -> Attachment:
@@ -424,21 +133,21 @@ def finish_upload(*, owner, attachment_id: int) -> Attachment:
     """
     attachment = _owned(owner, attachment_id)
     if attachment.state == Attachment.State.VERIFIED:
-        raise _invalid("This upload has already been finished.")
+        raise invalid("This upload has already been finished.")
     if attachment.state == Attachment.State.REJECTED:
-        raise _invalid(f"This upload was refused: {attachment.reject_reason}")
+        raise invalid(f"This upload was refused: {attachment.reject_reason}")
     if not attachment.key.startswith(f"{UPLOAD_PREFIX}{owner.pk}/"):
         # Keys are made by start_upload; another shape is someone else's object: leave it.
-        raise _invalid("This upload does not belong to you.")
+        raise invalid("This upload does not belong to you.")
     try:
-        encoded = _verify(attachment)
+        encoded = verify_upload(attachment)
     except AttachmentError as exc:
         if exc.code != INVALID:
             raise
         _settle(attachment, state=Attachment.State.REJECTED, reject_reason=exc.message[:200])
         # A failed delete leaves the object to cleanup_unsent, which deletes rejected rows too.
-        _delete_objects([attachment.key])
-        logger.info("Attachment %s rejected: %s", attachment.pk, exc.message)
+        storage.delete_objects([attachment.key])
+        log.info("Attachment %s rejected: %s", attachment.pk, exc.message)
         raise
     upload_key = attachment.key
     try:
@@ -453,13 +162,10 @@ def finish_upload(*, owner, attachment_id: int) -> Attachment:
             verified_at=timezone.now(),
         )
     except AttachmentError:
-        _delete_objects([verified_key(upload_key)])
+        storage.delete_objects([verified_key(upload_key)])
         raise
-    _delete_objects([upload_key])
+    storage.delete_objects([upload_key])
     return attachment
-
-
-# --- cancel and cleanup ---------------------------------------------------------------------------
 
 
 def cancel_upload(*, owner, attachment_id: int) -> None:
@@ -471,16 +177,16 @@ def cancel_upload(*, owner, attachment_id: int) -> None:
     deleted, _ = Attachment.objects.filter(pk=attachment.pk, message__isnull=True).delete()
     if not deleted:
         if Attachment.objects.filter(pk=attachment.pk).exists():
-            raise _invalid("This image has been sent and cannot be removed.")
+            raise invalid("This image has been sent and cannot be removed.")
         raise AttachmentError(NOT_FOUND, "No such attachment.")
-    _delete_objects([attachment.key])
+    storage.delete_objects([attachment.key])
 
 
 def delete_attachments(attachments) -> None:
     """Deletes rows and their objects, whatever their state (for admins)."""
     keys = [a.key for a in attachments]
     Attachment.objects.filter(pk__in=[a.pk for a in attachments]).delete()
-    _delete_objects(keys)
+    storage.delete_objects(keys)
 
 
 def cleanup_unsent(*, older_than_hours: int) -> int:
@@ -499,7 +205,7 @@ def cleanup_unsent(*, older_than_hours: int) -> int:
         unsent.filter(pk__in=rows).delete()
         kept = set(Attachment.objects.filter(pk__in=rows).values_list("pk", flat=True))
         gone = [key for pk, key in rows.items() if pk not in kept]
-        _delete_objects(gone)
+        storage.delete_objects(gone)
         deleted += len(gone)
 
 
@@ -514,18 +220,15 @@ def cleanup_orphan_uploads(*, now: datetime | None = None) -> int:
     compared with it) is this moment unless given. Raises AttachmentError (storage_unavailable).
     """
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.PRESIGN_POST_EXPIRY_SECONDS)
-    old = [key for key, modified in _list_objects(UPLOAD_PREFIX) if modified < cutoff]
+    old = [key for key, modified in storage.list_objects(UPLOAD_PREFIX) if modified < cutoff]
     deleted = 0
     for start in range(0, len(old), CLEANUP_BATCH):
         batch = old[start : start + CLEANUP_BATCH]
         owned = set(Attachment.objects.filter(key__in=batch).values_list("key", flat=True))
         orphans = [key for key in batch if key not in owned]
-        if orphans and _delete_objects(orphans):
+        if orphans and storage.delete_objects(orphans):
             deleted += len(orphans)
     return deleted
-
-
-# --- send -----------------------------------------------------------------------------------------
 
 
 def verified_for_send(*, owner, ids: list) -> list[Attachment]:
@@ -536,12 +239,12 @@ def verified_for_send(*, owner, ids: list) -> list[Attachment]:
     as a missing one. Inside a transaction the rows are locked until it ends.
     """
     if not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
-        raise _invalid("attachments must be a list of attachment ids.")
+        raise invalid("attachments must be a list of attachment ids.")
     if len(set(ids)) != len(ids):
-        raise _invalid("The same image is attached twice.")
+        raise invalid("The same image is attached twice.")
     limit = settings.IMAGE_MAX_PER_MESSAGE
     if len(ids) > limit:
-        raise _invalid(f"At most {limit} images can be sent with one message.")
+        raise invalid(f"At most {limit} images can be sent with one message.")
     if not ids:
         return []
     queryset = Attachment.objects.filter(
@@ -554,7 +257,7 @@ def verified_for_send(*, owner, ids: list) -> list[Attachment]:
         queryset = queryset.select_for_update()
     found = {a.pk: a for a in queryset}
     if len(found) != len(ids):
-        raise _invalid(
+        raise invalid(
             "An attached image cannot be used: it is missing, not verified yet, or already "
             "sent. Attach it again."
         )
@@ -572,86 +275,6 @@ def attach_to_message(*, attachments: list[Attachment], message: Message) -> Non
         message__isnull=True,
     ).update(message=message)
     if updated != len(attachments):
-        raise _invalid("An attached image was already sent. Attach it again.")
+        raise invalid("An attached image was already sent. Attach it again.")
     for attachment in attachments:
         attachment.message = message
-
-
-def message_image_ref(attachment: Attachment) -> dict:
-    """The image block stored in a saved Message's content (image_block makes the API's form)."""
-    return {
-        "type": "image",
-        "attachment_id": attachment.pk,
-        "media_type": attachment.content_type,
-        "width": attachment.width,
-        "height": attachment.height,
-    }
-
-
-# --- read -----------------------------------------------------------------------------------------
-
-
-def presigned_get_url(attachment: Attachment, *, expires_in: int | None = None) -> str:
-    """A fresh, short-lived GET URL; the response's Content-Type is pinned to the verified type."""
-    try:
-        return _client().generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": _bucket(),
-                "Key": attachment.key,
-                "ResponseContentType": attachment.content_type,
-            },
-            ExpiresIn=expires_in or settings.PRESIGN_GET_EXPIRY_SECONDS,
-        )
-    except (BotoCoreError, ClientError) as exc:
-        raise _storage_error(exc) from None
-
-
-PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
-
-
-def endpoint_is_private(endpoint_url: str | None) -> bool:
-    """True when the S3 endpoint cannot be reached from the internet (so Claude cannot fetch)."""
-    if not endpoint_url:
-        return False
-    host = (urlsplit(endpoint_url).hostname or "").lower().rstrip(".")
-    if not host or host == "localhost" or host.endswith(PRIVATE_SUFFIXES) or "." not in host:
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
-
-
-def delivery_mode() -> str:
-    """ "url" or "base64", from IMAGE_DELIVERY ("auto" decides by the endpoint's host)."""
-    mode = settings.IMAGE_DELIVERY
-    if mode in ("url", "base64"):
-        return mode
-    if mode != "auto":
-        raise ImproperlyConfigured(f"IMAGE_DELIVERY must be auto, url or base64, not {mode!r}")
-    return "base64" if endpoint_is_private(settings.AWS_S3_ENDPOINT_URL) else "url"
-
-
-def image_block(attachment: Attachment) -> dict:
-    """The Messages API image block: a fresh presigned GET URL, or the bytes in base64.
-
-    Base64 reads the object and checks it against the recorded sha256. Raises AttachmentError
-    (attachment_invalid when the image is not verified, missing or changed; storage_unavailable).
-    """
-    if attachment.state != Attachment.State.VERIFIED:
-        raise _invalid("The image has not been verified.")
-    if delivery_mode() == "url":
-        return {"type": "image", "source": {"type": "url", "url": presigned_get_url(attachment)}}
-    data = _read(attachment.key, limit=max(settings.IMAGE_STORED_MAX_BYTES, attachment.byte_size))
-    if data is None or hashlib.sha256(data).hexdigest() != attachment.sha256:
-        raise _invalid("An attached image is no longer available. Attach it again.")
-    return {
-        "type": "image",
-        "source": {
-            "type": "base64",
-            "media_type": attachment.content_type,
-            "data": base64.b64encode(data).decode("ascii"),
-        },
-    }

@@ -2,12 +2,12 @@
 
 `decode` refuses anything but a whole JPEG, PNG, GIF or WebP of the declared kind within the
 pixel limit; `reencode` writes it again in the same format, small enough, with no metadata.
-Both raise `ImageRefused` with a message for the user; chat/attachments.py turns it into its
-AttachmentError.
+Both raise `ImageRefused` with a message for the user; chat/uploads/verification.py turns it into
+an AttachmentError.
 
 Memory: a decoded image takes 3–4 bytes per pixel (a 6000×4000 photo: 72 MB as RGB), so decode
 asks libjpeg for a reduced decode (1/2, 1/4 or 1/8, never below the stored size) and no step
-makes a second full-size copy; chat/attachments.py bounds how many decodes run at once.
+makes a second full-size copy; chat/uploads/verification.py bounds how many decodes run at once.
 """
 
 from __future__ import annotations

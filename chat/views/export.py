@@ -10,7 +10,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from chat.conversations import importing, selectors
+from chat.conversations import access, importing
 from chat.conversations.export import (
     IMPORT_MAX_BYTES,
     ImportError_,
@@ -29,7 +29,7 @@ def _filename(conversation: Conversation, ext: str) -> str:
 @require_GET
 @login_required
 def export_json(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     response = JsonResponse(
         export_data(conversation), json_dumps_params={"ensure_ascii": False, "indent": 2}
     )
@@ -40,7 +40,7 @@ def export_json(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @login_required
 def export_md(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     response = HttpResponse(
         export_markdown(conversation), content_type="text/markdown; charset=utf-8"
     )

@@ -1,4 +1,5 @@
-"""Pages and form posts. Thin: reads go through selectors, multi-row writes through services.
+"""Pages and form posts. Thin: reads go through chat/conversations (access, tree, search),
+multi-row writes through its services.
 
 Every POST is CSRF-protected and answers JSON to `Accept: application/json` (the page's
 scripts), else a redirect (plain forms without JavaScript).
@@ -19,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.claude import catalogue
-from chat.conversations import lifecycle, preferences, selectors
+from chat.conversations import access, lifecycle, preferences, search, tree
 from chat.models import Conversation, UserSettings
 from chat.replies import meters
 from chat.text import has_unstorable
@@ -49,16 +50,16 @@ def user_zone(prefs: UserSettings | None) -> zoneinfo.ZoneInfo:
 def _page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
     prefs = user_prefs(request.user)
     zone = user_zone(prefs)
-    query = selectors.search_query(request.GET.get("q", ""))[:SEARCH_MAX_CHARS]
+    query = search.search_query(request.GET.get("q", ""))[:SEARCH_MAX_CHARS]
     archived = request.GET.get("archived") == "1"
     if query:
-        rows = selectors.search_conversations(request.user, query, archived=None)
+        rows = search.search_conversations(request.user, query, archived=None)
     else:
-        rows = selectors.visible_conversations(request.user, archived=archived)
+        rows = access.visible_conversations(request.user, archived=archived)
     paginator = Paginator(rows, settings.CONVERSATIONS_PER_PAGE)
     conversations = paginator.get_page(request.GET.get("page"))
-    groups = selectors.conversation_groups(list(conversations), tz=zone)
-    page = selectors.path_page(conversation, limit=MESSAGES_PER_PAGE) if conversation else None
+    groups = access.conversation_groups(list(conversations), tz=zone)
+    page = tree.path_page(conversation, limit=MESSAGES_PER_PAGE) if conversation else None
     model = catalogue.find_model(conversation.model) if conversation else None
     available = model is not None
     config = {
@@ -140,18 +141,18 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    return _page(request, selectors.get_conversation(request.user, pk))
+    return _page(request, access.get_conversation(request.user, pk))
 
 
 @require_GET
 @login_required
 def conversation_messages(request: HttpRequest, pk: int) -> JsonResponse:
     """Older messages of the active branch: `?before=<message id>` (and `limit`), as JSON."""
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     before, limit = request.GET.get("before", ""), request.GET.get("limit", "")
     if (before and not before.isdigit()) or (limit and not limit.isdigit()):
         return JsonResponse({"error": "before and limit are message ids and counts"}, status=400)
-    page = selectors.path_page(
+    page = tree.path_page(
         conversation,
         before_id=int(before) if before else None,
         limit=min(int(limit), MESSAGES_PAGE_MAX) if limit else MESSAGES_PER_PAGE,
@@ -179,7 +180,7 @@ def _done(request: HttpRequest, conversation: Conversation, payload: dict, to: s
 @require_POST
 @login_required
 def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     title = " ".join(request.POST.get("title", "").split())[:TITLE_MAX_CHARS]
     if has_unstorable(title):  # what the user typed is refused, not changed (chat/text.py)
         error = "The title holds characters that cannot be stored (NUL or a lone surrogate)."
@@ -196,7 +197,7 @@ def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete for good, without undo; the pages' Delete buttons use `trash`, which has one."""
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     lifecycle.conversation_delete(conversation=conversation)
     return redirect("chat:index")
 
@@ -204,7 +205,7 @@ def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def conversation_trash(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     lifecycle.conversation_trash(conversation=conversation)
     payload = {
         "deleted": True,
@@ -217,7 +218,7 @@ def conversation_trash(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def conversation_restore(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_deleted_conversation(request.user, pk)
+    conversation = access.get_deleted_conversation(request.user, pk)
     if not lifecycle.conversation_restore(conversation=conversation):
         if wants_json(request):
             return JsonResponse({"error": "Too late to undo: it is deleted."}, status=409)
@@ -232,7 +233,7 @@ def conversation_restore(request: HttpRequest, pk: int) -> HttpResponse:
 def conversation_thinking(request: HttpRequest, pk: int) -> HttpResponse:
     """The conversation's thinking effort: `effort` (blank: none asked) for `model` (the
     model the next message goes to; default the conversation's)."""
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     effort = request.POST.get("effort", "")
     model = request.POST.get("model") or None
     error = ""
@@ -261,7 +262,7 @@ def _flag(request: HttpRequest, name: str) -> bool | None:
 @require_POST
 @login_required
 def conversation_pin(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     pinned = _flag(request, "pinned")
     if pinned is None:
         return JsonResponse({"error": "pinned is 1 or 0"}, status=400)
@@ -273,7 +274,7 @@ def conversation_pin(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def conversation_archive(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = selectors.get_conversation(request.user, pk)
+    conversation = access.get_conversation(request.user, pk)
     archived = _flag(request, "archived")
     if archived is None:
         return JsonResponse({"error": "archived is 1 or 0"}, status=400)

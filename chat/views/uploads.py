@@ -1,6 +1,7 @@
 """JSON endpoints for image uploads: start, finish, cancel, open, limits (docs/images.md).
 
-Thin: the work and every S3 call are in chat/attachments.py. Login is required; ownership is
+Thin: the work is in chat/uploads/attachments.py, every S3 call in chat/uploads/storage.py.
+Login is required; ownership is
 checked by the service (someone else's attachment is not found); CSRF applies to every write.
 """
 
@@ -17,14 +18,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.models import Attachment
-from chat.uploads import attachments
-from chat.uploads.attachments import AttachmentError
+from chat.uploads import attachments, errors, images, storage
+from chat.uploads.errors import AttachmentError
 
 STATUS_BY_CODE = {
-    attachments.NOT_FOUND: 404,
-    attachments.RATE_LIMITED: 429,
-    attachments.STORAGE_UNAVAILABLE: 503,
-    attachments.BUSY: 503,
+    errors.NOT_FOUND: 404,
+    errors.RATE_LIMITED: 429,
+    errors.STORAGE_UNAVAILABLE: 503,
+    errors.BUSY: 503,
 }
 
 
@@ -34,8 +35,8 @@ def error_response(code: str, message: str, status: int) -> JsonResponse:
 
 def _from_error(exc: AttachmentError) -> JsonResponse:
     response = error_response(exc.code, exc.message, STATUS_BY_CODE.get(exc.code, 400))
-    if exc.code == attachments.BUSY:
-        response["Retry-After"] = str(attachments.BUSY_RETRY_AFTER_S)
+    if exc.code == errors.BUSY:
+        response["Retry-After"] = str(errors.BUSY_RETRY_AFTER_S)
     return response
 
 
@@ -68,7 +69,7 @@ def attachment_dict(attachment: Attachment) -> dict:
 def limits(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
-            "content_types": list(attachments.KINDS),
+            "content_types": list(images.KINDS),
             "max_bytes": settings.IMAGE_UPLOAD_MAX_BYTES,
             "browser_long_edge_px": settings.IMAGE_BROWSER_LONG_EDGE_PX,
             "max_per_message": settings.IMAGE_MAX_PER_MESSAGE,
@@ -128,7 +129,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     if attachment is None:
         raise Http404("No such image")
     try:
-        url = attachments.presigned_get_url(attachment)
+        url = storage.presigned_get_url(attachment)
     except AttachmentError as exc:
         return _from_error(exc)
     response = HttpResponseRedirect(url)

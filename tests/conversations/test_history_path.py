@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from chat.conversations import lifecycle, selectors
+from chat.conversations import lifecycle, search, tree
 from chat.models import Conversation, Message
 from chat.replies import planning
 
@@ -62,7 +62,7 @@ def test_active_path_follows_the_leaf_with_whole_messages_and_their_versions(
     conversation, branched
 ):
     b = branched
-    path = selectors.active_path(conversation)
+    path = tree.active_path(conversation)
     assert [m.pk for m in path.messages] == [b["u1"].pk, b["a1"].pk, b["u2"].pk, b["a2"].pk]
     assert [m.text for m in path.messages] == [
         "first question",
@@ -80,17 +80,17 @@ def test_active_path_follows_the_leaf_with_whole_messages_and_their_versions(
         b["a2"].pk: [b["a2"].pk],
     }
 
-    upto = selectors.active_path(conversation, upto_id=b["u3"].pk)
+    upto = tree.active_path(conversation, upto_id=b["u3"].pk)
     assert [m.pk for m in upto.messages] == [b["u1"].pk, b["a1b"].pk, b["u3"].pk]
     assert upto.versions[b["a1b"].pk] == [b["a1"].pk, b["a1b"].pk]
 
     conversation.leaf = None  # no leaf yet: the newest message's branch
-    assert [m.text for m in selectors.active_path(conversation).messages][-1] == "third answer"
+    assert [m.text for m in tree.active_path(conversation).messages][-1] == "third answer"
 
 
 def test_an_empty_conversation_has_an_empty_path(conversation):
     with CaptureQueriesContext(connection) as queries:
-        path = selectors.active_path(conversation)
+        path = tree.active_path(conversation)
     assert (path.messages, path.versions) == ([], {})
     assert len(queries) == 1
 
@@ -98,7 +98,7 @@ def test_an_empty_conversation_has_an_empty_path(conversation):
 def test_the_tree_is_walked_without_content_and_only_the_path_is_read_whole(conversation, branched):
     b = branched
     with CaptureQueriesContext(connection) as queries:
-        selectors.active_path(conversation)
+        tree.active_path(conversation)
     tree_sql, rows_sql = (q["sql"] for q in queries.captured_queries)
     assert '"content"' not in tree_sql and '"parent_id"' in tree_sql
     assert '"content"' in rows_sql
@@ -113,7 +113,7 @@ def test_a_page_reads_whole_only_its_own_messages(conversation):
         made.append(parent)
     set_leaf(conversation, parent)
     with CaptureQueriesContext(connection) as queries:
-        page = selectors.path_page(conversation, before_id=made[-50].pk, limit=50)
+        page = tree.path_page(conversation, before_id=made[-50].pk, limit=50)
     assert [m["id"] for m in page.messages] == [m.pk for m in made[20:70]]
     assert page.has_more is True
     first = page.messages[0]
@@ -126,16 +126,16 @@ def test_a_page_reads_whole_only_its_own_messages(conversation):
 
 def test_switching_to_an_older_version_picks_its_newest_branch(conversation, branched):
     b = branched
-    assert selectors.latest_leaf_under(conversation, b["a1b"].pk) == b["a3"].pk
-    assert selectors.latest_leaf_under(conversation, b["a1"].pk) == b["a2"].pk
-    assert selectors.latest_leaf_under(conversation, b["a3"].pk) == b["a3"].pk
+    assert tree.latest_leaf_under(conversation, b["a1b"].pk) == b["a3"].pk
+    assert tree.latest_leaf_under(conversation, b["a1"].pk) == b["a2"].pk
+    assert tree.latest_leaf_under(conversation, b["a3"].pk) == b["a3"].pk
 
 
 # --- search ------------------------------------------------------------------------------------
 
 
 def found(user, query: str, **kwargs) -> list[int]:
-    return [c.pk for c in selectors.search_conversations(user, query, **kwargs)]
+    return [c.pk for c in search.search_conversations(user, query, **kwargs)]
 
 
 def test_search_finds_message_text_and_titles_of_own_live_conversations(alice, bob):
@@ -184,9 +184,9 @@ def test_search_expressions_are_the_indexed_ones(alice):
     """The query's tsvector expressions match migration 0006's indexes, so the indexes are used."""
     from django.contrib.postgres.search import SearchQuery
 
-    terms = SearchQuery("sourdough", search_type="websearch", config=selectors.SEARCH_CONFIG)
-    messages = Message.objects.alias(doc=selectors.message_text_doc()).filter(doc=terms)
-    titles = Conversation.objects.alias(doc=selectors.title_doc()).filter(doc=terms)
+    terms = SearchQuery("sourdough", search_type="websearch", config=search.SEARCH_CONFIG)
+    messages = Message.objects.alias(doc=search.message_text_doc()).filter(doc=terms)
+    titles = Conversation.objects.alias(doc=search.title_doc()).filter(doc=terms)
     plans = {}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.conversations import lifecycle, selectors
+from chat.conversations import lifecycle, tree
 from tests.conftest import open_socket, recv, recv_until, send_and_wait
 
 pytestmark = [
@@ -19,7 +19,7 @@ pytestmark = [
 @sync_to_async
 def path_texts(conversation) -> list[str]:
     conversation.refresh_from_db()
-    return [m.text for m in selectors.active_path(conversation).messages]
+    return [m.text for m in tree.active_path(conversation).messages]
 
 
 async def test_regenerate_makes_a_new_version_of_the_last_reply(

@@ -24,8 +24,8 @@ from django.utils import timezone
 from PIL import Image
 
 from chat.models import Attachment, Message
-from chat.uploads import attachments
-from chat.uploads.attachments import AttachmentError
+from chat.uploads import attachments, blocks
+from chat.uploads.errors import AttachmentError
 from claudeweb.middleware import storage_origins
 from tests.support.uploads import image_bytes, started, stored, upload
 
@@ -320,7 +320,7 @@ def test_verified_for_send_checks_its_input(alice, ids, message):
 
 def test_the_stored_reference_and_the_api_blocks(alice, s3, settings):
     attachment = verified(alice)
-    assert attachments.message_image_ref(attachment) == {
+    assert blocks.message_image_ref(attachment) == {
         "type": "image",
         "attachment_id": attachment.pk,
         "media_type": "image/png",
@@ -328,13 +328,13 @@ def test_the_stored_reference_and_the_api_blocks(alice, s3, settings):
         "height": 48,
     }
     settings.IMAGE_DELIVERY = "auto"  # the local S3 is on loopback: base64
-    block = attachments.image_block(attachment)
+    block = blocks.image_block(attachment)
     assert block["source"]["type"] == "base64"
     assert block["source"]["media_type"] == "image/png"
     assert base64.b64decode(block["source"]["data"]) == stored(s3, attachment.key)
 
     settings.IMAGE_DELIVERY = "url"
-    block = attachments.image_block(attachment)
+    block = blocks.image_block(attachment)
     assert block["type"] == "image" and block["source"]["type"] == "url"
     fetched = requests.get(block["source"]["url"], timeout=10)
     assert fetched.status_code == 200
@@ -348,7 +348,7 @@ def test_base64_delivery_refuses_a_changed_object(alice, s3, settings):
     attachment = verified(alice)
     s3.put_object(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=attachment.key, Body=HTML)
     with pytest.raises(AttachmentError, match="no longer available"):
-        attachments.image_block(attachment)
+        blocks.image_block(attachment)
 
 
 PRIVATE = "http://127.0.0.1:9 http://localhost:9 http://[::1]:9 http://minio:9 http://10.0.0.5"
@@ -356,8 +356,8 @@ PUBLIC = "https://files.example.com https://a1.r2.cloudflarestorage.com https://
 
 
 def test_auto_delivery_uses_base64_for_private_endpoints():
-    assert all(attachments.endpoint_is_private(url) for url in PRIVATE.split())
-    assert not any(attachments.endpoint_is_private(url) for url in [None, *PUBLIC.split()])
+    assert all(blocks.endpoint_is_private(url) for url in PRIVATE.split())
+    assert not any(blocks.endpoint_is_private(url) for url in [None, *PUBLIC.split()])
 
 
 # --- cancel and cleanup -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from django.test import Client
 from PIL import Image
 
 from chat.models import Attachment
-from chat.uploads.attachments import verified_key
+from chat.uploads.verification import verified_key
 from tests.conftest import make_user
 from tests.support.uploads import image_bytes, stored, upload
 

@@ -16,8 +16,8 @@ from django.urls import reverse
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from chat.models import Attachment
-from chat.uploads import attachments
-from chat.uploads.attachments import AttachmentError
+from chat.uploads import attachments, errors, storage, verification
+from chat.uploads.errors import AttachmentError
 from chat.uploads.images import KINDS, ImageRefused, decode, reencode
 from tests.support.uploads import started, stored, upload
 
@@ -136,11 +136,11 @@ def _finish_in_thread(owner, attachment_id: int, results: dict) -> threading.Thr
 def test_at_most_the_configured_number_of_decodes_run_at_once(alice, s3, settings, monkeypatch):
     settings.IMAGE_VERIFY_CONCURRENCY = 2
     settings.IMAGE_VERIFY_WAIT_SECONDS = WAIT_S
-    slots = attachments.decode_slots
+    slots = verification.decode_slots
     lock = threading.Lock()
     seen = {"active": 0, "most": 0, "entered": 0}
     both_decoding = threading.Barrier(2, timeout=WAIT_S)
-    real_decode = attachments.decode
+    real_decode = verification.decode
 
     def observed_decode(data, kind, **options):
         with lock:
@@ -158,7 +158,7 @@ def test_at_most_the_configured_number_of_decodes_run_at_once(alice, s3, setting
             with lock:
                 seen["active"] -= 1
 
-    monkeypatch.setattr(attachments, "decode", observed_decode)
+    monkeypatch.setattr(verification, "decode", observed_decode)
     data = photo((800, 600))
     rows = []
     for _ in range(3):
@@ -186,10 +186,10 @@ def test_a_finish_with_no_free_slot_is_busy_and_can_be_retried(alice, s3, settin
     web.force_login(alice)
     url = reverse("chat:attachment_finish", args=[attachment.pk])
 
-    with attachments.decode_slot():  # another finish is decoding
+    with verification.decode_slot():  # another finish is decoding
         response = web.post(url)
     assert response.status_code == 503
-    assert response["Retry-After"] == str(attachments.BUSY_RETRY_AFTER_S)
+    assert response["Retry-After"] == str(errors.BUSY_RETRY_AFTER_S)
     assert response.json()["error"]["code"] == "busy"
     attachment.refresh_from_db()
     assert attachment.state == Attachment.State.PENDING
@@ -206,9 +206,9 @@ def test_a_finish_with_no_free_slot_is_busy_and_can_be_retried(alice, s3, settin
 def test_request_threads_share_one_s3_client():
     # Daphne runs each request on a new thread; a client per thread cost 13 MiB and 0.3 s each.
     clients = []
-    threads = [threading.Thread(target=lambda: clients.append(attachments._client())) for _ in "ab"]
+    threads = [threading.Thread(target=lambda: clients.append(storage.client())) for _ in "ab"]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert clients[0] is clients[1] is attachments._client()
+    assert clients[0] is clients[1] is storage.client()

@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from chat.conversations import export, lifecycle, selectors
+from chat.conversations import access, export, lifecycle, tree
 from chat.models import ApiCall, Conversation, Message, SystemPrompt, UserSettings
 
 pytestmark = pytest.mark.django_db
@@ -142,7 +142,7 @@ def test_delete_hides_at_once_and_can_be_undone(client, alice, conversation):
     assert client.get(reverse("chat:messages", args=[conversation.pk])).status_code == 404
     assert list(client.get(reverse("chat:index")).context["conversations"]) == []
     with pytest.raises(Http404):
-        selectors.get_conversation_for_update(alice, conversation.pk)  # the socket's lookup
+        access.get_conversation_for_update(alice, conversation.pk)  # the socket's lookup
 
     response = client.post(reverse("chat:restore", args=[conversation.pk]), **JSON)
     assert response.json()["restored"] is True
@@ -284,7 +284,7 @@ def test_replies_carry_their_usage_model_and_cost(client, alice, conversation):
             cache_write_5m_tokens=1,
             cost=Decimal("0.5"),
         )
-    assert selectors.usage_by_message([reply.pk]) == {
+    assert tree.usage_by_message([reply.pk]) == {
         reply.pk: {
             "input_tokens": 30,
             "output_tokens": 6,
@@ -386,7 +386,7 @@ def test_import_round_trips_an_export(client, alice, bob):
     assert response.status_code == 201
     imported = Conversation.objects.get(pk=response.json()["id"])
     assert imported.owner == bob and imported.model == conversation.model
-    path = selectors.active_path(imported).messages
+    path = tree.active_path(imported).messages
     assert [m.role for m in path] == ["user", "assistant"]  # tool results folded into the turn
     assert path[1].parent_id == path[0].pk and imported.leaf_id == path[1].pk
     assert path[1].text == "Let me compute.\n\nIt is **4**."

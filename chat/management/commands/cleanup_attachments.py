@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.uploads import attachments
+from chat.uploads import attachments, errors
 
 
 class Command(BaseCommand):
@@ -33,6 +33,6 @@ class Command(BaseCommand):
         self.stdout.write(f"Deleted {deleted} unsent attachment(s) older than {hours} h.")
         try:
             orphans = attachments.cleanup_orphan_uploads()
-        except attachments.AttachmentError as exc:
+        except errors.AttachmentError as exc:
             raise CommandError(f"Could not list the uploads: {exc.message}") from None
         self.stdout.write(f"Deleted {orphans} upload object(s) no attachment owns.")

@@ -1,38 +1,14 @@
-"""Reads: every lookup of a user's data goes through here, so ownership is checked in one place."""
+"""Reads of a conversation's message tree: its branches, the active path, versions, and the
+messages as the socket and the page send them to the browser. Callers get the conversation
+from chat/conversations/access.py, which checks ownership."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
-from django.http import Http404
+from django.db.models import Count, Max, QuerySet, Sum
 
 from chat.models import ApiCall, Conversation, Message
-
-
-def conversations_of(user: AbstractBaseUser) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user, deleted_at__isnull=True).order_by(
-        "-updated_at", "-id"
-    )
-
-
-def get_conversation(user: AbstractBaseUser, pk: int) -> Conversation:
-    """The user's conversation, or Http404 — the same answer whether it is foreign or missing."""
-    try:
-        return Conversation.objects.get(pk=pk, owner=user, deleted_at__isnull=True)
-    except Conversation.DoesNotExist:
-        raise Http404("No such conversation") from None
-
-
-def get_conversation_for_update(user: AbstractBaseUser, pk: int) -> Conversation:
-    """The user's conversation with its pinned system prompt, or Http404."""
-    try:
-        return Conversation.objects.select_related("system_prompt").get(
-            pk=pk, owner=user, deleted_at__isnull=True
-        )
-    except Conversation.DoesNotExist:
-        raise Http404("No such conversation") from None
 
 
 def history(conversation: Conversation) -> QuerySet[Message]:
@@ -173,152 +149,8 @@ def message_to_dict(
     return out
 
 
-# --- the conversation list, pages of a long conversation, usage per reply -----------------------
-
-
-def visible_conversations(
-    user: AbstractBaseUser, *, archived: bool = False
-) -> QuerySet[Conversation]:
-    """The user's conversations for the list: never deleted ones; pinned first, newest first."""
-    return Conversation.objects.filter(
-        owner=user, deleted_at__isnull=True, archived=archived
-    ).order_by("-pinned", "-updated_at", "-id")
-
-
-def get_deleted_conversation(user: AbstractBaseUser, pk: int) -> Conversation:
-    """The user's soft-deleted conversation (for undo), or Http404."""
-    try:
-        return Conversation.objects.get(pk=pk, owner=user, deleted_at__isnull=False)
-    except Conversation.DoesNotExist:
-        raise Http404("No such conversation") from None
-
-
-SEARCH_CONFIG = "english"
-# The text blocks of a message's content, for full-text search (PostgreSQL jsonpath).
-_TEXT_BLOCKS_PATH = '$[*] ? (@.type == "text").text'
-
-
-def message_text_doc():
-    """The tsvector of a message's text blocks (PostgreSQL), as index message_text_search has it.
-
-    to_tsvector(regconfig, jsonb) reads the JSON strings themselves (a cast to text would leave
-    escapes such as \\n glued to the next word) and is immutable, so it can be indexed. This
-    expression and the index of migration 0006 must stay the same, or the index goes unused.
-    """
-    from django.contrib.postgres.search import SearchConfig, SearchVectorField
-    from django.db.models import F, Func, JSONField, Value
-
-    text_blocks = Func(
-        F("content"),
-        Value(_TEXT_BLOCKS_PATH),
-        function="jsonb_path_query_array",
-        output_field=JSONField(),
-    )
-    return Func(
-        SearchConfig(SEARCH_CONFIG),
-        text_blocks,
-        function="to_tsvector",
-        output_field=SearchVectorField(),
-    )
-
-
-def title_doc():
-    """The title as a tsvector (PostgreSQL), as index conversation_title_search has it."""
-    from django.contrib.postgres.search import SearchVector
-
-    return SearchVector("title", config=SEARCH_CONFIG)
-
-
-def search_query(raw: str) -> str:
-    """A search as typed, ready for the database: whitespace collapsed, and each character no
-    column can hold (NUL, a surrogate: chat/text.py) read as a space, so `a<NUL>b` searches
-    `a b` and never fails the query."""
-    from chat.text import storable
-
-    return " ".join(storable(raw, replacement=" ").split())
-
-
-def _search_terms(query: str):
-    from django.contrib.postgres.search import SearchQuery
-
-    return SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
-
-
-def matching_messages(query: str) -> QuerySet[Message]:
-    """Messages whose text matches `query` (a non-empty search_query), of every owner: callers
-    narrow it to conversations the user may see.
-
-    PostgreSQL: full-text search (stemmed, web-search syntax) through the GIN index
-    message_text_search; other databases: a substring of the stored blocks.
-    """
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        return Message.objects.alias(doc=message_text_doc()).filter(doc=_search_terms(query))
-    return Message.objects.filter(content__icontains=query)
-
-
-def search_conversations(
-    user: AbstractBaseUser, query: str, *, archived: bool | None = None
-) -> QuerySet[Conversation]:
-    """The user's conversations whose title or any message text matches `query`.
-
-    PostgreSQL: full-text search (stemmed, web-search syntax) through GIN indexes; other
-    databases: a substring match. Deleted conversations never match; `archived` None searches
-    both lists. The search box and Claude's search_conversations tool both ask this.
-    """
-    from django.db import connection
-    from django.db.models import Exists, OuterRef, Q
-
-    rows = Conversation.objects.filter(owner=user, deleted_at__isnull=True)
-    if archived is not None:
-        rows = rows.filter(archived=archived)
-    query = search_query(query)
-    if not query:
-        return rows.none()
-    messages = Exists(matching_messages(query).filter(conversation=OuterRef("pk")))
-    if connection.vendor == "postgresql":
-        # A subquery of its own, so that the title index answers it (in the OR it would not).
-        titles = (
-            Conversation.objects.filter(owner=user)
-            .alias(doc=title_doc())
-            .filter(doc=_search_terms(query))
-        )
-        match = Q(pk__in=titles.values("pk")) | Q(title__icontains=query) | messages
-    else:
-        match = Q(title__icontains=query) | messages
-    return rows.filter(match).order_by("-pinned", "-updated_at", "-id")
-
-
-def conversation_groups(conversations, *, now=None, tz=None) -> list[tuple[str, list]]:
-    """Conversations in the list's date groups: Pinned, Today, Previous 7 days, Older.
-
-    `conversations` is already ordered (pinned first, newest first); empty groups are left out.
-    """
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    now = timezone.localtime(now or timezone.now(), tz)
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    week = today - timedelta(days=7)
-    groups: dict[str, list] = {"Pinned": [], "Today": [], "Previous 7 days": [], "Older": []}
-    for c in conversations:
-        if c.pinned:
-            groups["Pinned"].append(c)
-        elif c.updated_at >= today:
-            groups["Today"].append(c)
-        elif c.updated_at >= week:
-            groups["Previous 7 days"].append(c)
-        else:
-            groups["Older"].append(c)
-    return [(name, items) for name, items in groups.items() if items]
-
-
 def usage_by_message(message_ids: list[int]) -> dict[int, dict]:
     """Per reply: its API calls' tokens (in the API's names), cost and model — one query."""
-    from django.db.models import Count, Max, Sum
-
     if not message_ids:
         return {}
     rows = (
