@@ -5,9 +5,10 @@
 Offline Claude → anthropic SDK raw events (`messages.create(stream=True)`) → a plain
 `websockets` server: no Django, no database, no channel layer, no login. It speaks the part of
 docs/protocol.md the bench client uses (`send` → `message` ack, `start`, numbered `delta`s,
-`done`) and coalesces deltas exactly as chat/runner.py does (the first text at once; then wait
-for text, sleep the coalesce interval, send everything pending as one frame), so the app and
-this relay send the same frames and the difference between them is the app's own cost.
+`done`) and coalesces deltas exactly as chat/replies/delivery.py does (the first text at once;
+then wait for text, sleep the coalesce interval, send everything pending as one frame), so
+the app and this relay send the same frames and the difference between them is the app's own
+cost.
 
 Prints one line when ready: `bare-relay listening on ws://127.0.0.1:PORT` (flushed).
 """

@@ -1,6 +1,7 @@
 """Conversations, messages, the usage ledger and versioned system prompts.
 
-Business logic lives in chat/services.py; these classes only describe the data.
+Business logic lives in the packages beside this module (docs/architecture.md); these classes
+only describe the data.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class Conversation(models.Model):
     # Soft delete: set when the owner deletes it; such a conversation is never shown or reached,
     # can be restored for a few seconds (undo) and is purged later.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    # Running totals over the conversation's API calls, kept by checkpoints.turn_finish.
+    # Running totals over the conversation's API calls, kept by the ledger's
+    # record_calls (chat/ledger/entries.py).
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_creation_tokens = models.PositiveBigIntegerField(default=0)

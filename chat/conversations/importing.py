@@ -16,7 +16,8 @@ from chat.text import storable, storable_json
 def conversation_import(
     *, owner: AbstractBaseUser, model: str, system: str, messages: list[dict], title: str = ""
 ) -> Conversation:
-    """A new conversation from validated API-shaped messages (chat/export.py validates them).
+    """A new conversation from validated API-shaped messages (chat/conversations/export.py
+    validates them).
 
     A user message holding only tool results belongs to the assistant turn around it, as the
     app stores a whole turn in one message. Parents are chained and the leaf is set. Every text

@@ -83,7 +83,7 @@ def turn_finish(
 
     The blocks and texts are model or upstream output: made storable (chat/text.py), so no
     character of theirs can keep the reply from being saved. Usage is already in the ledger:
-    each call settled when it ended (chat/budgets.py).
+    each call settled when it ended (chat/ledger/budgets.py).
     """
     with transaction.atomic():
         Message.objects.filter(pk=message_id).update(

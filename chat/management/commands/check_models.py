@@ -13,8 +13,9 @@ from chat.claude.served import Row, compare
 
 class Command(BaseCommand):
     help = (
-        "Compare chat/models.json with GET /v1/models: ids the API does not serve (missing), "
-        "context window / max output that differ (catalogue / API), ids the catalogue lacks."
+        "Compare chat/claude/models.json with GET /v1/models: ids the API does not serve "
+        "(missing), context window / max output that differ (catalogue / API), ids the "
+        "catalogue lacks."
     )
 
     def handle(self, *args, **options) -> None:
