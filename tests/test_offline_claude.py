@@ -141,8 +141,8 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def assert_maps_to(exc: BaseException, code: str) -> None:
-    """The app's error mapping (chat.claude) gives `code`, retryable, for what the SDK raised."""
-    from chat.claude import to_claude_error
+    """The app's error mapping (chat.claude.errors) gives `code`, retryable, for what the SDK raised."""
+    from chat.claude.errors import to_claude_error
 
     mapped = to_claude_error(exc)
     assert mapped is not None, f"unmapped {type(exc).__name__}: {exc!r}"
