@@ -220,52 +220,23 @@ async def stream_round(
     )
     if tool_choice:
         extra["tool_choice"] = tool_choice
-    try:
-        stream = await messages_api.create(
-            model=model,
-            system=system,
-            messages=messages,
-            max_tokens=max_tokens,
-            stream=True,
-            **extra,
-        )
-    except Exception as exc:
-        record.finished = time.monotonic()
-        error = to_claude_error(exc)
-        if error is None:
-            raise
-        record.error_code = error.code
-        record.request_id = error.request_id
-        raise error from exc
+    stream = await _open_stream(
+        messages_api,
+        record,
+        model=model,
+        system=system,
+        messages=messages,
+        max_tokens=max_tokens,
+        **extra,
+    )
     record.request_id = stream.response.headers.get("request-id", "")
-    builder = _BlockBuilder(record.content)
+    events = _RoundEvents(record, on_block=on_block, on_start=on_start, on_thinking=on_thinking)
     try:
         async with stream:
             async for event in stream:
-                kind = event.type
-                if kind == "content_block_delta":
-                    text = builder.delta(event.index, event.delta)
-                    if event.delta.type == "thinking_delta" and on_thinking is not None:
-                        on_thinking(event.delta.thinking)
-                    if text:
-                        if record.first_token_at is None:
-                            record.first_token_at = time.monotonic()
-                        yield text
-                elif kind == "content_block_start":
-                    builder.start(event.index, event.content_block)
-                elif kind == "content_block_stop":
-                    block = builder.stop(event.index)
-                    if on_block is not None:
-                        on_block(block)
-                elif kind == "message_start":
-                    record.message_id = event.message.id
-                    _usage_from(event.message.usage, record.usage)
-                    if on_start is not None:
-                        await on_start(record)
-                elif kind == "message_delta":
-                    record.stop_reason = event.delta.stop_reason or ""
-                    _usage_from(event.usage, record.usage, output_only=True)
-                    record.compaction = _compaction_usage(event.usage)
+                text = await events.apply(event)
+                if text:
+                    yield text
     except Exception as exc:
         error = to_claude_error(exc)
         if error is None:
@@ -274,6 +245,78 @@ async def stream_round(
         raise error from exc
     finally:
         record.finished = time.monotonic()
+
+
+async def _open_stream(messages_api: object, record: CallRecord, **request: object) -> object:
+    """Send the request; a failure before the first event is raised as ClaudeError, with the
+    request id the API gave it in `record`."""
+    try:
+        return await messages_api.create(stream=True, **request)
+    except Exception as exc:
+        record.finished = time.monotonic()
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        record.error_code = error.code
+        record.request_id = error.request_id
+        raise error from exc
+
+
+class _RoundEvents:
+    """Applies one stream's events to its CallRecord, in order, and calls the callbacks."""
+
+    def __init__(
+        self,
+        record: CallRecord,
+        *,
+        on_block: Callable[[dict], None] | None,
+        on_start: Callable[[CallRecord], Awaitable[None]] | None,
+        on_thinking: Callable[[str], None] | None,
+    ) -> None:
+        self.record = record
+        self.builder = _BlockBuilder(record.content)
+        self.on_block = on_block
+        self.on_start = on_start
+        self.on_thinking = on_thinking
+
+    async def apply(self, event: object) -> str | None:
+        """Apply one event; return the text to show, if it brought any."""
+        kind = event.type
+        if kind == "content_block_delta":
+            return self._block_delta(event)
+        if kind == "content_block_start":
+            self.builder.start(event.index, event.content_block)
+        elif kind == "content_block_stop":
+            self._block_stop(event)
+        elif kind == "message_start":
+            await self._message_start(event)
+        elif kind == "message_delta":
+            self._message_delta(event)
+        return None
+
+    def _block_delta(self, event: object) -> str | None:
+        text = self.builder.delta(event.index, event.delta)
+        if event.delta.type == "thinking_delta" and self.on_thinking is not None:
+            self.on_thinking(event.delta.thinking)
+        if text and self.record.first_token_at is None:
+            self.record.first_token_at = time.monotonic()
+        return text
+
+    def _block_stop(self, event: object) -> None:
+        block = self.builder.stop(event.index)
+        if self.on_block is not None:
+            self.on_block(block)
+
+    async def _message_start(self, event: object) -> None:
+        self.record.message_id = event.message.id
+        _usage_from(event.message.usage, self.record.usage)
+        if self.on_start is not None:
+            await self.on_start(self.record)
+
+    def _message_delta(self, event: object) -> None:
+        self.record.stop_reason = event.delta.stop_reason or ""
+        _usage_from(event.usage, self.record.usage, output_only=True)
+        self.record.compaction = _compaction_usage(event.usage)
 
 
 async def complete(
