@@ -203,13 +203,13 @@ async def stream_round(
     Fills `record` as events arrive: request id, usage, stop_reason, timings, and the complete
     content blocks in order (text, tool_use with parsed input, thinking with its signature,
     redacted_thinking as sent) in `record.content`. `thinking` holds the request fields that
-    ask for thinking (`thinking`, `output_config`; see context.thinking_params). `on_thinking`
+    ask for thinking (`thinking`, `output_config`; see request_body.thinking_params). `on_thinking`
     is called with each piece of thinking text as it streams; `on_block` with each block as it
     completes; `user_id` (our user's pk) goes out as the opaque `metadata.user_id`
     (user_metadata_id); `on_start` is awaited once, after message_start
     (the API has then reported the input usage), before any text. `compaction` holds the
     beta and `context_management` fields that ask for server-side compaction
-    (context.compaction_params); the request then goes through the SDK's beta messages API,
+    (request_body.compaction_params); the request then goes through the SDK's beta messages API,
     and a compaction block streams like any other block (its summary in one
     compaction_delta). Raises ClaudeError on any
     upstream failure; `record` then holds what the API had reported. Cancelling the consumer of
@@ -332,7 +332,7 @@ async def complete(
     """One non-streamed request (titles, summaries); returns its text. Raises ClaudeError.
 
     `user_id` (our user's pk) goes out as the opaque `metadata.user_id`, as in stream_round;
-    `thinking` holds the request's thinking fields (context.no_thinking_params), if any.
+    `thinking` holds the request's thinking fields (request_body.no_thinking_params), if any.
     """
     client = get_client()
     try:

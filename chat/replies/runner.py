@@ -27,7 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat.claude import client, context, errors, records
+from chat.claude import client, context, errors, records, request_body
 from chat.conversations import selectors
 from chat.ledger import budgets, entries
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
@@ -274,7 +274,7 @@ class Reply:
                 reservation = await self._reserve(plan, index)
             record = records.CallRecord(model=plan.model, purpose=purpose, round=index)
             self._calls.append(record)
-            messages = context.round_messages(plan.history, self.blocks)
+            messages = request_body.round_messages(plan.history, self.blocks)
             try:
                 await self._stream_round(plan, messages, record, tool_choice)
             finally:
@@ -443,12 +443,14 @@ class Reply:
         """Near the limit, the estimate decides whether to fold: check it once with
         count_tokens (free, rate limited, never billed: no ledger row) and plan again on the
         exact figure. A failed count leaves the estimate's plan."""
-        turn = context.reply_messages(self.blocks) if self.blocks else []
+        turn = request_body.reply_messages(self.blocks) if self.blocks else []
         try:
             counted = await client.count_tokens(
                 model=plan.model,
                 system=plan.system,
-                messages=context.strip_trailing_whitespace(context.join(plan.whole_history, turn)),
+                messages=request_body.strip_trailing_whitespace(
+                    request_body.join(plan.whole_history, turn)
+                ),
                 tools=plan.tools,
                 thinking=plan.thinking,
                 compaction=plan.compaction,
@@ -502,7 +504,7 @@ class Reply:
         else:
             stop_reason = self._calls[-1].stop_reason if self._calls else ""
         self._end_round()
-        content = context.answer_dangling_tool_uses(self.blocks)
+        content = request_body.answer_dangling_tool_uses(self.blocks)
         if not await self._save(content, status, stop_reason, error):
             error = errors.ClaudeError(
                 "internal_error",
