@@ -14,6 +14,7 @@ from django.test import Client
 from chat.claude import catalogue
 from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
+from chat.replies import meters
 from tests.conftest import open_socket, recv, recv_until
 
 OPUS_47 = "claude-opus-4-7"  # adaptive; does not think unasked
@@ -406,11 +407,11 @@ async def test_a_thinking_replys_output_tokens_are_the_apis_figure(
         fresh = Conversation.objects.get(pk=conversation.pk)
         return call, fresh, meters.conversation_meters(fresh)
 
-    call, fresh, meters = await ledger()
+    call, fresh, shown = await ledger()
     assert call.output_tokens == api_output
     assert frames[-1]["usage"]["output_tokens"] == api_output
     assert fresh.output_tokens == api_output
     assert (
-        meters["budget_used"]
+        shown["budget_used"]
         == fresh.input_tokens + fresh.cache_creation_tokens + (fresh.cache_read_tokens) + api_output
     )
