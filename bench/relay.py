@@ -29,7 +29,7 @@ run's temp dir: `--layer redis-core|redis-4shards`, `--db-threads`, `--switch-in
 
 Thinking (`--thinking shown|both`): the `app-thinking` server's turns ask for adaptive thinking
 at high effort with `display: "summarized"` (the fields
-`chat.claude.context.thinking_params` builds;
+`chat.claude.request_body.thinking_params` builds;
 the socket's `send` carries no effort yet, so its settings module fills one in), and the model
 thinks `thinking_words=T` chunks before it writes; T is `--thinking-share` of `--tokens` and the
 text the rest, so a reply relays as many tokens as without thinking. The thinking streams to the
@@ -397,11 +397,11 @@ def server_env(
         )
     if thinking:
         # Every turn asks for thinking as a turn with an effort does: adaptive, summarized, at
-        # high effort (chat.claude.context has no Django imports, so it can be patched here).
+        # high effort (chat.claude.request_body has no Django imports, so it can be patched here).
         lines.append(
-            "import chat.claude.context\n"
-            "_thinking_params = chat.claude.context.thinking_params\n"
-            "chat.claude.context.thinking_params = lambda *, support, effort: _thinking_params(\n"
+            "from chat.claude import request_body\n"
+            "_thinking_params = request_body.thinking_params\n"
+            "request_body.thinking_params = lambda *, support, effort: _thinking_params(\n"
             "    support=support, effort=effort or 'high'\n)"
         )
     if lines:
@@ -748,7 +748,7 @@ class Probe:
     lateness: list[float] = field(default_factory=list)  # the upstream's own jitter
 
 
-# What the app-thinking server's requests ask for (chat.claude.context.thinking_params at
+# What the app-thinking server's requests ask for (chat.claude.request_body.thinking_params at
 # high effort).
 THINKING_REQUEST = {
     "thinking": {"type": "adaptive", "display": "summarized"},

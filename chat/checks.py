@@ -13,16 +13,29 @@ COMPACTION_MIN_TRIGGER = 50_000
 
 @register(Tags.compatibility)
 def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
-    if not settings.ANTHROPIC_API_KEY and not settings.ANTHROPIC_BASE_URL:
-        errors.append(
-            Error(
-                "ANTHROPIC_API_KEY is not set.",
-                hint="Set ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL to a local Messages API "
-                "server such as the offline model (`make run` starts one).",
-                id="claudeweb.E001",
-            )
+    errors = [*_api_access(), *_reply_limits()]
+    try:
+        models = {m.id for m in catalogue.all_models()}
+    except (OSError, ValueError, KeyError) as exc:
+        return [*errors, _unreadable_catalogue(exc)]
+    return [*errors, *_default_models(models), *_sizes(), *_streaming(), *_images()]
+
+
+def _api_access() -> list[CheckMessage]:
+    if settings.ANTHROPIC_API_KEY or settings.ANTHROPIC_BASE_URL:
+        return []
+    return [
+        Error(
+            "ANTHROPIC_API_KEY is not set.",
+            hint="Set ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL to a local Messages API "
+            "server such as the offline model (`make run` starts one).",
+            id="claudeweb.E001",
         )
+    ]
+
+
+def _reply_limits() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     if not 1 <= settings.CLAUDE_MAX_TOOL_ITERATIONS <= 10:
         errors.append(
             Error(
@@ -39,17 +52,19 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
                 id="claudeweb.E003",
             )
         )
-    try:
-        models = {m.id for m in catalogue.all_models()}
-    except (OSError, ValueError, KeyError) as exc:
-        errors.append(
-            Error(
-                f"The model catalogue {settings.CLAUDE_MODEL_CATALOGUE} cannot be read: {exc}",
-                hint="CLAUDE_MODEL_CATALOGUE must name a JSON file like chat/models.json.",
-                id="claudeweb.E004",
-            )
-        )
-        return errors
+    return errors
+
+
+def _unreadable_catalogue(exc: Exception) -> CheckMessage:
+    return Error(
+        f"The model catalogue {settings.CLAUDE_MODEL_CATALOGUE} cannot be read: {exc}",
+        hint="CLAUDE_MODEL_CATALOGUE must name a JSON file like chat/models.json.",
+        id="claudeweb.E004",
+    )
+
+
+def _default_models(models: set[str]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     for name in ("CLAUDE_DEFAULT_MODEL", "CLAUDE_FAST_MODEL"):
         model_id = getattr(settings, name)
         if model_id not in models:  # new conversations could not start: an error, not a warning
@@ -69,6 +84,12 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
                     id="claudeweb.W001",
                 )
             )
+    return errors
+
+
+def _sizes() -> list[CheckMessage]:
+    """Output tokens, the compaction trigger and the length of a message."""
+    errors: list[CheckMessage] = []
     if settings.CLAUDE_MAX_OUTPUT_TOKENS < 1:
         errors.append(Error("CLAUDE_MAX_OUTPUT_TOKENS must be at least 1.", id="claudeweb.E006"))
     if settings.CLAUDE_COMPACTION_TRIGGER_TOKENS < COMPACTION_MIN_TRIGGER:
@@ -81,12 +102,19 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
         )
     if settings.MESSAGE_MAX_CHARS < 1:
         errors.append(Error("MESSAGE_MAX_CHARS must be at least 1.", id="claudeweb.E007"))
-    if settings.STREAM_COALESCE_MS < 0 or settings.STREAM_CHECKPOINT_S <= 0:
-        errors.append(
-            Error(
-                "STREAM_COALESCE_MS must be ≥ 0 and STREAM_CHECKPOINT_S > 0.", id="claudeweb.E008"
-            )
-        )
+    return errors
+
+
+def _streaming() -> list[CheckMessage]:
+    if settings.STREAM_COALESCE_MS >= 0 and settings.STREAM_CHECKPOINT_S > 0:
+        return []
+    return [
+        Error("STREAM_COALESCE_MS must be ≥ 0 and STREAM_CHECKPOINT_S > 0.", id="claudeweb.E008")
+    ]
+
+
+def _images() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     if settings.IMAGE_DELIVERY not in ("auto", "url", "base64"):
         errors.append(
             Error(

@@ -141,7 +141,7 @@ def find_model(model_id: str) -> ModelInfo | None:
 def efforts_of(model: ModelInfo) -> tuple[str, ...]:
     """The effort levels a user may ask of the model: those of its adaptive thinking. A model
     without adaptive thinking takes none (the app never asks for manual budgets)."""
-    from chat.claude.context import ADAPTIVE_SUPPORT
+    from chat.claude.request_body import ADAPTIVE_SUPPORT
 
     return model.effort_levels if model.thinking in ADAPTIVE_SUPPORT else ()
 

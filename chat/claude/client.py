@@ -8,7 +8,6 @@ Claude or the offline model; only ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY differ.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +19,8 @@ from django.conf import settings
 from django.utils.crypto import salted_hmac
 
 from chat.claude.errors import to_claude_error
-from chat.claude.records import CallRecord, Usage
+from chat.claude.records import CallRecord
+from chat.claude.responses import RoundEvents, compaction_usage, usage_from
 
 # One client per event loop: building one costs ~18 ms, and a client is bound to its loop.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = (
@@ -87,101 +87,6 @@ def system_blocks(text: str) -> list[dict]:
     return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
 
 
-def _compaction_usage(usage: object) -> Usage | None:
-    """The compaction iterations of a response's usage, summed; None when there were none.
-
-    The API lists each sampling step of a request in `usage.iterations`; a `compaction`
-    entry is the summarising step, "not included in the top-level usage fields" (anthropic
-    2.17, BetaIterationsUsage), yet billed like any other.
-    """
-    steps = [i for i in getattr(usage, "iterations", None) or [] if i.type == "compaction"]
-    if not steps:
-        return None
-    total = Usage()
-    for step in steps:
-        part = Usage()
-        _usage_from(step, part)
-        total.add(part)
-    return total
-
-
-def _usage_from(usage: object, into: Usage, *, output_only: bool = False) -> None:
-    """Copy the API's usage (cumulative in message_delta) into ours."""
-    output = getattr(usage, "output_tokens", None)
-    if output is not None:
-        into.output_tokens = output
-    if output_only and getattr(usage, "input_tokens", None) is None:
-        return
-    input_tokens = getattr(usage, "input_tokens", None)
-    if input_tokens is not None:
-        into.input_tokens = input_tokens
-    cache_read = getattr(usage, "cache_read_input_tokens", None)
-    if cache_read is not None:
-        into.cache_read_tokens = cache_read
-    creation_total = getattr(usage, "cache_creation_input_tokens", None)
-    breakdown = getattr(usage, "cache_creation", None)
-    if breakdown is not None:
-        into.cache_write_5m_tokens = getattr(breakdown, "ephemeral_5m_input_tokens", 0) or 0
-        into.cache_write_1h_tokens = getattr(breakdown, "ephemeral_1h_input_tokens", 0) or 0
-    elif creation_total is not None:
-        into.cache_write_5m_tokens = creation_total
-        into.cache_write_1h_tokens = 0
-
-
-class _BlockBuilder:
-    """Rebuilds a response's content blocks from raw stream events."""
-
-    def __init__(self, blocks: list[dict]) -> None:
-        self.blocks = blocks  # filled in place: callers may hold the list while it grows
-        self._json: dict[int, list[str]] = {}
-
-    def start(self, index: int, block: object) -> dict:
-        kind = block.type
-        if kind == "text":
-            built = {"type": "text", "text": ""}
-        elif kind == "tool_use" or kind == "server_tool_use":
-            built = {"type": kind, "id": block.id, "name": block.name, "input": {}}
-            self._json[index] = []
-        elif kind == "thinking":
-            built = {"type": "thinking", "thinking": "", "signature": ""}
-        else:  # redacted thinking, compaction, server tool results: kept exactly as sent
-            built = block.model_dump(mode="json", exclude_none=True)
-        while len(self.blocks) <= index:
-            self.blocks.append({})
-        self.blocks[index] = built
-        return built
-
-    def delta(self, index: int, delta: object) -> str | None:
-        """Apply a delta; return text to show (text_delta only). Thinking text and signatures
-        are collected into their block."""
-        block = self.blocks[index]
-        kind = delta.type
-        if kind == "text_delta":
-            block["text"] += delta.text
-            return delta.text
-        if kind == "input_json_delta":
-            self._json[index].append(delta.partial_json)
-        elif kind == "thinking_delta":
-            block["thinking"] += delta.thinking
-        elif kind == "signature_delta":
-            block["signature"] = delta.signature
-        elif kind == "compaction_delta":  # the summary comes whole, in one delta
-            block["content"] = delta.content
-            if getattr(delta, "encrypted_content", None):
-                block["encrypted_content"] = delta.encrypted_content
-        return None
-
-    def stop(self, index: int) -> dict:
-        block = self.blocks[index]
-        if index in self._json:
-            raw = "".join(self._json.pop(index))
-            try:
-                block["input"] = json.loads(raw) if raw else {}
-            except ValueError:
-                block["input"] = {"_unparsed": raw}
-        return block
-
-
 async def stream_round(
     *,
     model: str,
@@ -203,13 +108,13 @@ async def stream_round(
     Fills `record` as events arrive: request id, usage, stop_reason, timings, and the complete
     content blocks in order (text, tool_use with parsed input, thinking with its signature,
     redacted_thinking as sent) in `record.content`. `thinking` holds the request fields that
-    ask for thinking (`thinking`, `output_config`; see context.thinking_params). `on_thinking`
+    ask for thinking (`thinking`, `output_config`; see request_body.thinking_params). `on_thinking`
     is called with each piece of thinking text as it streams; `on_block` with each block as it
     completes; `user_id` (our user's pk) goes out as the opaque `metadata.user_id`
     (user_metadata_id); `on_start` is awaited once, after message_start
     (the API has then reported the input usage), before any text. `compaction` holds the
     beta and `context_management` fields that ask for server-side compaction
-    (context.compaction_params); the request then goes through the SDK's beta messages API,
+    (request_body.compaction_params); the request then goes through the SDK's beta messages API,
     and a compaction block streams like any other block (its summary in one
     compaction_delta). Raises ClaudeError on any
     upstream failure; `record` then holds what the API had reported. Cancelling the consumer of
@@ -220,52 +125,23 @@ async def stream_round(
     )
     if tool_choice:
         extra["tool_choice"] = tool_choice
-    try:
-        stream = await messages_api.create(
-            model=model,
-            system=system,
-            messages=messages,
-            max_tokens=max_tokens,
-            stream=True,
-            **extra,
-        )
-    except Exception as exc:
-        record.finished = time.monotonic()
-        error = to_claude_error(exc)
-        if error is None:
-            raise
-        record.error_code = error.code
-        record.request_id = error.request_id
-        raise error from exc
+    stream = await _open_stream(
+        messages_api,
+        record,
+        model=model,
+        system=system,
+        messages=messages,
+        max_tokens=max_tokens,
+        **extra,
+    )
     record.request_id = stream.response.headers.get("request-id", "")
-    builder = _BlockBuilder(record.content)
+    events = RoundEvents(record, on_block=on_block, on_start=on_start, on_thinking=on_thinking)
     try:
         async with stream:
             async for event in stream:
-                kind = event.type
-                if kind == "content_block_delta":
-                    text = builder.delta(event.index, event.delta)
-                    if event.delta.type == "thinking_delta" and on_thinking is not None:
-                        on_thinking(event.delta.thinking)
-                    if text:
-                        if record.first_token_at is None:
-                            record.first_token_at = time.monotonic()
-                        yield text
-                elif kind == "content_block_start":
-                    builder.start(event.index, event.content_block)
-                elif kind == "content_block_stop":
-                    block = builder.stop(event.index)
-                    if on_block is not None:
-                        on_block(block)
-                elif kind == "message_start":
-                    record.message_id = event.message.id
-                    _usage_from(event.message.usage, record.usage)
-                    if on_start is not None:
-                        await on_start(record)
-                elif kind == "message_delta":
-                    record.stop_reason = event.delta.stop_reason or ""
-                    _usage_from(event.usage, record.usage, output_only=True)
-                    record.compaction = _compaction_usage(event.usage)
+                text = await events.apply(event)
+                if text:
+                    yield text
     except Exception as exc:
         error = to_claude_error(exc)
         if error is None:
@@ -274,6 +150,21 @@ async def stream_round(
         raise error from exc
     finally:
         record.finished = time.monotonic()
+
+
+async def _open_stream(messages_api: object, record: CallRecord, **request: object) -> object:
+    """Send the request; a failure before the first event is raised as ClaudeError, with the
+    request id the API gave it in `record`."""
+    try:
+        return await messages_api.create(stream=True, **request)
+    except Exception as exc:
+        record.finished = time.monotonic()
+        error = to_claude_error(exc)
+        if error is None:
+            raise
+        record.error_code = error.code
+        record.request_id = error.request_id
+        raise error from exc
 
 
 async def complete(
@@ -289,7 +180,7 @@ async def complete(
     """One non-streamed request (titles, summaries); returns its text. Raises ClaudeError.
 
     `user_id` (our user's pk) goes out as the opaque `metadata.user_id`, as in stream_round;
-    `thinking` holds the request's thinking fields (context.no_thinking_params), if any.
+    `thinking` holds the request's thinking fields (request_body.no_thinking_params), if any.
     """
     client = get_client()
     try:
@@ -313,8 +204,8 @@ async def complete(
     record.request_id = getattr(message, "_request_id", None) or ""
     record.message_id = message.id
     record.stop_reason = message.stop_reason or ""
-    _usage_from(message.usage, record.usage)
-    record.compaction = _compaction_usage(message.usage)
+    usage_from(message.usage, record.usage)
+    record.compaction = compaction_usage(message.usage)
     record.content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
     return "".join(b.text for b in message.content if b.type == "text")
 

@@ -3,11 +3,16 @@ for the user and whether trying again can help."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import anthropic
 import httpx2
 
+from chat.errors import UserFacingError
 
-class ClaudeError(Exception):
+
+class ClaudeError(UserFacingError):
     """An upstream failure, in our terms. `message` is for the user."""
 
     def __init__(
@@ -20,10 +25,7 @@ class ClaudeError(Exception):
         retry_after: float | None = None,
         request_id: str = "",
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
+        super().__init__(message, code=code, retryable=retryable)
         self.status = status
         self.retry_after = retry_after
         self.request_id = request_id
@@ -39,108 +41,157 @@ def _retry_after(response: httpx2.Response | None) -> float | None:
         return None
 
 
-def _from_status_error(exc: anthropic.APIStatusError) -> ClaudeError:
-    kind = exc.type or ""
-    detail = exc.api_message or ""
-    request_id = exc.request_id or ""
-    status = exc.status_code
-    if status == 200:
-        # An `error` event after the stream began: the SDK reports it with the stream's 200.
-        if kind == "overloaded_error":
-            return ClaudeError(
-                "upstream_overloaded",
-                "The model is overloaded right now. Try again in a moment.",
-                retryable=True,
-                status=status,
-                request_id=request_id,
-            )
-        return ClaudeError(
-            "upstream_error",
-            "Claude stopped with an error partway through. Try again.",
-            retryable=True,
-            status=status,
-            request_id=request_id,
-        )
-    if isinstance(exc, anthropic.RateLimitError):
-        if "enforced_spend_limit_reached" in (exc.error_code or "", detail):
-            return ClaudeError(
-                "spend_limit",
-                "The organisation's API spend limit is reached. An admin must raise it.",
-                retryable=False,
-                status=status,
-                request_id=request_id,
-            )
-        retry_after = _retry_after(exc.response)
-        wait = f" Try again in {retry_after:g} s." if retry_after else " Try again shortly."
-        return ClaudeError(
-            "upstream_rate_limited",
-            "Claude's rate limit was reached." + wait,
-            retryable=True,
-            status=status,
-            retry_after=retry_after,
-            request_id=request_id,
-        )
-    if isinstance(exc, anthropic.OverloadedError) or status == 529:
-        return ClaudeError(
-            "upstream_overloaded",
-            "The model is overloaded right now. Try again in a moment.",
-            retryable=True,
-            status=status,
-            request_id=request_id,
-        )
-    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
-        return ClaudeError(
-            "upstream_auth",
-            "The server's Claude API key was refused. An admin must check it.",
-            retryable=False,
-            status=status,
-            request_id=request_id,
-        )
-    if status == 413 or "prompt is too long" in detail:
-        return ClaudeError(
-            "context_too_long",
-            "This conversation is too long for the model. Start a new conversation.",
-            retryable=False,
-            status=status,
-            request_id=request_id,
-        )
-    if 400 <= status < 500:
-        return ClaudeError(
-            "upstream_invalid",
-            "Claude rejected the request" + (f": {detail}" if detail else "."),
-            retryable=False,
-            status=status,
-            request_id=request_id,
-        )
-    return ClaudeError(
+@dataclass(frozen=True)
+class _Failure:
+    """What an SDK or transport exception tells us; the API's fields are empty without a
+    response (a timeout, a dropped connection)."""
+
+    exc: BaseException
+    status: int | None = None
+    kind: str = ""  # the API's error type, e.g. "overloaded_error"
+    detail: str = ""  # the API's own message
+    error_code: str = ""
+    request_id: str = ""
+    retry_after: float | None = None
+
+    def raised(self, *classes: type[BaseException]) -> bool:
+        return isinstance(self.exc, classes)
+
+    @property
+    def wait(self) -> str:
+        if self.retry_after:
+            return f" Try again in {self.retry_after:g} s."
+        return " Try again shortly."
+
+    @property
+    def api_detail(self) -> str:
+        return f": {self.detail}" if self.detail else "."
+
+
+def _failure(exc: BaseException) -> _Failure:
+    if not isinstance(exc, anthropic.APIStatusError):
+        return _Failure(exc)
+    return _Failure(
+        exc,
+        status=exc.status_code,
+        kind=exc.type or "",
+        detail=exc.api_message or "",
+        error_code=exc.error_code or "",
+        request_id=exc.request_id or "",
+        retry_after=_retry_after(exc.response),
+    )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One upstream failure: the first row whose `when` holds gives the code, the user's
+    message (`{wait}` and `{api_detail}` filled from the failure) and whether to retry."""
+
+    when: Callable[[_Failure], bool]
+    code: str
+    message: str
+    retryable: bool
+    with_retry_after: bool = False
+
+
+_OVERLOADED = "The model is overloaded right now. Try again in a moment."
+_CLIENT_ERROR = range(400, 500)
+
+# Order matters: the first match wins (subclasses before their bases, the stream's 200 first).
+_UPSTREAM: tuple[_Row, ...] = (
+    # An `error` event after the stream began: the SDK reports it with the stream's 200.
+    _Row(
+        lambda f: f.status == 200 and f.kind == "overloaded_error",
+        "upstream_overloaded",
+        _OVERLOADED,
+        retryable=True,
+    ),
+    _Row(
+        lambda f: f.status == 200,
+        "upstream_error",
+        "Claude stopped with an error partway through. Try again.",
+        retryable=True,
+    ),
+    _Row(
+        lambda f: (
+            f.raised(anthropic.RateLimitError)
+            and "enforced_spend_limit_reached" in (f.error_code, f.detail)
+        ),
+        "spend_limit",
+        "The organisation's API spend limit is reached. An admin must raise it.",
+        retryable=False,
+    ),
+    _Row(
+        lambda f: f.raised(anthropic.RateLimitError),
+        "upstream_rate_limited",
+        "Claude's rate limit was reached.{wait}",
+        retryable=True,
+        with_retry_after=True,
+    ),
+    _Row(
+        lambda f: f.raised(anthropic.OverloadedError) or f.status == 529,
+        "upstream_overloaded",
+        _OVERLOADED,
+        retryable=True,
+    ),
+    _Row(
+        lambda f: f.raised(anthropic.AuthenticationError, anthropic.PermissionDeniedError),
+        "upstream_auth",
+        "The server's Claude API key was refused. An admin must check it.",
+        retryable=False,
+    ),
+    _Row(
+        lambda f: f.status == 413 or "prompt is too long" in f.detail,
+        "context_too_long",
+        "This conversation is too long for the model. Start a new conversation.",
+        retryable=False,
+    ),
+    _Row(
+        lambda f: f.status in _CLIENT_ERROR,
+        "upstream_invalid",
+        "Claude rejected the request{api_detail}",
+        retryable=False,
+    ),
+    _Row(
+        lambda f: f.raised(anthropic.APIStatusError),
         "upstream_error",
         "Claude had a server error. Try again.",
         retryable=True,
-        status=status,
-        request_id=request_id,
-    )
+    ),
+    _Row(
+        lambda f: f.raised(anthropic.APITimeoutError, httpx2.TimeoutException),
+        "upstream_timeout",
+        "Claude stopped answering (timed out). Try again.",
+        retryable=True,
+    ),
+    _Row(
+        lambda f: f.raised(anthropic.APIConnectionError, httpx2.TransportError),
+        "upstream_disconnected",
+        "The connection to Claude was lost. Try again.",
+        retryable=True,
+    ),
+    _Row(
+        lambda f: f.raised(anthropic.APIError),
+        "upstream_error",
+        "Claude returned something unexpected. Try again.",
+        retryable=True,
+    ),
+)
 
 
 def to_claude_error(exc: BaseException) -> ClaudeError | None:
     """Map an SDK or transport exception to ours; None for anything else (a bug, re-raised)."""
     if isinstance(exc, ClaudeError):
         return exc
-    if isinstance(exc, anthropic.APIStatusError):
-        return _from_status_error(exc)
-    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ClaudeError(
-            "upstream_timeout",
-            "Claude stopped answering (timed out). Try again.",
-            retryable=True,
-        )
-    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-        return ClaudeError(
-            "upstream_disconnected",
-            "The connection to Claude was lost. Try again.",
-            retryable=True,
-        )
-    if isinstance(exc, anthropic.APIError):
-        return ClaudeError(
-            "upstream_error", "Claude returned something unexpected. Try again.", retryable=True
-        )
+    failure = _failure(exc)
+    for row in _UPSTREAM:
+        if row.when(failure):
+            return ClaudeError(
+                row.code,
+                row.message.format(wait=failure.wait, api_detail=failure.api_detail),
+                retryable=row.retryable,
+                status=failure.status,
+                retry_after=failure.retry_after if row.with_retry_after else None,
+                request_id=failure.request_id,
+            )
     return None

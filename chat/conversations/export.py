@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from chat.claude import catalogue, context
+from chat.claude import catalogue, context, request_body
 from chat.conversations import tree
 from chat.models import Conversation
 
@@ -45,7 +45,7 @@ def export_data(conversation: Conversation) -> dict:
         context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
         for m in path.messages
     ]
-    messages = context.to_api_messages(turns, _image_placeholder)
+    messages = request_body.to_api_messages(turns, _image_placeholder)
     for message in messages:
         message["content"] = [_api_block(b) for b in message["content"] if _exportable(b)]
     prompt = conversation.system_prompt

@@ -1,7 +1,7 @@
 """A live check of the configured Claude API: one small request per capability the app relies on.
 
 Every request goes through the app's own code (chat.claude's client and error mapping,
-chat.claude.context's request builder, the calculator of chat.replies.tools), so a
+chat.claude.request_body's request builder, the calculator of chat.replies.tools), so a
 capability that passes here works in replies too. Used by `manage.py claude_live_check`;
 never run by the tests against anything but the offline model, nor in CI.
 """
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from chat.claude import catalogue, client, context, errors, records
+from chat.claude import catalogue, client, context, errors, records, request_body
 from chat.claude.served import compare
 from chat.ledger import entries
 from chat.replies import tools
@@ -94,7 +94,7 @@ def default_model() -> catalogue.ModelInfo:
     thinking = [
         m
         for m in catalogue.all_models()
-        if m.status == "current" and m.thinking in context.ADAPTIVE_SUPPORT
+        if m.status == "current" and m.thinking in request_body.ADAPTIVE_SUPPORT
     ]
     if not thinking:
         raise catalogue.UnknownModel("no current model with adaptive thinking")
@@ -189,13 +189,13 @@ async def check_tool_loop(outcome: Outcome, info: catalogue.ModelInfo) -> None:
     """Adaptive thinking at low effort and the calculator: the model asks for the tool, its
     result goes back after the round's blocks (thinking first, unmodified), the model answers."""
     registry = _calculator_only()
-    thinking = context.thinking_params(support=info.thinking, effort=TOOL_EFFORT)
+    thinking = request_body.thinking_params(support=info.thinking, effort=TOOL_EFFORT)
     history = _user(TOOL_PROMPT)
     blocks: list[dict] = []
     thought: list[str] = []
     ran: list[str] = []
     for index in range(TOOL_ROUNDS_MAX):
-        messages = context.round_messages(history, blocks)
+        messages = request_body.round_messages(history, blocks)
         record, text = await _stream(
             outcome,
             messages=messages,
@@ -225,7 +225,7 @@ async def check_tool_loop(outcome: Outcome, info: catalogue.ModelInfo) -> None:
         for m in messages
         if m["role"] == "assistant"
         for b in m["content"]
-        if b.get("type") in context.THINKING_TYPES
+        if b.get("type") in request_body.THINKING_TYPES
     ]
     if not thinking:
         said = "thinking not asked (the model has no adaptive thinking)"
@@ -247,10 +247,10 @@ async def check_continue(outcome: Outcome) -> None:
     )
     if cut.stop_reason != "max_tokens":
         raise CheckFailed(f"the reply was not cut ({cut.stop_reason}): nothing to continue")
-    blocks = [*cut.content, context.continuation_block()]
+    blocks = [*cut.content, request_body.continuation_block()]
     more, more_text = await _stream(
         outcome,
-        messages=context.round_messages(history, blocks),
+        messages=request_body.round_messages(history, blocks),
         max_tokens=CONTINUE_MAX_TOKENS,
         purpose="continuation",
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from chat.claude import catalogue, client, context
+from chat.claude import catalogue, client, context, request_body
 from chat.conversations.preferences import current_system_prompt
 from chat.errors import UserFacingError
 from chat.ledger.entries import last_measured
@@ -75,7 +75,7 @@ def plan_turn(
     """Build the request for a reply: pinned system prompt, fitted history, tools, limits.
 
     `effort` asks for adaptive thinking at that effort where the model supports it (see
-    context.thinking_params); None asks for nothing. A Continue sends the cut reply back as a
+    request_body.thinking_params); None asks for nothing. A Continue sends the cut reply back as a
     complete assistant turn followed by a short user turn asking to go on (a `continuation`
     block, saved in the reply so later requests repeat it exactly).
 
@@ -118,7 +118,7 @@ def plan_turn(
     )
     if not fitted.fold and not fitted.messages:
         raise ContextTooLong
-    base_blocks = [*reply.content, context.continuation_block()] if continuation else []
+    base_blocks = [*reply.content, request_body.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
     return TurnPlan(
         conversation_id=conversation_id,
@@ -133,12 +133,12 @@ def plan_turn(
         time_zone=_time_zone(conversation.owner_id),
         purpose=purpose,
         base_blocks=base_blocks,
-        thinking=context.thinking_params(support=info.thinking, effort=effort),
+        thinking=request_body.thinking_params(support=info.thinking, effort=effort),
         seq_base=reply.stream_seq if continuation else 0,
         fold=fitted.fold,
         summary=summary,
         make_title=not conversation.title and replies_before == 0 and not continuation,
-        compaction=context.compaction_params(
+        compaction=request_body.compaction_params(
             supported=info.compaction,
             trigger_tokens=settings.CLAUDE_COMPACTION_TRIGGER_TOKENS,
         ),
@@ -190,7 +190,7 @@ def _known_size(
         context.since_compaction(turns + (own if continuation else [])), measured
     )
     if known is not None and continuation:
-        known += context.estimate_tokens([context.continuation_block()])
+        known += context.estimate_tokens([request_body.continuation_block()])
     return known
 
 

@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat.claude import client, context, errors, records
+from chat.claude import client, errors, records, request_body
 from chat.ledger import entries
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
 from chat.replies import planning, titles, tools
@@ -197,7 +197,7 @@ class Reply:
                 reservation = await self.settlement.reserve(plan, self.blocks)
             record = records.CallRecord(model=plan.model, purpose=purpose, round=index)
             self._calls.append(record)
-            messages = context.round_messages(plan.history, self.blocks)
+            messages = request_body.round_messages(plan.history, self.blocks)
             try:
                 await self._stream_round(plan, messages, record, tool_choice)
             finally:
@@ -305,12 +305,14 @@ class Reply:
         """Near the limit, the estimate decides whether to fold: check it once with
         count_tokens (free, rate limited, never billed: no ledger row) and plan again on the
         exact figure. A failed count leaves the estimate's plan."""
-        turn = context.reply_messages(self.blocks) if self.blocks else []
+        turn = request_body.reply_messages(self.blocks) if self.blocks else []
         try:
             counted = await client.count_tokens(
                 model=plan.model,
                 system=plan.system,
-                messages=context.strip_trailing_whitespace(context.join(plan.whole_history, turn)),
+                messages=request_body.strip_trailing_whitespace(
+                    request_body.join(plan.whole_history, turn)
+                ),
                 tools=plan.tools,
                 thinking=plan.thinking,
                 compaction=plan.compaction,
@@ -365,7 +367,7 @@ class Reply:
         """Save the reply, then send every tab its final frame (`done` or `error`)."""
         status, stop_reason, error = self._outcome()
         self._end_round()
-        content = context.answer_dangling_tool_uses(self.blocks)
+        content = request_body.answer_dangling_tool_uses(self.blocks)
         saved, meters = await save_reply(
             message_id=self.message_id,
             conversation_id=self.conversation_id,

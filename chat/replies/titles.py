@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat.claude import catalogue, client, context, errors, records
+from chat.claude import catalogue, client, errors, records, request_body
 from chat.models import ApiCall, Conversation, Message
 from chat.text import storable
 
@@ -64,7 +64,7 @@ def _save_title(conversation_id: int, title: str) -> bool:
 def side_call_thinking() -> dict:
     """Titles and summaries want their few tokens for the answer: thinking off where allowed."""
     info = catalogue.find_model(settings.CLAUDE_FAST_MODEL)
-    return context.no_thinking_params(support=info.thinking if info else "none")
+    return request_body.no_thinking_params(support=info.thinking if info else "none")
 
 
 async def _make_title(plan, layer, group: str) -> None:

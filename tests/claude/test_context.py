@@ -8,7 +8,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.claude import context
+from chat.claude import context, request_body
 from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
 from chat.replies import tools
@@ -76,7 +76,7 @@ async def test_older_turns_are_folded_into_a_stored_summary(alice, tiny_model, o
     reply_request = offline_requests.all()[-1]
     messages = reply_request["body"]["messages"]
     first_text = messages[0]["content"][0]["text"]
-    assert first_text.startswith(context.SUMMARY_PREFIX)
+    assert first_text.startswith(request_body.SUMMARY_PREFIX)
     # folded turns are not sent again (only the summary speaks of them)
     assert "u0w0" not in json.dumps([messages[0]["content"][1:], *messages[1:]])
     assert "and now?" in json.dumps(messages[-1])
@@ -129,7 +129,7 @@ def test_images_in_old_turns_are_dropped_before_text_is_folded():
 def test_an_assistant_turn_is_split_around_its_tool_results():
     use = {"type": "tool_use", "id": "t1", "name": "calculator", "input": {}}
     result = {"type": "tool_result", "tool_use_id": "t1", "content": "2"}
-    messages = context.to_api_messages(
+    messages = request_body.to_api_messages(
         [turn(1, "user", text("hi")), turn(2, "assistant", text("x"), use, result, text("y"))],
         lambda b: None,
     )
@@ -143,7 +143,7 @@ def test_an_assistant_turn_is_split_around_its_tool_results():
 
 def test_a_dangling_tool_use_gets_an_error_result():
     use = {"type": "tool_use", "id": "t9", "name": "calculator", "input": {}}
-    content = context.answer_dangling_tool_uses([text("x"), use])
+    content = request_body.answer_dangling_tool_uses([text("x"), use])
     assert content[-1]["tool_use_id"] == "t9" and content[-1]["is_error"]
 
 
@@ -154,7 +154,7 @@ def test_the_cache_breakpoint_is_on_the_stable_prefix_and_never_stored():
         {"role": "assistant", "content": stored},
         {"role": "user", "content": [text("new")]},
     ]
-    marked = context.mark_cache_breakpoint(messages)
+    marked = request_body.mark_cache_breakpoint(messages)
     assert marked[1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in stored[0]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.claude import catalogue, context
+from chat.claude import catalogue, request_body
 from chat.conversations import lifecycle
 from chat.models import ApiCall, Conversation, Message
 from offline_claude import lineup
@@ -110,7 +110,7 @@ async def test_continue_sends_the_cut_reply_and_a_user_turn_never_a_prefill(
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     unmarked = [{k: v for k, v in b.items() if k != "cache_control"} for b in sent[1]["content"]]
     assert unmarked == [b for b in cut.content if b["type"] == "text"]  # whole, not stripped
-    assert sent[-1]["content"] == [{"type": "text", "text": context.CONTINUE_PROMPT}]
+    assert sent[-1]["content"] == [{"type": "text", "text": request_body.CONTINUE_PROMPT}]
 
 
 async def test_a_three_round_tool_loop_on_opus_5_5_sends_thinking_back_unmodified(
@@ -175,7 +175,7 @@ async def test_the_next_turn_and_a_model_change_after_thinking_replies_succeed(
     for record in offline_requests.all()[1:]:
         for m in record["body"]["messages"]:
             if m["role"] == "assistant":  # earlier turns' thinking is never sent again
-                assert all(b["type"] not in context.THINKING_TYPES for b in m["content"])
+                assert all(b["type"] not in request_body.THINKING_TYPES for b in m["content"])
     saved_first, _, _ = await saved(first[-1]["message_id"])
     assert saved_first.content[0]["type"] == "thinking"  # kept in the saved reply
 
@@ -213,15 +213,15 @@ async def test_continue_on_a_thinking_model_leaves_the_cut_replys_thinking_out(
 
 def test_thinking_params_ask_only_what_the_model_takes():
     # Always-thinking models refuse "disabled": with no effort they are asked nothing.
-    assert context.thinking_params(support="always", effort=None) == {}
-    assert context.thinking_params(support="none", effort=None) == {}
+    assert request_body.thinking_params(support="always", effort=None) == {}
+    assert request_body.thinking_params(support="none", effort=None) == {}
     for support in ("manual", "manual-and-adaptive", "adaptive"):
-        assert context.thinking_params(support=support, effort=None) == {
+        assert request_body.thinking_params(support=support, effort=None) == {
             "thinking": {"type": "disabled"}
         }
-    assert context.thinking_params(support="manual", effort="high") == {}
-    assert context.thinking_params(support="none", effort="low") == {}
+    assert request_body.thinking_params(support="manual", effort="high") == {}
+    assert request_body.thinking_params(support="none", effort="low") == {}
     for support in ("adaptive", "manual-and-adaptive", "always"):
-        params = context.thinking_params(support=support, effort="max")
+        params = request_body.thinking_params(support=support, effort="max")
         assert params["thinking"] == {"type": "adaptive", "display": "summarized"}
         assert params["output_config"] == {"effort": "max"}

@@ -12,7 +12,7 @@ import anthropic
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.claude import context, records
+from chat.claude import context, records, request_body
 from chat.conversations import lifecycle
 from chat.ledger import entries
 from chat.models import ApiCall, Conversation, Message
@@ -334,7 +334,7 @@ async def test_a_model_without_compaction_still_folds_by_summary(
     assert "context_management" not in request["body"]
     assert "compact-2026-01-12" not in request["headers"].get("anthropic-beta", "")
     first = request["body"]["messages"][0]["content"][0]["text"]
-    assert first.startswith(context.SUMMARY_PREFIX)
+    assert first.startswith(request_body.SUMMARY_PREFIX)
 
 
 def test_a_compaction_block_reaches_a_model_without_compaction_as_a_summary():

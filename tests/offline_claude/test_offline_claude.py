@@ -117,7 +117,7 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def assert_maps_to(exc: BaseException, code: str) -> None:
-    """The app's error mapping (chat.claude) gives `code`, retryable, for what the SDK raised."""
+    """The app's error mapping (chat.claude.errors) gives `code`, retryable, for what the SDK raised."""
     from chat.claude.errors import to_claude_error
 
     mapped = to_claude_error(exc)

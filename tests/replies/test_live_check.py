@@ -17,7 +17,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from chat.claude import catalogue, context
+from chat.claude import catalogue, request_body
 from chat.replies import live_check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_the_requests_are_the_apps_tool_loop_and_continue(offline_claude_url, of
     # Continue: the cut reply as a complete assistant turn, then the request to go on.
     assert cut["max_tokens"] == live_check.CUT_MAX_TOKENS
     assert [m["role"] for m in more["messages"]] == ["user", "assistant", "user"]
-    assert more["messages"][-1]["content"][-1]["text"] == context.CONTINUE_PROMPT
+    assert more["messages"][-1]["content"][-1]["text"] == request_body.CONTINUE_PROMPT
     assert "thinking" not in reply and "thinking" not in cut  # as the app asks by default
     paths = [r["path"] for r in offline_records(offline_claude_url)]
     assert paths.count("/v1/messages/count_tokens") == 1
