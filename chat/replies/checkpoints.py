@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -17,9 +17,6 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.text import storable, storable_json
-
-if TYPE_CHECKING:
-    from chat.replies.runner import Reply
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +109,30 @@ def reap_stale_replies(*, stale_seconds: float, conversation_id: int | None = No
     )
 
 
+class Streaming(Protocol):
+    """What the checkpoint loop needs of a reply (chat/replies/runner.py's Reply)."""
+
+    message_id: int
+    seq: int
+
+    def content(self) -> list[dict]: ...
+
+    def checkpoint_due(self, now: float) -> bool: ...
+
+    def checkpointed(self, seq: int, at: float) -> None: ...
+
+
 class Checkpoints:
     """Saves the partial text of every reply streaming in this process, together: one UPDATE
     about once a second (STREAM_CHECKPOINT_S) for all of them, not one per reply, so a busy
     process does not queue a statement per reply per second on its database thread."""
 
     def __init__(self) -> None:
-        self.replies: dict[int, Reply] = {}  # the replies streaming in this process, by message
+        self.replies: dict[int, Streaming] = {}  # the replies streaming in this process, by message
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, reply: Reply) -> None:
+    def add(self, reply: Streaming) -> None:
         self.replies[reply.message_id] = reply
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._loop is not loop:
@@ -137,7 +147,7 @@ class Checkpoints:
             await asyncio.gather(task, return_exceptions=True)
         self.replies.clear()
 
-    def discard(self, reply: Reply) -> None:
+    def discard(self, reply: Streaming) -> None:
         if self.replies.get(reply.message_id) is reply:
             del self.replies[reply.message_id]
 
