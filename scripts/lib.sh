@@ -1,0 +1,85 @@
+# shellcheck shell=bash disable=SC2034 # SPAWNED is read by the scripts that source this
+# Helpers shared by the scripts in this folder; sourced, never run:
+#
+#   LOG_NAME=run # the prefix of every message
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Sets ROOT (the checkout).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# --- messages -------------------------------------------------------------------------------------
+
+say() { printf '%s: %s\n' "$LOG_NAME" "$*"; }
+log() { say "$@" >&2; }
+die() {
+	printf '%s: error: %s\n' "$LOG_NAME" "$*" >&2
+	exit 1
+}
+
+# --- ports and URLs -------------------------------------------------------------------------------
+
+free_port() {
+	python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+port_is_free() {
+	python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: ignore TIME_WAIT
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
+
+# --- processes ------------------------------------------------------------------------------------
+
+# True when $1 is a live process whose command line contains $2.
+pid_matches() {
+	local pid="$1" pattern="$2"
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	[[ -r "/proc/$pid/cmdline" ]] || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pattern"
+}
+
+pid_gone() { ! pid_matches "$@"; }
+
+# The contents of a file (a pid, a port, a URL); false when it is missing or empty.
+read_file() { [[ -s "$1" ]] && cat "$1"; }
+
+# wait_until SECONDS COMMAND...: run COMMAND every 0.1 s until it succeeds (true) or SECONDS pass
+# (false).
+wait_until() {
+	local tenths=$(($1 * 10)) i
+	shift
+	for ((i = 0; i < tenths; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# stop_pid PID PATTERN SECONDS [FIRST LAST]: send signal FIRST (TERM), wait (bounded) for the
+# process to go, then send LAST (KILL). False when it had to be sent LAST.
+stop_pid() {
+	local pid="$1" pattern="$2" seconds="$3" first="${4:-TERM}" last="${5:-KILL}"
+	kill -"$first" "$pid" 2>/dev/null || true
+	wait_until "$seconds" pid_gone "$pid" "$pattern" && return 0
+	kill -"$last" "$pid" 2>/dev/null || true
+	return 1
+}
+
+# spawn LOGFILE COMMAND...: start COMMAND in the background, in a session of its own (setsid: a
+# Ctrl-C in the terminal does not reach it), reading nothing, writing to LOGFILE; $SPAWNED is the
+# pid setsid started with. It does not inherit fd 9, the lock of scripts/services.sh.
+SPAWNED=""
+spawn() {
+	local logfile="$1"
+	shift
+	setsid "$@" </dev/null >"$logfile" 2>&1 9>&- &
+	SPAWNED=$!
+}
