@@ -1,12 +1,14 @@
-# shellcheck shell=bash disable=SC2034 # SPAWNED is read by the scripts that source this
+# shellcheck shell=bash disable=SC2034 # BIN and SPAWNED are read by the scripts that source this
 # Helpers shared by the scripts in this folder; sourced, never run:
 #
 #   LOG_NAME=run # the prefix of every message
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #
-# Sets ROOT (the checkout).
+# Sets ROOT (the checkout) and BIN (the app's virtualenv, .venv/bin). A script that waits for a
+# server sets START_TIMEOUT_S first.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/.venv/bin"
 
 # --- messages -------------------------------------------------------------------------------------
 
@@ -34,6 +36,35 @@ try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
     sys.exit(1)' "$1"
+}
+
+# HTTP status of a GET (000 when nothing answers).
+http_status() {
+	python3 -c 'import sys, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print("000")' "$1"
+}
+
+http_answers() { [[ "$(http_status "$1")" != 000 ]]; }
+
+# wait_http NAME PID URL LOGFILE: until something answers at URL (any status code counts); fail
+# clearly, naming LOGFILE as given, when the process dies or START_TIMEOUT_S passes.
+wait_http() {
+	local name="$1" pid="$2" url="$3" logfile="$4" i
+	for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			tail -n 20 "$logfile" >&2 || true
+			die "$name exited during start-up; see $logfile"
+		fi
+		http_answers "$url" && return 0
+		sleep 0.1
+	done
+	tail -n 20 "$logfile" >&2 || true
+	die "$name did not answer at $url within ${START_TIMEOUT_S}s; see $logfile"
 }
 
 # --- processes ------------------------------------------------------------------------------------
@@ -82,4 +113,10 @@ spawn() {
 	shift
 	setsid "$@" </dev/null >"$logfile" 2>&1 9>&- &
 	SPAWNED=$!
+}
+
+# --- the app's environment ------------------------------------------------------------------------
+
+require_venv() {
+	[[ -x "$BIN/python" && -x "$BIN/daphne" ]] || die ".venv is not set up; run 'make install' first"
 }
