@@ -50,6 +50,7 @@ except Exception:
 }
 
 http_answers() { [[ "$(http_status "$1")" != 000 ]]; }
+http_ok() { [[ "$(http_status "$1")" == 200 ]]; }
 
 # wait_http NAME PID URL LOGFILE: until something answers at URL (any status code counts); fail
 # clearly, naming LOGFILE as given, when the process dies or START_TIMEOUT_S passes.
@@ -119,4 +120,11 @@ spawn() {
 
 require_venv() {
 	[[ -x "$BIN/python" && -x "$BIN/daphne" ]] || die ".venv is not set up; run 'make install' first"
+}
+
+# Start PostgreSQL, Redis, the local S3 and Chromium (scripts/services.sh); export their settings.
+use_services() {
+	"$ROOT/scripts/services.sh" start
+	# shellcheck source=/dev/null
+	. "$ROOT/.run/services/env"
 }
