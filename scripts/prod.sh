@@ -27,9 +27,10 @@
 set -euo pipefail
 umask 022
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME=prod
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
-BIN="$ROOT/.venv/bin"
 PROD_DIR="${PROD_DIR:-$ROOT/.run/prod}"
 PROD_PORT="${PROD_PORT:-8080}"
 PROD_WORKERS="${PROD_WORKERS:-2}"
@@ -37,83 +38,19 @@ PROD_NGINX_WORKERS="${PROD_NGINX_WORKERS:-1}"
 START_TIMEOUT_S="${START_TIMEOUT_S:-30}"
 PROD_DB=claudeweb_prod
 
-say() { printf 'prod: %s\n' "$*"; }
-die() {
-	printf 'prod: error: %s\n' "$*" >&2
-	exit 1
-}
-
-# True when $1 is a live process whose command line contains $2.
-pid_matches() {
-	local pid="$1" pattern="$2"
-	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
-	[[ -r "/proc/$pid/cmdline" ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pattern"
-}
-
-read_pid() { [[ -s "$1" ]] && cat "$1"; }
-
-free_port() {
-	python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
-
-port_is_free() {
-	python3 -c 'import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)' "$1"
-}
-
-# HTTP status of a GET (000 when nothing answers).
-http_status() {
-	python3 -c 'import sys, urllib.error, urllib.request
-try:
-    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)
-except urllib.error.HTTPError as e:
-    print(e.code)
-except Exception:
-    print("000")' "$1"
-}
-
-# wait_http NAME PID URL LOGFILE: until something answers; fail clearly when it dies or times out.
-wait_http() {
-	local name="$1" pid="$2" url="$3" logfile="$4" i
-	for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			tail -n 20 "$logfile" >&2 || true
-			die "$name exited during start-up; see $logfile"
-		fi
-		[[ "$(http_status "$url")" != 000 ]] && return 0
-		sleep 0.1
-	done
-	tail -n 20 "$logfile" >&2 || true
-	die "$name did not answer at $url within ${START_TIMEOUT_S}s; see $logfile"
-}
-
-# stop_pid FILE PATTERN: SIGTERM, a bounded wait, then SIGKILL.
-stop_pid() {
-	local file="$1" pattern="$2" pid i
-	pid="$(read_pid "$file")" || return 0
+# stop_pid_file FILE PATTERN: stop the process FILE names (SIGTERM, then SIGKILL after 10 s).
+stop_pid_file() {
+	local file="$1" pattern="$2" pid
+	pid="$(read_file "$file")" || return 0
 	if pid_matches "$pid" "$pattern"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 100; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
+		stop_pid "$pid" "$pattern" 10 || true
 	fi
 	rm -f "$file"
 }
 
 running() {
 	local pid
-	pid="$(read_pid "$PROD_DIR/nginx.pid")" && pid_matches "$pid" nginx
+	pid="$(read_file "$PROD_DIR/nginx.pid")" && pid_matches "$pid" nginx
 }
 
 # --- start ----------------------------------------------------------------------------------------
@@ -134,9 +71,7 @@ ensure_nginx() {
 ensure_services() {
 	if [[ -z "${PROD_DATABASE_URL:-}" || -z "${PROD_REDIS_URL:-}" || -z "${AWS_S3_ENDPOINT_URL:-}" ]]; then
 		local given_s3="${AWS_S3_ENDPOINT_URL:-}"
-		"$ROOT/scripts/services.sh" start
-		# shellcheck source=/dev/null
-		. "$ROOT/.run/services/env"
+		use_services
 		[[ -n "$given_s3" ]] && AWS_S3_ENDPOINT_URL="$given_s3"
 	fi
 	REDIS_URL="${PROD_REDIS_URL:-$REDIS_URL}"
@@ -174,15 +109,11 @@ secret_key() {
 }
 
 start_offline_claude() {
-	local log="$PROD_DIR/offline-claude.log" i
-	setsid "$BIN/python" -m offline_claude --host 127.0.0.1 --port 0 \
-		</dev/null >"$log" 2>&1 &
-	echo $! >"$PROD_DIR/offline-claude.pid"
-	for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-		grep -q 'listening on' "$log" 2>/dev/null && break
-		sleep 0.1
-	done
-	grep -q 'listening on' "$log" || die "the offline Claude did not start; see $log"
+	local log="$PROD_DIR/offline-claude.log"
+	spawn "$log" "$BIN/python" -m offline_claude --host 127.0.0.1 --port 0
+	echo "$SPAWNED" >"$PROD_DIR/offline-claude.pid"
+	wait_until "$START_TIMEOUT_S" grep -q 'listening on' "$log" 2>/dev/null ||
+		die "the offline Claude did not start; see $log"
 	ANTHROPIC_BASE_URL="$(grep -m1 'listening on' "$log" | awk '{print $NF}')"
 	ANTHROPIC_API_KEY=offline-local-key
 	export ANTHROPIC_BASE_URL ANTHROPIC_API_KEY
@@ -194,9 +125,9 @@ start_daphnes() {
 	for ((i = 1; i <= PROD_WORKERS; i++)); do
 		port="$(free_port)"
 		# --proxy-headers: the client address comes from nginx's X-Forwarded-For.
-		setsid "$BIN/python" -m claudeweb.server -b 127.0.0.1 -p "$port" --proxy-headers \
-			claudeweb.asgi:application </dev/null >"$PROD_DIR/daphne-$i.log" 2>&1 &
-		echo $! >"$PROD_DIR/daphne-$i.pid"
+		spawn "$PROD_DIR/daphne-$i.log" "$BIN/python" -m claudeweb.server -b 127.0.0.1 \
+			-p "$port" --proxy-headers claudeweb.asgi:application
+		echo "$SPAWNED" >"$PROD_DIR/daphne-$i.pid"
 		echo "$port" >"$PROD_DIR/daphne-$i.port"
 	done
 	for ((i = 1; i <= PROD_WORKERS; i++)); do
@@ -290,7 +221,7 @@ cmd_start() {
 		say "already running on http://127.0.0.1:$PROD_PORT/ (scripts/prod.sh stop to stop it)"
 		return 0
 	fi
-	[[ -x "$BIN/python" && -x "$BIN/daphne" ]] || die ".venv is not set up; run 'make install' first"
+	require_venv
 	port_is_free "$PROD_PORT" || die "port $PROD_PORT is in use; set PROD_PORT"
 	[[ "$PROD_WORKERS" =~ ^[1-9][0-9]*$ ]] || die "PROD_WORKERS must be a whole number ≥ 1"
 	ensure_nginx
@@ -323,13 +254,9 @@ cmd_start() {
 	nginx -t -q -p "$PROD_DIR" -c "$PROD_DIR/nginx.conf" -e "$PROD_DIR/nginx-error.log" ||
 		die "nginx rejected $PROD_DIR/nginx.conf"
 	nginx -p "$PROD_DIR" -c "$PROD_DIR/nginx.conf" -e "$PROD_DIR/nginx-error.log"
-	local status i
-	for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-		status="$(http_status "http://127.0.0.1:$PROD_PORT/login/")"
-		[[ "$status" == 200 ]] && break
-		sleep 0.1
-	done
-	[[ "$status" == 200 ]] || die "GET /login/ through nginx answered $status; see $PROD_DIR"
+	local login="http://127.0.0.1:$PROD_PORT/login/"
+	wait_until "$START_TIMEOUT_S" http_ok "$login" ||
+		die "GET /login/ through nginx answered $(http_status "$login"); see $PROD_DIR"
 	say "serving http://127.0.0.1:$PROD_PORT/ — nginx → $PROD_WORKERS Daphne processes"
 	say "database ${DATABASE_URL%%\?*}, Redis $REDIS_URL; logs and pids in $PROD_DIR"
 	say "stop with: scripts/prod.sh stop"
@@ -339,23 +266,18 @@ cmd_start() {
 
 cmd_stop() {
 	[[ -d "$PROD_DIR" ]] || return 0
-	local pid file i
-	if pid="$(read_pid "$PROD_DIR/nginx.pid")" && pid_matches "$pid" nginx; then
+	local pid file
+	if pid="$(read_file "$PROD_DIR/nginx.pid")" && pid_matches "$pid" nginx; then
 		# QUIT: finish the requests in flight (sockets are closed when their process stops).
-		kill -QUIT "$pid" 2>/dev/null || true
-		for ((i = 0; i < 50; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -TERM "$pid" 2>/dev/null || true
+		stop_pid "$pid" nginx 5 QUIT TERM || true
 	fi
 	rm -f "$PROD_DIR/nginx.pid"
 	for file in "$PROD_DIR"/daphne-*.pid; do
 		[[ -e "$file" ]] || continue
-		stop_pid "$file" claudeweb.server
+		stop_pid_file "$file" claudeweb.server
 		rm -f "${file%.pid}.port"
 	done
-	stop_pid "$PROD_DIR/offline-claude.pid" offline_claude
+	stop_pid_file "$PROD_DIR/offline-claude.pid" offline_claude
 	say "stopped"
 }
 
@@ -368,14 +290,14 @@ cmd_status() {
 	fi
 	for file in "$PROD_DIR"/daphne-*.pid; do
 		[[ -e "$file" ]] || continue
-		pid="$(read_pid "$file" || true)"
+		pid="$(read_file "$file" || true)"
 		if pid_matches "$pid" claudeweb.server; then
 			echo "$(basename "${file%.pid}"): running (pid $pid, port $(cat "${file%.pid}.port"))"
 		else
 			echo "$(basename "${file%.pid}"): stopped"
 		fi
 	done
-	pid="$(read_pid "$PROD_DIR/offline-claude.pid" || true)"
+	pid="$(read_file "$PROD_DIR/offline-claude.pid" || true)"
 	if pid_matches "$pid" offline_claude; then echo "offline-claude: running (pid $pid)"; fi
 }
 

@@ -15,10 +15,14 @@
 # Logs of the background services: .run/offline-claude.log, .run/s3-local.log.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME=run
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
-BIN="$ROOT/.venv/bin"
 RUN_DIR="$ROOT/.run"
+# Relative to $ROOT, as the messages name them.
+OFFLINE_LOG=.run/offline-claude.log
+S3_LOG=.run/s3-local.log
 PORT="${PORT:-8000}"
 OFFLINE_CLAUDE_PORT="${OFFLINE_CLAUDE_PORT:-8765}"
 S3_PORT="${S3_PORT:-9100}"
@@ -26,13 +30,7 @@ S3_DATA_DIR="${S3_DATA_DIR:-$ROOT/.local-s3}"
 START_TIMEOUT_S="${START_TIMEOUT_S:-30}"
 URL="http://127.0.0.1:$PORT/"
 
-say() { printf 'run: %s\n' "$*"; }
-die() {
-	printf 'run: error: %s\n' "$*" >&2
-	exit 1
-}
-
-[[ -x "$BIN/python" && -x "$BIN/daphne" ]] || die ".venv is not set up; run 'make install' first"
+require_venv
 
 # .env (when present) fills in what the environment does not set, as the settings do: a key
 # written there decides below whether the offline model starts.
@@ -45,23 +43,25 @@ names=()
 pids=()
 daphne_pid=""
 
+# shellcheck disable=SC2317  # called through wait_until
+all_gone() {
+	local pid
+	for pid in "$@"; do
+		kill -0 "$pid" 2>/dev/null && return 1
+	done
+	return 0
+}
+
 # shellcheck disable=SC2317  # called by the EXIT trap
 stop_all() {
-	local i pid n all=("${pids[@]}")
+	local i pid all=("${pids[@]}")
 	trap - INT TERM HUP
 	[[ -n "$daphne_pid" ]] && all+=("$daphne_pid")
 	for pid in "${all[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
 	# Bounded wait, then SIGKILL whatever is left.
-	for ((n = 0; n < 50; n++)); do
-		local alive=0
-		for pid in "${all[@]}"; do
-			kill -0 "$pid" 2>/dev/null && alive=1
-		done
-		((alive)) || break
-		sleep 0.1
-	done
+	wait_until 5 all_gone "${all[@]}" || true
 	for i in "${!pids[@]}"; do
 		if kill -0 "${pids[$i]}" 2>/dev/null; then
 			kill -KILL "${pids[$i]}" 2>/dev/null || true
@@ -86,41 +86,9 @@ start_bg() {
 	pids+=("$!")
 }
 
-port_is_free() {
-	python3 -c 'import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)' "$1"
-}
-
-# True once something answers HTTP at the URL (any status code counts).
-http_answers() {
-	python3 -c 'import sys, urllib.error, urllib.request
-try:
-    urllib.request.urlopen(sys.argv[1], timeout=2)
-except urllib.error.HTTPError:
-    pass
-except Exception:
-    sys.exit(1)' "$1"
-}
-
-# wait_http NAME PID URL LOGFILE: poll until it answers; fail clearly when it dies or times out.
-wait_http() {
-	local name="$1" pid="$2" url="$3" logfile="$4" i
-	for ((i = 0; i < START_TIMEOUT_S * 5; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			tail -n 20 "$logfile" >&2 || true
-			die "$name exited during start-up; see ${logfile#"$ROOT"/}"
-		fi
-		http_answers "$url" && return 0
-		sleep 0.2
-	done
-	tail -n 20 "$logfile" >&2 || true
-	die "$name did not answer at $url within ${START_TIMEOUT_S}s; see ${logfile#"$ROOT"/}"
-}
+# The local S3 wrote its ready file (once the bucket and its CORS rules exist), or exited.
+# shellcheck disable=SC2317  # called through wait_until
+s3_settled() { [[ -s "$RUN_DIR/s3-local.url" ]] || ! kill -0 "$s3_pid" 2>/dev/null; }
 
 debug_is_off() {
 	case "$(printf '%s' "${DJANGO_DEBUG:-}" | tr '[:upper:]' '[:lower:]')" in
@@ -139,7 +107,7 @@ offline_pid=""
 if [[ -z "${ANTHROPIC_API_KEY:-}" ]]; then
 	port_is_free "$OFFLINE_CLAUDE_PORT" ||
 		die "port $OFFLINE_CLAUDE_PORT (offline Claude) is in use; set OFFLINE_CLAUDE_PORT"
-	start_bg "offline Claude" "$RUN_DIR/offline-claude.log" \
+	start_bg "offline Claude" "$OFFLINE_LOG" \
 		"$BIN/python" -m offline_claude --host 127.0.0.1 --port "$OFFLINE_CLAUDE_PORT"
 	offline_pid="${pids[-1]}"
 	export ANTHROPIC_BASE_URL="http://127.0.0.1:$OFFLINE_CLAUDE_PORT"
@@ -154,7 +122,7 @@ if [[ -z "${AWS_S3_ENDPOINT_URL:-}" ]]; then
 	port_is_free "$S3_PORT" || die "port $S3_PORT (local S3) is in use; set S3_PORT"
 	export AWS_STORAGE_BUCKET_NAME="${AWS_STORAGE_BUCKET_NAME:-claudeweb}"
 	rm -f "$RUN_DIR/s3-local.url"
-	start_bg "local S3" "$RUN_DIR/s3-local.log" \
+	start_bg "local S3" "$S3_LOG" \
 		"$BIN/python" "$ROOT/scripts/s3_local.py" --host 127.0.0.1 --port "$S3_PORT" \
 		--bucket "$AWS_STORAGE_BUCKET_NAME" --ready-file "$RUN_DIR/s3-local.url" \
 		--data-dir "$S3_DATA_DIR" \
@@ -179,21 +147,15 @@ if debug_is_off; then
 fi
 
 if [[ -n "$offline_pid" ]]; then
-	wait_http "the offline Claude" "$offline_pid" "$ANTHROPIC_BASE_URL/" \
-		"$RUN_DIR/offline-claude.log"
+	wait_http "the offline Claude" "$offline_pid" "$ANTHROPIC_BASE_URL/" "$OFFLINE_LOG"
 fi
 if [[ -n "$s3_pid" ]]; then
-	# The ready file appears once the bucket and its CORS rules exist.
-	for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-		[[ -s "$RUN_DIR/s3-local.url" ]] && break
-		kill -0 "$s3_pid" 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_until "$START_TIMEOUT_S" s3_settled || true
 	[[ -s "$RUN_DIR/s3-local.url" ]] || {
-		tail -n 20 "$RUN_DIR/s3-local.log" >&2 || true
-		die "the local S3 did not come up within ${START_TIMEOUT_S}s; see .run/s3-local.log"
+		tail -n 20 "$S3_LOG" >&2 || true
+		die "the local S3 did not come up within ${START_TIMEOUT_S}s; see $S3_LOG"
 	}
-	wait_http "the local S3" "$s3_pid" "$AWS_S3_ENDPOINT_URL/" "$RUN_DIR/s3-local.log"
+	wait_http "the local S3" "$s3_pid" "$AWS_S3_ENDPOINT_URL/" "$S3_LOG"
 fi
 
 echo

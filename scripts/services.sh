@@ -18,7 +18,9 @@
 set -euo pipefail
 umask 022
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME=services
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STATE="$ROOT/.run/services"
 ENV_FILE="$STATE/env"
 APT_LOG="$STATE/apt.log"
@@ -38,12 +40,6 @@ S3_BUCKET="${AWS_STORAGE_BUCKET_NAME:-claudeweb}"
 START_TIMEOUT_S=30
 
 APT_UPDATED=0
-
-log() { printf 'services: %s\n' "$*" >&2; }
-die() {
-	printf 'services: error: %s\n' "$*" >&2
-	exit 1
-}
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -76,42 +72,10 @@ apt_install() {
 	}
 }
 
-free_port() {
-	python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
-
-port_is_free() {
-	python3 -c 'import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: ignore TIME_WAIT
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)' "$1"
-}
-
-# True when $1 is a live process whose command line contains $2.
-pid_matches() {
+# SIGTERM, a bounded wait (5 s), then SIGKILL.
+stop_or_kill() {
 	local pid="$1" pattern="$2"
-	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
-	[[ -r "/proc/$pid/cmdline" ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pattern"
-}
-
-read_file() { [[ -s "$1" ]] && cat "$1"; }
-
-# Wait (bounded) for a process to exit; SIGKILL it when it does not.
-wait_gone() {
-	local pid="$1" pattern="$2" i
-	for ((i = 0; i < 50; i++)); do
-		pid_matches "$pid" "$pattern" || return 0
-		sleep 0.1
-	done
-	log "pid $pid did not stop; killing it"
-	kill -KILL "$pid" 2>/dev/null || true
+	stop_pid "$pid" "$pattern" 5 || log "pid $pid did not stop; killing it"
 }
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
@@ -276,7 +240,7 @@ redis_start() {
 		return 0
 	fi
 	mkdir -p "$REDIS_DIR"
-	local port i
+	local port
 	port="$(redis_port || true)"
 	if [[ -z "$port" ]] || ! port_is_free "$port"; then
 		port="$(free_port)"
@@ -287,11 +251,7 @@ redis_start() {
 		--save '' --appendonly no >/dev/null 9>&- ||
 		die "redis-server failed to start; see $REDIS_DIR/redis.log"
 	echo "$port" >"$REDIS_DIR/port"
-	for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-		redis_running && break
-		sleep 0.1
-	done
-	redis_running || {
+	wait_until "$START_TIMEOUT_S" redis_running || {
 		tail -n 20 "$REDIS_DIR/redis.log" >&2 2>/dev/null || true
 		die "redis did not answer PING within ${START_TIMEOUT_S}s; see $REDIS_DIR/redis.log"
 	}
@@ -306,8 +266,7 @@ redis_stop() {
 		if [[ -n "$port" ]]; then
 			redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
 		fi
-		kill -TERM "$pid" 2>/dev/null || true
-		wait_gone "$pid" redis-server
+		stop_or_kill "$pid" redis-server
 		log "redis: stopped"
 	fi
 	rm -f "$REDIS_DIR/redis.pid"
@@ -345,29 +304,27 @@ sys.exit(not (u.find_spec("moto") and u.find_spec("boto3")))' ||
 	local old
 	old="$(s3_pid || true)"
 	if [[ -n "$old" ]] && pid_matches "$old" s3_local.py; then
-		kill -TERM "$old" 2>/dev/null || true
-		wait_gone "$old" s3_local.py
+		stop_or_kill "$old" s3_local.py
 	fi
 	mkdir -p "$S3_DIR"
 	rm -f "$S3_DIR/url" "$S3_DIR/pid"
 	# Any free port (moto binds port 0); the live server of the browser tests runs on a free
-	# port too, hence the wildcard origins. setsid: a Ctrl-C in the terminal does not reach it.
-	setsid "$VENV_PY" "$ROOT/scripts/s3_local.py" --host 127.0.0.1 --port 0 \
+	# port too, hence the wildcard origins.
+	spawn "$S3_DIR/s3.log" "$VENV_PY" "$ROOT/scripts/s3_local.py" --host 127.0.0.1 --port 0 \
 		--bucket "$S3_BUCKET" --ready-file "$S3_DIR/url" --pid-file "$S3_DIR/pid" \
-		--cors-origin 'http://127.0.0.1:*' --cors-origin 'http://localhost:*' \
-		</dev/null >"$S3_DIR/s3.log" 2>&1 9>&- &
-	S3_LAUNCHER=$!
+		--cors-origin 'http://127.0.0.1:*' --cors-origin 'http://localhost:*'
+	S3_LAUNCHER="$SPAWNED"
+}
+
+# Until the server wrote its URL, or gave up. setsid may have forked: the launcher ending is fine
+# once the server wrote its pid.
+s3_settled() {
+	[[ -s "$S3_DIR/url" ]] || ! { kill -0 "$S3_LAUNCHER" 2>/dev/null || [[ -s "$S3_DIR/pid" ]]; }
 }
 
 s3_wait() {
 	[[ -n "$S3_LAUNCHER" ]] || return 0
-	local i
-	for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-		[[ -s "$S3_DIR/url" ]] && break
-		# setsid may have forked: the launcher ending is fine once the server wrote its pid.
-		kill -0 "$S3_LAUNCHER" 2>/dev/null || [[ -s "$S3_DIR/pid" ]] || break
-		sleep 0.1
-	done
+	wait_until "$START_TIMEOUT_S" s3_settled || true
 	s3_running || {
 		tail -n 20 "$S3_DIR/s3.log" >&2 2>/dev/null || true
 		s3_stop >/dev/null 2>&1 || true
@@ -380,8 +337,7 @@ s3_stop() {
 	local pid
 	pid="$(s3_pid)" || return 0
 	if pid_matches "$pid" s3_local.py; then
-		kill -TERM "$pid" 2>/dev/null || true
-		wait_gone "$pid" s3_local.py
+		stop_or_kill "$pid" s3_local.py
 		log "s3: stopped"
 	fi
 	rm -f "$S3_DIR/pid" "$S3_DIR/url"

@@ -12,7 +12,9 @@
 # artifacts go to test-artifacts/ ($TEST_ARTIFACTS_DIR).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME="test"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 export VENV="${VENV:-.venv}"
 PY="$ROOT/$VENV/bin/python"
@@ -26,9 +28,7 @@ trap stop_services EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$ROOT/scripts/services.sh" start
-# shellcheck source=/dev/null
-. "$ROOT/.run/services/env"
+use_services
 
 # The suite sees the environment it sets up, not a developer's .env.
 export CLAUDEWEB_ENV_FILE=-
