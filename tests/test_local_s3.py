@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -111,12 +112,18 @@ def test_an_object_survives_a_restart(tmp_path):
     assert not (tmp_path / "escape").exists()
 
 
+def synced_keys(data) -> set[str]:
+    """The keys the disk copy's index lists (written whole, after the objects' files)."""
+    index = data / "index.json"
+    return set(json.loads(index.read_text())) if index.is_file() else set()
+
+
 def test_a_killed_server_keeps_what_it_had_synced(tmp_path):
     data = tmp_path / "s3"
     with local_s3(data, tmp_path) as (proc, endpoint):
         client(endpoint).put_object(Bucket=BUCKET, Key="uploads/1/a", Body=b"synced")
-        stored = data / "objects" / "uploads%2F1%2Fa"
-        wait_for(stored.is_file, "the object to reach the disk")
+        # A sync writes the object's file, then the index that lists it: wait for both.
+        wait_for(lambda: "uploads/1/a" in synced_keys(data), "the object's sync to finish")
         os.kill(proc.pid, signal.SIGKILL)  # no chance to flush: only the periodic sync counts
         proc.wait(timeout=10)
     with local_s3(data, tmp_path) as (_, endpoint):
