@@ -14,7 +14,6 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
-from chat.claude import catalogue
 from chat.conversations import tree
 from chat.errors import UserFacingError
 from chat.models import Message
@@ -26,27 +25,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-
-
-class ConversationGone(UserFacingError):
-    code = "not_found"
-    message = "This conversation no longer exists."
-
-
-class ServerFault(UserFacingError):
-    code = "internal_error"
-    message = "Something went wrong on the server; try again."
-    retryable = True
-
-
-def error_frame(exc: UserFacingError) -> dict:
-    return {
-        "type": "error",
-        "code": exc.code,
-        "message": exc.message,
-        "retryable": exc.retryable,
-        "message_id": None,
-    }
 
 
 class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
@@ -92,13 +70,13 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
                 raise frames.InvalidFrame(f"Unknown frame type {str(frame.get('type'))[:40]!r}.")
             await handler(frame)
         except Http404:
-            await self._send_frame(error_frame(ConversationGone()))
+            await self._send_frame(frames.error(frames.ConversationGone()))
         except UserFacingError as exc:  # the one place a refusal becomes a frame
-            await self._send_frame(error_frame(exc))
+            await self._send_frame(frames.error(exc))
         except Exception:
             # A fault of ours must not kill the socket silently: log it, tell the user.
             log.exception("frame failed in conversation %s", self.conversation_id)
-            await self._send_frame(error_frame(ServerFault()))
+            await self._send_frame(frames.error(frames.ServerFault()))
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -192,17 +170,7 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
     async def _run(self, plan: planning.TurnPlan) -> None:
         """Tell every tab that a retired model was replaced (a `notice` frame), then start."""
         if plan.replaced_model:
-            label = catalogue.get_model(plan.model).label
-            await self._broadcast(
-                {
-                    "type": "notice",
-                    "code": "model_replaced",
-                    "message": f"{plan.replaced_model} is no longer available; this conversation "
-                    f"now uses {label}.",
-                    "model": plan.model,
-                    "previous_model": plan.replaced_model,
-                }
-            )
+            await self._broadcast(frames.model_replaced(plan))
         runner.Reply(plan).start()
 
     # --- channel-layer handlers ---------------------------------------------------------------

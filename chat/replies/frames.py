@@ -1,4 +1,5 @@
-"""The frames a tab sends over the chat socket, parsed and checked (docs/protocol.md).
+"""The frames a tab sends over the chat socket, parsed and checked, and the error and notice
+frames the socket sends back (docs/protocol.md).
 
 Each check raises InvalidFrame, which becomes an `invalid_frame` error frame; the socket stays
 open. Whether the user may do what a frame asks is checked by the services it goes to.
@@ -14,6 +15,7 @@ from django.conf import settings
 
 from chat.claude import catalogue
 from chat.errors import UserFacingError
+from chat.replies.planning import TurnPlan
 from chat.text import has_unstorable
 
 
@@ -109,3 +111,38 @@ def after_seq(frame: dict) -> int:
     if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
         raise InvalidFrame("after_seq must be a whole number ≥ 0.")
     return after_seq
+
+
+class ConversationGone(UserFacingError):
+    code = "not_found"
+    message = "This conversation no longer exists."
+
+
+class ServerFault(UserFacingError):
+    code = "internal_error"
+    message = "Something went wrong on the server; try again."
+    retryable = True
+
+
+def error(exc: UserFacingError) -> dict:
+    """The `error` frame of a refusal before a reply starts (no message_id)."""
+    return {
+        "type": "error",
+        "code": exc.code,
+        "message": exc.message,
+        "retryable": exc.retryable,
+        "message_id": None,
+    }
+
+
+def model_replaced(plan: TurnPlan) -> dict:
+    """The `notice` that a retired model was replaced, sent to every tab before the reply."""
+    label = catalogue.get_model(plan.model).label
+    return {
+        "type": "notice",
+        "code": "model_replaced",
+        "message": f"{plan.replaced_model} is no longer available; this conversation "
+        f"now uses {label}.",
+        "model": plan.model,
+        "previous_model": plan.replaced_model,
+    }
