@@ -7,7 +7,8 @@ fields are accepted (newer SDK features must not break the emulator). Per model,
 documented: a final ``assistant`` message (a prefill) is refused on Claude 4.6 and later
 unless it continues a ``pause_turn`` (it ends in a server tool block); where a prefill is
 accepted it must not end with whitespace; ``thinking.type`` and ``output_config.effort``
-must be ones the model takes.
+must be ones the model takes. A ``web_search_*`` tool definition is checked by
+:mod:`offline_claude.web_search`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import web_search
 from .errors import invalid
 from .lineup import Model, get
 
@@ -252,7 +254,9 @@ def _check_tools(tools: Any, tool_choice: Any) -> int:
             if name in names:
                 raise invalid("tools: Tool names must be unique.")
             names.add(name)
-            if tool.get("type") in (None, "custom") and not isinstance(
+            if web_search.is_web_search(tool):
+                web_search.check_tool(tool, f"tools.{j}")
+            elif tool.get("type") in (None, "custom") and not isinstance(
                 tool.get("input_schema"), dict
             ):
                 raise invalid(f"tools.{j}.custom.input_schema: Field required")
