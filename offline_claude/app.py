@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import compaction, lineup, thinking
+from . import compaction, lineup, thinking, web_search
 from .directives import Directives, parse_text
 from .errors import (
     DEFAULT_MESSAGES,
@@ -361,6 +361,8 @@ class OfflineClaude:
             pause_after_compaction=compact is not None and compact.pause_after,
         )
         usage = self._usage(read, segments, compact, summary, kept, plan)
+        if web_search.offered(body) is not None:
+            usage = dataclasses.replace(usage, web_search_requests=web_search.requests_made(plan))
         message_id = new_id("msg_")
         if body.get("stream"):
             await self._stream(respond, plan, usage, message_id, body["model"], directives)

@@ -22,6 +22,11 @@ optional; unknown keys are ignored)::
     thinking_words=N when the reply thinks, its thinking is N filler chunks (N output
                      tokens) instead of a short sentence about the user's text
     pause_after=N    first round only: stop after N chunks with stop_reason pause_turn
+    search=N         when the web search tool is offered, the first round makes N searches
+                     (server_tool_use + web_search_tool_result each), then a cited answer
+    search_error=E   every search of the round fails with error_code E (too_many_requests,
+                     invalid_tool_input, query_too_long, request_too_large, unavailable)
+    search_pause     the searching round ends after its searches with stop_reason pause_turn
     pace_ms=F        delay between streamed deltas (default env OFFLINE_CLAUDE_PACE_MS or 20)
     first_ms=F       delay before message_start (or before the non-stream response)
     stop=REASON      first round only: end_turn|max_tokens|refusal|stop_sequence
@@ -76,11 +81,23 @@ _INT_KEYS = frozenset(
         "drop_after",
         "stall_after",
         "fail_times",
+        "search",
     }
 )
 _FLOAT_KEYS = frozenset({"pace_ms", "first_ms", "stall_s"})
-_STR_KEYS = frozenset({"stop", "error_type", "message", "error_code", "retry_after"})
-_FLAGS = frozenset({"reply", "escapes", "redact"})
+_STR_KEYS = frozenset(
+    {"stop", "error_type", "message", "error_code", "retry_after", "search_error"}
+)
+_FLAGS = frozenset({"reply", "escapes", "redact", "search_pause"})
+SEARCH_ERRORS = frozenset(
+    {
+        "too_many_requests",
+        "invalid_tool_input",
+        "query_too_long",
+        "request_too_large",
+        "unavailable",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,9 @@ class Directives:
     stall_after: int | None = None
     stall_s: float = 600.0
     fail_times: int | None = None
+    search: int | None = None
+    search_error: str | None = None
+    search_pause: bool = False
 
     @property
     def has_failure(self) -> bool:
@@ -173,6 +193,9 @@ def parse_directive_args(raw: str, args: str) -> Directives:
     stop = values.get("stop")
     if stop is not None and stop not in STOP_REASONS:
         raise invalid(f"offline directive: unknown stop reason {stop!r}")
+    search_error = values.get("search_error")
+    if search_error is not None and search_error not in SEARCH_ERRORS:
+        raise invalid(f"offline directive: unknown search error {search_error!r}")
     status = values.get("status")
     if isinstance(status, int) and not 400 <= status <= 599:
         raise invalid(f"offline directive: status must be 400..599, got {status}")

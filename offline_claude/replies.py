@@ -6,7 +6,8 @@ and its own iteration's output: see ``compaction.py``). The *current turn* is ev
 the user's latest text message (see :func:`analyse_turn`). Priority of the modes:
 
 0. ``[[offline call=A,B]]`` while the turn has completed fewer than ``rounds`` tool
-   rounds: a short text plus one ``tool_use`` block per name
+   rounds: a short text plus one ``tool_use`` block per name; next, the web search tool
+   offered and searches asked for, or a paused search turn sent back (``web_search.py``)
 1. ``[[offline reply]]``: the text after the directive line, verbatim (with
    ``escapes``, each ``\\uXXXX`` in it as its code point)
 2. ``[[offline words=N]]``: N deterministic filler chunks
@@ -594,7 +595,7 @@ def _apply_limits(
             kept.append(block)
             budget -= len(block.chunks)
             continue
-        if block.type != "tool_use" and budget > 0:
+        if block.type not in ("tool_use", "server_tool_use") and budget > 0:
             block.chunks = block.chunks[:budget]
             kept.append(block)
         plan.stop_reason, plan.stop_sequence = reason, None
@@ -609,6 +610,11 @@ def _base_plan(conv: Conversation, directives: Directives, turn: Turn) -> ReplyP
     tools_allowed = (body.get("tool_choice") or {}).get("type") != "none"
     if directives.call and turn.tool_rounds < directives.rounds and tools_allowed:
         return ReplyPlan(blocks + _tool_use_blocks(conv, list(directives.call)), "tool_use")
+    from . import web_search  # noqa: PLC0415 - web_search builds on this module's blocks
+
+    searched = web_search.plan(conv, directives, turn)
+    if searched is not None:
+        return ReplyPlan(blocks + searched.blocks, searched.stop_reason)
     if directives.reply:
         text = unescape(conv.reply_text) if directives.escapes else conv.reply_text
         return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(text))])
@@ -688,13 +694,17 @@ def plan_reply(
     signed with it in their prefix.
     """
     turn = conv.current_turn()
+    from . import web_search  # noqa: PLC0415 - web_search builds on this module's blocks
+
     plan = _base_plan(conv, directives, turn)
-    if turn.prefill is not None:
+    if web_search.resumes_paused_search(conv.body["messages"]):
+        # The sent-back searches are answered as they are; the reply holds no new thinking.
+        plan.blocks = [b for b in plan.blocks if b.type not in THINKING_KINDS]
+    elif turn.prefill is not None:
         plan = _continuation(plan, turn.prefill, new_message=turn.new_message)
     paused = _paused_call(conv.body["messages"])
     if paused is not None:  # the API runs the pending search first
-        result = PlannedBlock("web_search_tool_result", [], tool_id=paused)
-        plan.blocks.insert(0, result)
+        plan.blocks.insert(0, web_search.pending_result(conv.body, paused))
     pause_after = directives.pause_after if turn.first_round else None
     _apply_limits(
         plan, list(conv.body.get("stop_sequences") or []), int(conv.body["max_tokens"]), pause_after

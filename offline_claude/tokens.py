@@ -168,6 +168,8 @@ class CacheUsage:
     ephemeral_1h_input_tokens: int = 0
     # ``usage.iterations`` when the request asked for compaction (see compaction.py).
     iterations: tuple[dict[str, Any], ...] = ()
+    # ``usage.server_tool_use.web_search_requests`` when the request offered web search.
+    web_search_requests: int | None = None
 
     @property
     def cache_creation_input_tokens(self) -> int:
@@ -186,8 +188,15 @@ class CacheUsage:
             },
             "output_tokens": output_tokens,
             "service_tier": "standard",
+            **self._server_tool_use(),
             **self._iterations(),
         }
+
+    def _server_tool_use(self) -> dict[str, Any]:
+        if self.web_search_requests is None:
+            return {}
+        requests = {"web_search_requests": self.web_search_requests, "web_fetch_requests": 0}
+        return {"server_tool_use": requests}
 
     def _iterations(self) -> dict[str, Any]:
         return {"iterations": list(self.iterations)} if self.iterations else {}
@@ -213,6 +222,7 @@ class CacheUsage:
             "cache_creation_input_tokens": self.cache_creation_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
             "output_tokens": output_tokens,
+            **self._server_tool_use(),
             **self._iterations(),
         }
 
