@@ -7,8 +7,8 @@ fields are accepted (newer SDK features must not break the emulator). Per model,
 documented: a final ``assistant`` message (a prefill) is refused on Claude 4.6 and later
 unless it continues a ``pause_turn`` (it ends in a server tool block); where a prefill is
 accepted it must not end with whitespace; ``thinking.type`` and ``output_config.effort``
-must be ones the model takes. A ``web_search_*`` tool definition is checked by
-:mod:`offline_claude.web_search`.
+must be ones the model takes. A ``web_search_*`` tool definition and the server tool blocks
+sent back in assistant turns are checked by :mod:`offline_claude.web_search`.
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ def _check_messages(messages: Any) -> int:
                 f"blocks: {', '.join(unexpected)}. Each `tool_result` block must have a "
                 "corresponding `tool_use` block in the previous message."
             )
+    web_search.check_blocks(messages)
     return breakpoints
 
 

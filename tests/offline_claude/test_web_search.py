@@ -7,6 +7,7 @@ No Django and no database: ``pytest tests/offline_claude/test_web_search.py -p n
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -345,3 +346,39 @@ async def test_a_turn_paused_in_a_search_runs_that_search_when_sent_back(
     result = rest.content[0]
     assert result.type == "web_search_tool_result" and result.tool_use_id == paused.content[-1].id
     assert result.content and rest.usage.server_tool_use.web_search_requests == 1
+
+
+@pytest.mark.asyncio
+async def test_modified_or_missing_encrypted_content_is_refused(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    question = user("[[offline search=1]] offline tides")
+    reply = as_param(await ask(client, question))
+    result_at = next(
+        j for j, b in enumerate(reply["content"]) if b["type"] == "web_search_tool_result"
+    )
+    follow_up = user("and then?")
+    assert (await ask(client, [*question, reply, *follow_up])).stop_reason == "end_turn"
+    for change in ("modified", "missing"):
+        changed = copy.deepcopy(reply)
+        item = changed["content"][result_at]["content"][0]
+        if change == "missing":
+            del item["encrypted_content"]
+        else:
+            item["title"] += " (edited)"
+        message = await refused(ask(client, [*question, changed, *follow_up]))
+        assert message.startswith(f"messages.1.content.{result_at}.content.0.encrypted_content")
+
+
+@pytest.mark.asyncio
+async def test_a_search_call_left_without_its_result_before_a_new_user_turn_is_refused(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    question = user("[[offline words=30 pause_after=5]] tides")
+    paused = await ask(client, question)
+    message = await refused(ask(client, [*question, as_param(paused), *user("go on")]))
+    call_id = paused.content[-1].id
+    assert message == (
+        f"messages.1: `web_search` tool use with id `{call_id}` was found without a "
+        "corresponding `web_search_tool_result` block"
+    )
