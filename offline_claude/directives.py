@@ -21,6 +21,7 @@ optional; unknown keys are ignored)::
                      block (opaque ``data``, no text) instead of a ``thinking`` block
     thinking_words=N when the reply thinks, its thinking is N filler chunks (N output
                      tokens) instead of a short sentence about the user's text
+    cite_page=N      a reply about PDFs quotes (and cites) the first sentence of page N
     pause_after=N    first round only: stop after N chunks with stop_reason pause_turn
     pace_ms=F        delay between streamed deltas (default env OFFLINE_CLAUDE_PACE_MS or 20)
     first_ms=F       delay before message_start (or before the non-stream response)
@@ -71,6 +72,7 @@ _INT_KEYS = frozenset(
         "thinking_words",
         "rounds",
         "pause_after",
+        "cite_page",
         "status",
         "error_after",
         "drop_after",
@@ -96,6 +98,7 @@ class Directives:
     call: tuple[str, ...] = ()
     rounds: int = 1
     pause_after: int | None = None
+    cite_page: int | None = None
     pace_ms: float | None = None
     first_ms: float = 0.0
     stop: str | None = None
