@@ -1,4 +1,4 @@
-"""The offline Claude ASGI application (standard library + Pillow; no framework).
+"""The offline Claude ASGI application (standard library, Pillow and pypdf; no framework).
 
 Routes:
 
