@@ -300,7 +300,7 @@ class OfflineClaude:
                 body = validate_messages_body(request.json(), count_only=True)
                 model = lineup.get(body["model"])
                 compaction.check(body, model, compaction.betas(request.headers))
-                await documents.load(body["messages"], model)
+                await documents.load(body, model)
                 counted = {**body, "messages": compaction.effective_messages(body["messages"])}
                 await respond.json(200, {"input_tokens": count_tokens(request_segments(counted))})
                 return
@@ -336,7 +336,7 @@ class OfflineClaude:
         model = lineup.get(body["model"])
         compact = compaction.check(body, model, compaction.betas(request.headers))
         thinking.check_returned_blocks(body, model)
-        library = await documents.load(body["messages"], model)
+        library = await documents.load(body, model)
         turn = analyse_turn(body["messages"])
         parsed = parse_text(message_text(body["messages"][turn.anchor]))
         directives = self._active_failures(parsed.directives)

@@ -5,7 +5,7 @@ Sources (Citations and PDF support pages of Claude's documentation): ``base64`` 
 ``content`` (custom content: a string or text blocks) and ``url`` (a PDF the model
 fetches). Optional ``title`` (at most 500 characters), ``context``, ``citations:
 {enabled}``, ``cache_control``. Citations must be enabled on all or none of a request's
-documents.
+documents, and cannot be used with structured outputs (``output_config.format``).
 
 Reading: a PDF's pages are counted and their text taken with pypdf; the pages of every PDF
 in the request add up against the model's limit (600 on 1M-window models, else 100).
@@ -58,6 +58,7 @@ FETCH_TIMEOUT_S = 5.0
 MAX_FETCH_BYTES = 32 * 1024 * 1024
 UNREACHABLE = "Unable to download the file. Please verify the URL and try again."
 NOT_VALID = "The PDF specified was not valid."
+WITH_STRUCTURED_OUTPUTS = "Citations cannot be used together with structured outputs."
 MIXED_CITATIONS = "Citations must be enabled on all or none of the documents in a request."
 _SOURCE_TAGS = "'base64', 'text', 'content', 'url', 'file'"
 _SENTENCE_RE = re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|$)\s*", re.S)
@@ -187,9 +188,17 @@ def read_pdf(raw: bytes) -> Pdf:
 
 
 def _cached_pdf(raw: bytes) -> Pdf:
+    """``read_pdf`` through the cache (on the event loop's thread: the cache is not locked)."""
     key = hashlib.sha256(raw).hexdigest()
     found = _PDFS.get(key)
     return found if found is not None else _remember(key, read_pdf(raw))
+
+
+async def _read_pdf(raw: bytes) -> Pdf:
+    """``_cached_pdf`` with the parsing in a worker thread (a 600-page PDF takes ~0.3 s)."""
+    key = hashlib.sha256(raw).hexdigest()
+    found = _PDFS.get(key)
+    return found if found is not None else _remember(key, await asyncio.to_thread(read_pdf, raw))
 
 
 def _is_loopback(host: str) -> bool:
@@ -226,15 +235,6 @@ def fetch(url: str) -> bytes:
     if len(data) > MAX_FETCH_BYTES:
         raise OSError("too large")
     return data
-
-
-def _fetch_pdf(url: str) -> Pdf | None:
-    """The PDF at ``url``; ``None`` if it is not a PDF. Raises ``OSError`` if unreachable."""
-    raw = fetch(url)
-    try:
-        return _cached_pdf(raw)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -313,16 +313,17 @@ async def _read(block: dict[str, Any], path: str, **common: Any) -> Document:
         return Document(kind="content", chunks=chunks, chars=sum(map(len, texts)), **common)
     if kind == "url":
         try:
-            pdf = await asyncio.to_thread(_fetch_pdf, source["url"])
+            raw = await asyncio.to_thread(fetch, source["url"])
         except OSError:
             raise invalid(UNREACHABLE) from None
-        if pdf is None:
-            raise invalid(f"{path}.pdf.source.url: {NOT_VALID}")
+        try:
+            pdf = await _read_pdf(raw)
+        except ValueError:
+            raise invalid(f"{path}.pdf.source.url: {NOT_VALID}") from None
         _remember(f"url:{source['url']}", pdf)
         return _from_pdf(pdf, **common)
     try:
-        raw = base64.b64decode(source["data"], validate=True)
-        pdf = await asyncio.to_thread(_cached_pdf, raw)
+        pdf = await _read_pdf(base64.b64decode(source["data"], validate=True))
     except (binascii.Error, ValueError):
         raise invalid(f"{path}.pdf.source.base64.data: {NOT_VALID}") from None
     return _from_pdf(pdf, **common)
@@ -354,9 +355,11 @@ def _source_path(block: dict[str, Any], path: str) -> str:
     )
 
 
-async def load(messages: list[dict[str, Any]], model: Model) -> Library:
-    """Read every document block of validated ``messages``: fetch URLs, read PDFs, count
-    pages against the model's limit. Raises :class:`ApiError` as the API answers."""
+async def load(body: dict[str, Any], model: Model) -> Library:
+    """Read every document block of a validated request: fetch URLs, read PDFs, count pages
+    against the model's limit. Raises :class:`~offline_claude.errors.ApiError` as the API
+    answers."""
+    messages = body["messages"]
     documents: list[Document] = []
     pages, limit = 0, page_limit(model)
     for i, message in enumerate(messages):
@@ -378,6 +381,10 @@ async def load(messages: list[dict[str, Any]], model: Model) -> Library:
             documents.append(document)
     if len({d.citations for d in documents}) > 1:
         raise invalid(MIXED_CITATIONS)
+    config = body.get("output_config")
+    has_format = isinstance(config, dict) and config.get("format") is not None
+    if any(d.citations for d in documents) and (has_format or body.get("output_format")):
+        raise invalid(WITH_STRUCTURED_OUTPUTS)
     return Library(tuple(documents))
 
 

@@ -380,6 +380,26 @@ async def test_citations_on_some_documents_only_is_a_400(client: anthropic.Async
         await ask(client, text_block("a.", **CITED), text_block("b."))
 
 
+async def test_citations_with_structured_outputs_is_a_400(client: anthropic.AsyncAnthropic) -> None:
+    # Citations: "Citations cannot be used together with Structured Outputs ... 400 error."
+    schema = {"type": "json_schema", "schema": {"type": "object"}}
+    messages = [{"role": "user", "content": [text_block("a.", **CITED)]}]
+    with pytest.raises(anthropic.BadRequestError, match="structured outputs"):
+        await client.messages.create(
+            model=MODEL,
+            max_tokens=50,
+            messages=messages,
+            extra_body={"output_config": {"format": schema}},
+        )
+    uncited = [{"role": "user", "content": [text_block("a.")]}]
+    await client.messages.create(
+        model=MODEL,
+        max_tokens=50,
+        messages=uncited,
+        extra_body={"output_config": {"format": schema}},
+    )
+
+
 async def test_a_document_in_an_assistant_message_is_a_400(
     client: anthropic.AsyncAnthropic,
 ) -> None:
