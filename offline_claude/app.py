@@ -1,4 +1,4 @@
-"""The offline Claude ASGI application (standard library + Pillow; no framework).
+"""The offline Claude ASGI application (standard library, Pillow and pypdf; no framework).
 
 Routes:
 
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import compaction, lineup, thinking, web_search
+from . import compaction, documents, lineup, thinking, web_search
 from .directives import Directives, parse_text
 from .errors import (
     DEFAULT_MESSAGES,
@@ -300,6 +300,7 @@ class OfflineClaude:
                 body = validate_messages_body(request.json(), count_only=True)
                 model = lineup.get(body["model"])
                 compaction.check(body, model, compaction.betas(request.headers))
+                await documents.load(body, model)
                 counted = {**body, "messages": compaction.effective_messages(body["messages"])}
                 await respond.json(200, {"input_tokens": count_tokens(request_segments(counted))})
                 return
@@ -335,6 +336,7 @@ class OfflineClaude:
         model = lineup.get(body["model"])
         compact = compaction.check(body, model, compaction.betas(request.headers))
         thinking.check_returned_blocks(body, model)
+        library = await documents.load(body, model)
         turn = analyse_turn(body["messages"])
         parsed = parse_text(message_text(body["messages"][turn.anchor]))
         directives = self._active_failures(parsed.directives)
@@ -355,6 +357,7 @@ class OfflineClaude:
                 turn,
                 thinking=thinking.is_on(body, model),
                 thinking_shown=thinking.display(body, model) == "summarized",
+                documents=library,
             ),
             directives,
             compaction=summary,

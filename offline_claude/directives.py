@@ -21,6 +21,7 @@ optional; unknown keys are ignored)::
                      block (opaque ``data``, no text) instead of a ``thinking`` block
     thinking_words=N when the reply thinks, its thinking is N filler chunks (N output
                      tokens) instead of a short sentence about the user's text
+    cite_page=N      a reply about PDFs quotes (and cites) the first sentence of page N
     pause_after=N    first round only: stop after N chunks with stop_reason pause_turn
     search=N         when the web search tool is offered, the first round makes N searches
                      (server_tool_use + web_search_tool_result each), then a cited answer
@@ -76,6 +77,7 @@ _INT_KEYS = frozenset(
         "thinking_words",
         "rounds",
         "pause_after",
+        "cite_page",
         "status",
         "error_after",
         "drop_after",
@@ -113,6 +115,7 @@ class Directives:
     call: tuple[str, ...] = ()
     rounds: int = 1
     pause_after: int | None = None
+    cite_page: int | None = None
     pace_ms: float | None = None
     first_ms: float = 0.0
     stop: str | None = None

@@ -67,7 +67,8 @@ def stream_events(
 
     ``message_start`` (usage with ``output_tokens: 1``, no ``iterations``), then per block
     ``content_block_start`` / ``content_block_delta``... / ``content_block_stop`` (a
-    ``ping`` follows the first block start; thinking blocks end with a
+    ``ping`` follows the first block start; a cited text block starts with its
+    ``citations_delta`` events, one citation each; thinking blocks end with a
     ``signature_delta``; a compaction block streams its summary in one ``compaction_delta``),
     then ``message_delta`` (stop reason and cumulative usage including the input and cache
     figures, and ``iterations`` when compaction was asked for) and ``message_stop``.
@@ -96,6 +97,15 @@ def stream_events(
         )
         if index == 0:
             yield StreamEvent("ping", {"type": "ping"})
+        for citation in block.citations or ():  # a cited block names its sources first
+            yield StreamEvent(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "citations_delta", "citation": citation},
+                },
+            )
         for chunk in block.streamed_chunks:
             yield StreamEvent(
                 "content_block_delta",

@@ -14,7 +14,9 @@ the user's latest text message (see :func:`analyse_turn`). Priority of the modes
 3. the last message carries ``tool_result`` blocks: a report of the results
 4. tools are offered and the user's text asks to calculate / for the time or
    date (or ``tool_choice`` forces a tool): a short text plus a ``tool_use`` block
-5. the default markdown reply describing what was received
+5. the user's latest text message holds documents: what was received, then quotes of
+   each, with citations where the documents enable them (``documents.py``)
+6. the default markdown reply describing what was received
 
 When the request ends with an ``assistant`` message (a prefill), the reply is planned
 as without it and only the part of its text after the prefill is emitted (the whole
@@ -31,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import thinking
+from . import documents, thinking
 from .directives import Directives, unescape
 from .errors import new_id
 from .thinking import THINKING_KINDS
@@ -90,6 +92,8 @@ class PlannedBlock:
     tool_input: dict[str, Any] = field(default_factory=dict)
     signature: str = ""
     shown: bool = True
+    citations: list[dict[str, Any]] | None = None
+    """A text block's citations (streamed as ``citations_delta``); ``None``: uncited."""
 
     @property
     def text(self) -> str:
@@ -121,6 +125,8 @@ class PlannedBlock:
             return {"type": self.type, "tool_use_id": self.tool_id, "content": []}
         if self.type == "compaction":
             return {"type": "compaction", "content": self.text}
+        if self.citations is not None:
+            return {"type": "text", "text": self.text, "citations": self.citations}
         return {"type": "text", "text": self.text}
 
     def start(self) -> dict[str, Any]:
@@ -133,6 +139,8 @@ class PlannedBlock:
             return self.final()
         if self.type == "compaction":  # the summary comes whole, in one compaction_delta
             return {"type": "compaction", "content": None}
+        if self.citations is not None:
+            return {"type": "text", "text": "", "citations": []}
         return {"type": "text", "text": ""}
 
     def delta(self, chunk: str) -> dict[str, Any]:
@@ -299,6 +307,8 @@ class Conversation:
     """Whether the reply starts with a thinking block (the request or the model's default)."""
     thinking_shown: bool = True
     """Whether thinking text is returned (``display: "summarized"``) or only its signature."""
+    documents: documents.Library = documents.Library()
+    """The request's document blocks, read (``documents.load``)."""
 
     def current_turn(self) -> Turn:
         """``turn``, or the analysis of ``body['messages']``."""
@@ -628,6 +638,10 @@ def _base_plan(conv: Conversation, directives: Directives, turn: Turn) -> ReplyP
     tool = _tool_choice(conv)
     if tool is not None:
         return ReplyPlan(blocks + _tool_use_blocks(conv, [str(tool.get("name"))]), "tool_use")
+    about = documents.reply(conv.documents, turn.anchor, directives.cite_page)
+    if about is not None:
+        parts = [PlannedBlock("text", chunk_text(t), citations=c) for t, c in about.parts]
+        return ReplyPlan([*blocks, *parts])
     return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(default_reply(conv)))])
 
 

@@ -6,7 +6,8 @@ Counting rules (per block, so prefix counts add up):
   ``ceil(len(text) / 4)``
 * image: ``ceil(width * height / 750)`` when the base64 data decodes with Pillow,
   otherwise 1000 (also for URL images)
-* any other block (tool_use, tool_result, document, ...) and each tool definition:
+* document: its pages or text (see ``documents.py``: a PDF page at least 1,500 + its image)
+* any other block (tool_use, tool_result, ...) and each tool definition:
   ``ceil(len(json) / 4)`` of its compact JSON
 
 The request is flattened into *segments* in the order the real API caches them:
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from . import documents
 
 try:  # Pillow is optional: without it images count 1000 tokens and report no size.
     from PIL import Image
@@ -125,6 +128,8 @@ def block_segment(block: Any, where: str) -> Segment:
     if kind == "image":
         info = describe_image(block.get("source"))
         return Segment(key, info.tokens, _cc(block), image=info)
+    if kind == "document":  # its pages or text, read (see documents.py)
+        return Segment(key, documents.block_tokens(block), _cc(block))
     if kind == "compaction":  # its summary, read like text
         return Segment(key, text_tokens(str(block.get("content") or "")), _cc(block))
     return Segment(key, text_tokens(compact_json(plain)), _cc(block))

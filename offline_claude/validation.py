@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import web_search
+from . import documents, web_search
 from .errors import invalid
 from .lineup import Model, get
 
@@ -103,6 +103,8 @@ def _check_block(block: Any, path: str) -> int:
             raise invalid(f"{path}.text: text content blocks must be non-empty")
     elif kind == "image":
         _check_image(block, path)
+    elif kind == "document":
+        documents.check_block(block, path)
     elif kind == "tool_use":
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
             raise invalid(f"{path}: tool_use blocks require string `id` and `name`")
