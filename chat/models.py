@@ -198,10 +198,13 @@ class ApiCall(models.Model):
     cache_write_1h_tokens = models.PositiveIntegerField(default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
+    # usage.server_tool_use.web_search_requests: searches billed per 1,000 on top of tokens.
+    web_search_requests = models.PositiveIntegerField(default=0)
     stop_reason = models.CharField(max_length=32, blank=True, default="")
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
-    # Prices per million tokens in force when the call was recorded; cost never changes after.
+    # Prices per million tokens (and per 1,000 web searches) in force when the call was
+    # recorded; cost never changes after.
     prices = models.JSONField(default=dict)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     error_code = models.CharField(max_length=40, blank=True, default="")

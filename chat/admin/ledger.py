@@ -40,6 +40,7 @@ class ApiCallAdmin(admin.ModelAdmin):
         "cache_write_1h_tokens",
         "cache_read_tokens",
         "output_tokens",
+        "web_search_requests",
         "stop_reason",
         "error_code",
         "cost",

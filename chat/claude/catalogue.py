@@ -1,7 +1,9 @@
-"""The model catalogue: ids, limits, capabilities and prices per MTok, read from data.
+"""The model catalogue: ids, limits, capabilities, prices per MTok and per 1,000 web searches,
+read from data.
 
 The file is settings.CLAUDE_MODEL_CATALOGUE (JSON); editing it needs no code change. Each row
-names the page its figures were read from (`source`) and the day (`checked`).
+names the page its figures were read from (`source`, `web_search_source` for the search price)
+and the day (`checked`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from functools import cache
 from django.conf import settings
 
 MTOK = Decimal(1_000_000)
+SEARCHES_PER_PRICE = Decimal(1000)  # the web search price is per 1,000 searches
 PRICE_KEYS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 THINKING_KINDS = ("none", "manual", "manual-and-adaptive", "adaptive", "always")
 EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
@@ -42,6 +45,8 @@ class ModelInfo:
     price_cache_write_1h: Decimal
     price_cache_read: Decimal
     price_output: Decimal
+    # USD per 1,000 web searches, billed on top of tokens; the same in every prompt-size tier.
+    price_web_search_per_1k: Decimal
     tiers: tuple[PriceTier, ...] = ()
     status: str = "current"  # current / legacy / deprecated
     thinking: str = "none"  # one of THINKING_KINDS
@@ -50,6 +55,7 @@ class ModelInfo:
     prefill: bool = False  # a request may end with an assistant turn
     compaction: bool = False  # server-side compaction (context_management compact_20260112)
     retirement: str = ""  # as announced, e.g. "not sooner than 2027-07-24"; "" if none
+    web_search_source: str = ""
     source: str = ""
     checked: str = ""
 
@@ -59,7 +65,8 @@ class ModelInfo:
         `total_input` is the request's whole prompt (input + cache writes + cache reads): a
         model priced by prompt size applies the tier it falls in to every token of the
         request, output included. The snapshot holds the prices applied, so the cost can be
-        recomputed from it alone; `tier` names the tier when one applied.
+        recomputed from it alone; `tier` names the tier when one applied. `web_search_per_1k`
+        is the price of 1,000 web searches, which no tier changes.
         """
         base = {
             "input": self.price_input,
@@ -74,6 +81,7 @@ class ModelInfo:
                 snapshot = {key: str(tier.prices[key]) for key in PRICE_KEYS}
                 snapshot["tier"] = f"input>{tier.over_input_tokens}"
                 break
+        snapshot["web_search_per_1k"] = str(self.price_web_search_per_1k)
         return snapshot
 
 
@@ -101,6 +109,8 @@ def _row(row: dict) -> ModelInfo:
         price_cache_write_1h=Decimal(row["price_cache_write_1h"]),
         price_cache_read=Decimal(row["price_cache_read"]),
         price_output=Decimal(row["price_output"]),
+        # Required: a row without it would price every search at nothing.
+        price_web_search_per_1k=Decimal(row["price_web_search_per_1k"]),
         tiers=tuple(_tier(t) for t in row.get("price_tiers", ())),
         status=row.get("status", "current"),
         thinking=thinking,
@@ -109,6 +119,7 @@ def _row(row: dict) -> ModelInfo:
         prefill=bool(row.get("prefill", False)),
         compaction=bool(row.get("compaction", False)),
         retirement=row.get("retirement") or "",
+        web_search_source=row.get("web_search_source", ""),
         source=row.get("source", ""),
         checked=row.get("checked", ""),
     )
@@ -179,11 +190,14 @@ def cost_of(
     cache_write_1h_tokens: int,
     cache_read_tokens: int,
     output_tokens: int,
+    web_search_requests: int = 0,
 ) -> Decimal:
     """USD cost of one call from a price snapshot (ModelInfo.prices for that call).
 
     Each kind of token at its own price: cache writes per TTL, cache reads at the model's read
-    price, output (thinking included: the API counts it in output_tokens) at the output price.
+    price, output (thinking included: the API counts it in output_tokens) at the output price;
+    then each web search at the snapshot's price per 1,000 (a snapshot without that price, one
+    recorded before searches were priced, raises KeyError when asked to price a search).
     """
     total = (
         input_tokens * Decimal(prices["input"])
@@ -192,4 +206,8 @@ def cost_of(
         + cache_read_tokens * Decimal(prices["cache_read"])
         + output_tokens * Decimal(prices["output"])
     )
-    return total / MTOK
+    cost = total / MTOK
+    if web_search_requests:
+        per_1k = Decimal(prices["web_search_per_1k"])
+        cost += web_search_requests * per_1k / SEARCHES_PER_PRICE
+    return cost

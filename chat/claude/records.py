@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Usage:
-    """Token figures in the API's meaning: input_tokens excludes cache tokens."""
+    """Token figures in the API's meaning: input_tokens excludes cache tokens.
+
+    `web_search_requests` is the API's `usage.server_tool_use.web_search_requests`: the web
+    searches the request ran, each billed on top of the tokens.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
     cache_read_tokens: int = 0
+    web_search_requests: int = 0
 
     @property
     def cache_creation_tokens(self) -> int:
@@ -26,6 +31,7 @@ class Usage:
         self.cache_write_5m_tokens += other.cache_write_5m_tokens
         self.cache_write_1h_tokens += other.cache_write_1h_tokens
         self.cache_read_tokens += other.cache_read_tokens
+        self.web_search_requests += other.web_search_requests
 
     @property
     def prompt_tokens(self) -> int:
@@ -33,7 +39,7 @@ class Usage:
         return self.input_tokens + self.cache_creation_tokens + self.cache_read_tokens
 
     def as_api(self) -> dict[str, int]:
-        """In the API's field names, as the `done` frame carries them."""
+        """In the API's field names, as the `done` frame carries them (tokens only)."""
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,

@@ -29,10 +29,17 @@ def compaction_usage(usage: object) -> Usage | None:
 
 
 def usage_from(usage: object, into: Usage, *, output_only: bool = False) -> None:
-    """Copy the API's usage (cumulative in message_delta) into ours."""
+    """Copy the API's usage (cumulative in message_delta) into ours.
+
+    The web searches come in `server_tool_use` (message_start's usage, each message_delta's,
+    a whole response's): a count so far, so the latest one reported stands.
+    """
     output = getattr(usage, "output_tokens", None)
     if output is not None:
         into.output_tokens = output
+    server_tools = getattr(usage, "server_tool_use", None)
+    if server_tools is not None:
+        into.web_search_requests = getattr(server_tools, "web_search_requests", 0) or 0
     if output_only and getattr(usage, "input_tokens", None) is None:
         return
     input_tokens = getattr(usage, "input_tokens", None)

@@ -1,10 +1,10 @@
 """Token and money budgets: reserve before a call, settle from the API's usage after it.
 
-A reservation holds the estimated input plus max_tokens (and their price) while a call is in
-flight, so concurrent sends by one user cannot together overspend: reserving locks the user's
-budget row, counts what is spent and held, and refuses what would pass a limit — before any API
-call is made. Settling replaces the hold with the ledger row in one transaction; a failed call
-releases it.
+A reservation holds the estimated input plus max_tokens (and their price, with the web searches
+the call may run) while a call is in flight, so concurrent sends by one user cannot together
+overspend: reserving locks the user's budget row, counts what is spent and held, and refuses what
+would pass a limit — before any API call is made. Settling replaces the hold with the ledger row
+in one transaction; a failed call releases it.
 """
 
 from __future__ import annotations
@@ -43,12 +43,16 @@ class Estimate:
     cost: Decimal
 
 
-def estimate(*, model: str, input_tokens: int, max_tokens: int) -> Estimate:
-    """The most a call may use: its input plus max_tokens, at the uncached prices.
+def estimate(*, model: str, input_tokens: int, max_tokens: int, max_uses: int = 0) -> Estimate:
+    """The most a call may use: its input plus max_tokens, at the uncached prices, and
+    `max_uses` web searches (the web search tool's max_uses; 0 when the call offers none).
 
     Priced as the ledger prices the call (catalogue.cost_of), in the prompt-size tier the
-    input falls in.
+    input falls in. Searches are not tokens: they add to the cost only. Settling records the
+    searches the API reports, which max_uses bounds.
     """
+    if max_uses < 0:
+        raise ValueError(f"max_uses must not be negative, not {max_uses}")
     prices = catalogue.get_model(model).prices(total_input=input_tokens)
     cost = catalogue.cost_of(
         prices,
@@ -57,6 +61,7 @@ def estimate(*, model: str, input_tokens: int, max_tokens: int) -> Estimate:
         cache_write_1h_tokens=0,
         cache_read_tokens=0,
         output_tokens=max_tokens,
+        web_search_requests=max_uses,
     )
     return Estimate(tokens=input_tokens + max_tokens, cost=cost)
 
@@ -147,7 +152,8 @@ def settle(
     conversation_id: int | None,
     message_id: int | None,
 ) -> entries.TurnResult:
-    """Replace the hold with the call's ledger row (the API's own usage), atomically."""
+    """Replace the hold with the call's ledger row (the API's own usage, with the searches it
+    ran, not the max_uses reserved), atomically."""
     with transaction.atomic():
         release(reservation_id)
         result = entries.record_calls(

@@ -39,6 +39,8 @@ EXPORT_COLUMNS = {
     "ttft_ms": "ttft_ms",
     "duration_ms": "duration_ms",
     "cost": Cast("cost", TextField()),
+    # Appended, not beside the tokens: readers of the earlier columns keep their positions.
+    "web_search_requests": "web_search_requests",
 }
 
 

@@ -3,7 +3,9 @@
 Every figure is a database aggregate over ApiCall in a fixed number of queries: one grouped by
 (day, model, error code) that is rolled up here into the totals, the model and day tables and the
 errors; one grouped by user; the budget alerts. Costs are summed as recorded; Decimal throughout,
-rounded only in the template. The charts' geometry is computed in chat/ledger/chart.py.
+rounded only in the template. The web searches' part of the cost is each row's count times the
+per-1,000 price in its own snapshot, summed in the same queries. The charts' geometry is
+computed in chat/ledger/chart.py.
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import (
+    Count,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    Q,
+    QuerySet,
+    Sum,
+)
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -41,6 +52,8 @@ COLUMNS = {
     "cache_write": "Cache write",
     "cache_read": "Cache read",
     "output": "Output",
+    "searches": "Web searches",
+    "search_cost": "Search cost (USD)",
     "cost": "Cost (USD)",
     "errors": "Errors",
 }
@@ -126,6 +139,8 @@ class Totals:
     cache_write: int = 0
     cache_read: int = 0
     output: int = 0
+    searches: int = 0
+    search_cost: Decimal = field(default_factory=Decimal)  # part of `cost`
     cost: Decimal = field(default_factory=Decimal)
     errors: int = 0
     truncations: int = 0
@@ -139,6 +154,8 @@ class Totals:
             cache_write=row["cache_write"] or 0,
             cache_read=row["cache_read"] or 0,
             output=row["output"] or 0,
+            searches=row["searches"] or 0,
+            search_cost=row["search_cost"] or Decimal(0),
             cost=row["spent"] or Decimal(0),
             errors=row["errors"],
             truncations=row["truncations"],
@@ -161,6 +178,15 @@ class Totals:
         return "—" if ratio is None else f"{ratio * 100:.1f} %"
 
 
+MONEY = DecimalField(max_digits=14, decimal_places=8)
+# A call's searches at the per-1,000 price of its own snapshot (the price when it was recorded);
+# NULL, so left out of the sum, for a snapshot without that price (no search was priced then).
+SEARCH_COST = ExpressionWrapper(
+    F("web_search_requests") * Cast(KT("prices__web_search_per_1k"), MONEY) / 1000,
+    output_field=MONEY,
+)
+
+
 def _sums() -> dict:
     """The aggregates every table shows; names avoid the model's field names."""
     return {
@@ -169,6 +195,8 @@ def _sums() -> dict:
         "cache_write": Sum("cache_write_5m_tokens") + Sum("cache_write_1h_tokens"),
         "cache_read": Sum("cache_read_tokens"),
         "output": Sum("output_tokens"),
+        "searches": Sum("web_search_requests"),
+        "search_cost": Sum(SEARCH_COST),
         "spent": Sum("cost"),
         "errors": Count("id", filter=~Q(error_code="")),
         "truncations": Count("id", filter=Q(stop_reason="max_tokens")),

@@ -1,4 +1,5 @@
-"""The ledger: one ApiCall row per upstream request, priced from the catalogue when recorded."""
+"""The ledger: one ApiCall row per upstream request, priced from the catalogue when recorded:
+its tokens per million and its web searches per 1,000."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ COMPLETED_FIELDS = (
     "cache_write_1h_tokens",
     "cache_read_tokens",
     "output_tokens",
+    "web_search_requests",
     "stop_reason",
     "ttft_ms",
     "duration_ms",
@@ -91,7 +93,8 @@ COMPACTION_PROMPT_KEYS = (
 
 
 def _cost_at_tier(info: catalogue.ModelInfo, usage: Usage) -> tuple[dict, Decimal]:
-    # The prompt chooses a prompt-size tier (Haiku 5.5 above 100K tokens).
+    # The prompt chooses a prompt-size tier (Haiku 5.5 above 100K tokens); searches are
+    # priced per 1,000 whatever the tier.
     prices = info.prices(total_input=usage.prompt_tokens)
     cost = catalogue.cost_of(
         prices,
@@ -100,6 +103,7 @@ def _cost_at_tier(info: catalogue.ModelInfo, usage: Usage) -> tuple[dict, Decima
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         output_tokens=usage.output_tokens,
+        web_search_requests=usage.web_search_requests,
     )
     return prices, cost
 
@@ -136,7 +140,8 @@ def _priced(call: CallRecord) -> tuple[dict, Decimal]:
 
 
 def billed_usage(call: CallRecord) -> Usage:
-    """Every token the call is billed for: its top-level usage and its compaction's."""
+    """Every token and web search the call is billed for: its top-level usage and its
+    compaction's (whose iteration reports no searches)."""
     total = Usage()
     total.add(call.usage)
     if call.compaction is not None:
@@ -162,6 +167,7 @@ def _ledger_row(
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         output_tokens=usage.output_tokens,
+        web_search_requests=usage.web_search_requests,
         stop_reason=storable(call.stop_reason),
         ttft_ms=call.ttft_ms,
         duration_ms=call.duration_ms,
@@ -230,8 +236,8 @@ def _log_call(row: ApiCall, *, user_id: int, conversation_id: int | None) -> Non
     """The structured log line of one recorded call."""
     log.info(
         "api_call model=%s purpose=%s round=%d input=%d cache_write=%d cache_read=%d "
-        "output=%d stop_reason=%s ttft_ms=%s duration_ms=%d request_id=%s error=%s "
-        "cost=%s user=%s conversation=%s",
+        "output=%d web_searches=%d stop_reason=%s ttft_ms=%s duration_ms=%d request_id=%s "
+        "error=%s cost=%s user=%s conversation=%s",
         row.model,
         row.purpose,
         row.round,
@@ -239,6 +245,7 @@ def _log_call(row: ApiCall, *, user_id: int, conversation_id: int | None) -> Non
         row.cache_write_5m_tokens + row.cache_write_1h_tokens,
         row.cache_read_tokens,
         row.output_tokens,
+        row.web_search_requests,
         row.stop_reason or "-",
         row.ttft_ms,
         row.duration_ms,
@@ -253,8 +260,8 @@ def _log_call(row: ApiCall, *, user_id: int, conversation_id: int | None) -> Non
 def _add_to_conversation(
     conversation_id: int, *, calls: list[CallRecord], total: Usage, total_cost: Decimal
 ) -> None:
-    """Adds the calls' tokens and cost to the conversation's running totals (one UPDATE), and
-    records the context the latest reply used."""
+    """Adds the calls' tokens and cost (web searches included) to the conversation's running
+    totals (one UPDATE), and records the context the latest reply used."""
     replies = [
         c for c in calls if c.purpose not in (ApiCall.Purpose.TITLE, ApiCall.Purpose.SUMMARY)
     ]
@@ -274,5 +281,6 @@ def _add_to_conversation(
 
 
 def cost_of_calls(calls: list[CallRecord]) -> Decimal:
-    """The calls' cost as recorded in the ledger (prices in force when each was recorded)."""
+    """The calls' cost as recorded in the ledger (prices in force when each was recorded):
+    tokens and web searches."""
     return sum((_priced(call)[1] for call in calls), Decimal(0))

@@ -63,6 +63,19 @@ def test_the_ledger_is_read_only(client, superuser, ledger):
     assert call.input_tokens == 10
 
 
+def test_the_calls_list_shows_web_searches_beside_the_tokens(client, superuser, alice):
+    call = CallRecord(
+        model="claude-sonnet-5-5",
+        usage=Usage(input_tokens=10, output_tokens=5, web_search_requests=2),
+    )
+    entries.record_calls(calls=[call], user_id=alice.pk, conversation_id=None, message_id=None)
+    client.force_login(superuser)
+    response = client.get(reverse("admin:chat_apicall_changelist"))
+    html = response.content.decode()
+    assert "column-web_search_requests" in html
+    assert '<td class="field-web_search_requests">2</td>' in html
+
+
 def test_non_staff_never_reach_admin(client, alice, ledger):
     client.force_login(alice)
     response = client.get(reverse("admin:chat_apicall_changelist"))

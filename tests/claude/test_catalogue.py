@@ -55,10 +55,57 @@ def test_every_row_says_where_and_when_its_figures_were_read():
     }
     for m in models:
         assert m.source.startswith(OFFICIAL), m.id
+        assert m.web_search_source.startswith(OFFICIAL), m.id
         assert m.checked == "2026-12-07", m.id
         assert m.thinking in catalogue.THINKING_KINDS
         assert set(m.effort_levels) <= set(catalogue.EFFORT_LEVELS)
         assert not m.default_effort or m.default_effort in m.effort_levels
+
+
+def test_web_search_is_ten_dollars_per_1000_searches_on_every_model():
+    # The web search tool page prices searches per 1,000, the same for every model.
+    for m in catalogue.all_models():
+        assert m.price_web_search_per_1k == Decimal("10"), m.id
+        assert m.prices()["web_search_per_1k"] == "10.00", m.id
+
+
+def test_a_search_costs_a_thousandth_of_the_per_1k_price_on_top_of_the_tokens():
+    prices = catalogue.get_model("claude-sonnet-5-5").prices()
+    tokens = {
+        "input_tokens": 1000,
+        "cache_write_5m_tokens": 0,
+        "cache_write_1h_tokens": 0,
+        "cache_read_tokens": 0,
+        "output_tokens": 100,
+    }
+    # $2 input, $10 output per MTok: 2,000 + 1,000 micro-dollars; 3 searches at $10 per 1,000.
+    assert catalogue.cost_of(prices, **tokens) == Decimal("0.003")
+    assert catalogue.cost_of(prices, **tokens, web_search_requests=3) == Decimal("0.033")
+
+
+def test_a_tier_does_not_change_the_search_price():
+    haiku = catalogue.get_model("claude-haiku-5-5")
+    high = haiku.prices(total_input=150_000)
+    assert high["tier"] == "input>100000"
+    assert high["web_search_per_1k"] == haiku.prices()["web_search_per_1k"] == "10.00"
+
+
+def test_a_catalogue_row_without_a_search_price_cannot_be_read(settings, tmp_path):
+    row = {
+        "id": "claude-haiku-4-5",
+        "context_window": 200_000,
+        "max_output": 64_000,
+        "price_input": "1.00",
+        "price_cache_write_5m": "1.25",
+        "price_cache_write_1h": "2.00",
+        "price_cache_read": "0.10",
+        "price_output": "5.00",
+    }
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"models": [row]}))
+    settings.CLAUDE_MODEL_CATALOGUE = path
+    with pytest.raises(KeyError, match="price_web_search_per_1k"):
+        catalogue.all_models()
 
 
 def test_the_current_lineup_has_1m_windows_and_128k_output():
@@ -123,6 +170,7 @@ def test_opus_5_5_prices_each_cache_write_ttl_and_its_own_cache_read(alice):
         "cache_write_1h": "8.00",
         "cache_read": "0.20",
         "output": "20.00",
+        "web_search_per_1k": "10.00",
     }
 
 

@@ -24,6 +24,7 @@ TINY = {
     "price_cache_write_1h": "2.00",
     "price_cache_read": "0.10",
     "price_output": "5.00",
+    "price_web_search_per_1k": "10.00",
 }
 
 

@@ -25,6 +25,7 @@ PRICES = {
     "price_cache_write_1h": "8.00",
     "price_cache_read": "0.20",
     "price_output": "20.00",
+    "price_web_search_per_1k": "10.00",
 }
 # A served id that takes compaction, with a window small enough for a test: the API's
 # smallest trigger (50,000 tokens) lies well under its fold limit (75 % of 200,000).

@@ -466,6 +466,8 @@ def seed(calls: int, users: int) -> None:
             input_tokens=i,
             cache_read_tokens=i,
             output_tokens=7,
+            web_search_requests=i % 3,
+            prices={"web_search_per_1k": "10.00"},
             cost=Decimal("0.001"),
             error_code="upstream_error" if i % 7 == 0 else "",
             stop_reason="max_tokens" if i % 5 == 0 else "end_turn",
@@ -522,6 +524,76 @@ def test_the_export_runs_a_constant_number_of_queries(admin_client):
     large = count_queries(admin_client, reverse(EXPORT))
     # One more round trip per 2,000 rows fetched from the cursor is not a query of its own.
     assert small == large
+
+
+# --- Web searches ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def searches(alice, bob):
+    """Calls with web searches, each priced at its own snapshot's price per 1,000."""
+    t = today()
+    ten, five = {"web_search_per_1k": "10.00"}, {"web_search_per_1k": "5.00"}
+    return [
+        record(alice, SONNET, t + timedelta(hours=1), cost="0.03300000", input_tokens=1000,
+               output_tokens=100, web_search_requests=3, prices=ten),
+        record(bob, HAIKU, t + timedelta(hours=2), cost="0.00600000", input_tokens=1000,
+               web_search_requests=1, prices=five),  # an older price: kept as recorded
+        record(bob, HAIKU, t + timedelta(hours=3), cost="0.00100000", input_tokens=1000,
+               prices={}),  # a row recorded before searches were priced
+    ]  # fmt: skip
+
+
+def test_web_searches_and_their_cost_are_shown_beside_tokens_and_cost(admin_client, searches):
+    response = admin_client.get(reverse(DASHBOARD), {"period": "today"})
+    totals = response.context["totals"]
+    # 3 × $10 / 1,000 + 1 × $5 / 1,000; the whole cost still holds it.
+    assert (totals.searches, totals.search_cost) == (4, Decimal("0.035"))
+    assert totals.cost == Decimal("0.04")
+    tables = response.context["tables"]
+    users = {row.label: row.totals for row in tables["users"]["rows"]}
+    assert (users["alice"].searches, users["alice"].search_cost) == (3, Decimal("0.03"))
+    assert (users["bob"].searches, users["bob"].search_cost) == (1, Decimal("0.005"))
+    models = {
+        row.label: (row.totals.searches, row.totals.search_cost) for row in tables["models"]["rows"]
+    }
+    assert models == {SONNET: (3, Decimal("0.03")), HAIKU: (1, Decimal("0.005"))}
+    days = [(row.totals.searches, row.totals.search_cost) for row in tables["days"]["rows"]]
+    assert days == [(4, Decimal("0.035"))]
+    headers = [h["label"] for h in tables["users"]["headers"]]
+    assert headers.index("Web searches") == headers.index("Output") + 1
+    assert headers.index("Search cost (USD)") == headers.index("Cost (USD)") - 1
+    html = response.content.decode()
+    assert '<td data-total="searches">4</td>' in html
+    assert '<td data-total="search_cost">0.0350</td>' in html
+
+
+def test_tables_sort_by_web_searches(admin_client, searches):
+    url = reverse(DASHBOARD)
+    assert keys(admin_client.get(url, {"users_sort": "-searches"}), "users") == ["alice", "bob"]
+    assert keys(admin_client.get(url, {"users_sort": "searches"}), "users") == ["bob", "alice"]
+    assert keys(admin_client.get(url, {"models_sort": "search_cost"}), "models") == [HAIKU, SONNET]
+
+
+def test_the_export_appends_web_searches_after_the_earlier_columns(admin_client, searches):
+    rows = export_rows(admin_client.get(reverse(EXPORT), {"o": "1"}))
+    # The columns readers already rely on keep their places; the new one comes last.
+    assert list(rows[0]) == [
+        "id", "created_at", "user_id", "username", "conversation_id", "message_id", "purpose",
+        "model", "request_id", "round", "input_tokens", "cache_write_5m_tokens",
+        "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "stop_reason",
+        "error_code", "ttft_ms", "duration_ms", "cost", "web_search_requests",
+    ]  # fmt: skip
+    by_id = {int(r["id"]): r["web_search_requests"] for r in rows}
+    assert by_id == {c.pk: str(c.web_search_requests) for c in searches}
+    assert sorted(by_id.values()) == ["0", "1", "3"]
+
+
+def test_the_export_still_defuses_a_formula_username_with_searches(admin_client):
+    user = make_user("@SUM(A1)")
+    record(user, HAIKU, today(), cost="0.01", web_search_requests=1)
+    rows = export_rows(admin_client.get(reverse(EXPORT)))
+    assert (rows[0]["username"], rows[0]["web_search_requests"]) == ("'@SUM(A1)", "1")
 
 
 # --- chat.ledger.usage ---------------------------------------------------------------------------------
