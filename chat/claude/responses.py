@@ -69,6 +69,8 @@ class BlockBuilder:
         kind = block.type
         if kind == "text":
             built = {"type": "text", "text": ""}
+            if getattr(block, "citations", None) is not None:  # a cited passage: its sources
+                built["citations"] = []
         elif kind == "tool_use" or kind == "server_tool_use":
             built = {"type": kind, "id": block.id, "name": block.name, "input": {}}
             self._json[index] = []
@@ -95,6 +97,10 @@ class BlockBuilder:
             block["thinking"] += delta.thinking
         elif kind == "signature_delta":
             block["signature"] = delta.signature
+        elif kind == "citations_delta":  # one source of the text block, kept as the API sent it
+            block.setdefault("citations", []).append(
+                delta.citation.model_dump(mode="json", exclude_unset=True)
+            )
         elif kind == "compaction_delta":  # the summary comes whole, in one delta
             block["content"] = delta.content
             if getattr(delta, "encrypted_content", None):
