@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from chat.claude import catalogue
+from chat.claude.request_body import WEB_SEARCH_TOOLS
 
 # The smallest compaction trigger the API takes (compaction-threshold page, trigger.value).
 COMPACTION_MIN_TRIGGER = 50_000
@@ -18,7 +19,14 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
         models = {m.id for m in catalogue.all_models()}
     except (OSError, ValueError, KeyError) as exc:
         return [*errors, _unreadable_catalogue(exc)]
-    return [*errors, *_default_models(models), *_sizes(), *_streaming(), *_images()]
+    return [
+        *errors,
+        *_default_models(models),
+        *_sizes(),
+        *_streaming(),
+        *_images(),
+        *_web_search(),
+    ]
 
 
 def _api_access() -> list[CheckMessage]:
@@ -138,6 +146,31 @@ def _images() -> list[CheckMessage]:
                 f"IMAGE_VERIFY_WAIT_SECONDS is {settings.IMAGE_VERIFY_WAIT_SECONDS}.",
                 hint="Use 0 to 60 seconds; past that a proxy may give up on the request first.",
                 id="claudeweb.E011",
+            )
+        )
+    return errors
+
+
+def _web_search() -> list[CheckMessage]:
+    """The web search tool as the API takes it (checked whether or not it is turned on)."""
+    errors: list[CheckMessage] = []
+    if settings.CLAUDE_WEB_SEARCH_TOOL not in WEB_SEARCH_TOOLS:
+        errors.append(
+            Error(
+                f"CLAUDE_WEB_SEARCH_TOOL is {settings.CLAUDE_WEB_SEARCH_TOOL!r}.",
+                hint=f"One of {', '.join(WEB_SEARCH_TOOLS)}.",
+                id="claudeweb.E015",
+            )
+        )
+    if settings.CLAUDE_WEB_SEARCH_MAX_USES < 1:
+        errors.append(Error("CLAUDE_WEB_SEARCH_MAX_USES must be at least 1.", id="claudeweb.E016"))
+    if settings.CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS and settings.CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS:
+        errors.append(
+            Error(
+                "CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS and CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS "
+                "are both set.",
+                hint="The API takes allowed or blocked domains, not both: keep one list.",
+                id="claudeweb.E017",
             )
         )
     return errors

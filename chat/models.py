@@ -62,6 +62,8 @@ class Conversation(models.Model):
     # The thinking effort asked of the model on each reply (low … max, one the model takes);
     # blank: none asked, the model does what it does by default (always-thinking models think).
     thinking_effort = models.CharField(max_length=8, blank=True, default="")
+    # The owner's web search toggle; searches run only where the server allows them.
+    web_search = models.BooleanField(default=False)
     # Token budget of this conversation; null: settings.CONVERSATION_TOKEN_BUDGET.
     token_budget = models.PositiveIntegerField(null=True, blank=True)
     # Older turns folded into a summary to fit the context window: messages with id ≤

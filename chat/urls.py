@@ -17,6 +17,7 @@ urlpatterns = [
     path("c/<int:pk>/pin/", pages.conversation_pin, name="pin"),
     path("c/<int:pk>/archive/", pages.conversation_archive, name="archive"),
     path("c/<int:pk>/thinking/", pages.conversation_thinking, name="thinking"),
+    path("c/<int:pk>/web-search/", pages.conversation_web_search, name="web_search"),
     path("c/<int:pk>/export.json", export.export_json, name="export_json"),
     path("c/<int:pk>/export.md", export.export_md, name="export_md"),
     path("settings/", preferences.settings_page, name="settings"),

@@ -217,6 +217,16 @@ CLAUDE_MAX_TOOL_ITERATIONS = envint("CLAUDE_MAX_TOOL_ITERATIONS", 5)
 # conversation when a request's input reaches this many tokens. 150,000 is the API's own
 # default; it takes no less than 50,000 (system check E010).
 CLAUDE_COMPACTION_TRIGGER_TOKENS = envint("CLAUDE_COMPACTION_TRIGGER_TOKENS", 150_000)
+# Web search, Anthropic's server tool: off unless an admin turns it on. A reply may then run up
+# to MAX_USES searches (each priced in the catalogue on top of tokens), only on the allowed
+# domains or never on the blocked ones (one list or the other: the API refuses both).
+# web_search_20250305 works with every model of the catalogue; the later versions filter results
+# with code execution, on 4.6 and later models only.
+CLAUDE_WEB_SEARCH = envbool("CLAUDE_WEB_SEARCH", False)
+CLAUDE_WEB_SEARCH_TOOL = env("CLAUDE_WEB_SEARCH_TOOL", "web_search_20250305")
+CLAUDE_WEB_SEARCH_MAX_USES = envint("CLAUDE_WEB_SEARCH_MAX_USES", 5)
+CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS = envlist("CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS", "")
+CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS = envlist("CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS", "")
 CLAUDE_MAX_RETRIES = envint("CLAUDE_MAX_RETRIES", 2)
 CLAUDE_READ_TIMEOUT_S = envfloat("CLAUDE_READ_TIMEOUT_S", 60.0)
 CLAUDE_CONNECT_TIMEOUT_S = envfloat("CLAUDE_CONNECT_TIMEOUT_S", 10.0)

@@ -107,6 +107,7 @@ EXPECTED: dict[str, dict] = {
     "c/<int:pk>/pin/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/archive/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/thinking/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
+    "c/<int:pk>/web-search/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/export.json": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/<int:pk>/export.md": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/import/": row("post", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
@@ -259,6 +260,8 @@ def request(client: Client, method: str, url: str, pattern: str):
         return client.post(url, {"archived": "0"})
     if pattern == "c/<int:pk>/thinking/":
         return client.post(url, {"effort": ""})
+    if pattern == "c/<int:pk>/web-search/":
+        return client.post(url, {"enabled": "0"})
     return getattr(client, method)(url)
 
 

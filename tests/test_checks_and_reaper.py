@@ -101,6 +101,21 @@ def test_bad_image_check_limits_are_reported(settings, name, value, code):
     assert code in codes(settings)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "code"),
+    [
+        ("CLAUDE_WEB_SEARCH_TOOL", "web_search", "claudeweb.E015"),
+        ("CLAUDE_WEB_SEARCH_MAX_USES", 0, "claudeweb.E016"),
+        ("CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS", ["example.net"], "claudeweb.E017"),
+    ],
+)
+def test_a_web_search_tool_the_api_refuses_is_reported(settings, name, value, code):
+    settings.CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS = ["example.org"]  # alone: fine
+    assert code not in codes(settings)
+    setattr(settings, name, value)
+    assert code in codes(settings)
+
+
 def test_every_bad_setting_has_a_code_of_its_own(settings):
     # An admin looks a problem up by its code: two problems must never share one.
     settings.CLAUDE_MAX_TOOL_ITERATIONS = 0
@@ -112,8 +127,12 @@ def test_every_bad_setting_has_a_code_of_its_own(settings):
     settings.IMAGE_DELIVERY = "carrier-pigeon"
     settings.IMAGE_VERIFY_CONCURRENCY = 0
     settings.IMAGE_VERIFY_WAIT_SECONDS = -1.0
+    settings.CLAUDE_WEB_SEARCH_TOOL = "web_search_19990101"
+    settings.CLAUDE_WEB_SEARCH_MAX_USES = 0
+    settings.CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS = ["example.org"]
+    settings.CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS = ["example.net"]
     found = [c for c in codes(settings) if c.startswith("claudeweb.E")]
-    assert len(found) == 9 and len(set(found)) == len(found), found
+    assert len(found) == 12 and len(set(found)) == len(found), found
 
 
 def test_production_settings_pass_check_deploy_with_no_warnings():

@@ -233,3 +233,17 @@ def strip_trailing_whitespace(messages: list[dict]) -> list[dict]:
         content[-1]["text"] = content[-1]["text"].rstrip()
     last["content"] = content
     return [*messages[:-1], last]
+
+
+WEB_SEARCH_TOOLS = ("web_search_20250305", "web_search_20260209", "web_search_20260318")
+
+
+def web_search_tool(*, version: str, max_uses: int, allowed: list[str], blocked: list[str]) -> dict:
+    """Anthropic's web search server tool: the API runs the searches and returns their results
+    and cited text in the reply (server_tool_use, web_search_tool_result blocks)."""
+    tool = {"type": version, "name": "web_search", "max_uses": max_uses}
+    if allowed:
+        tool["allowed_domains"] = list(allowed)
+    if blocked:
+        tool["blocked_domains"] = list(blocked)
+    return tool

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
@@ -96,6 +97,35 @@ def turn_effort(*, conversation: Conversation, requested: str | None = None) -> 
         return requested
     info = catalogue.find_model(conversation.model)
     return (catalogue.nearest_effort(info, conversation.thinking_effort) if info else "") or None
+
+
+# --- web search ------------------------------------------------------------------------------
+
+
+class WebSearchOff(UserFacingError):
+    code = "forbidden"
+    message = "Web search is turned off on this server."
+
+
+def conversation_set_web_search(*, conversation: Conversation, enabled: bool) -> Conversation:
+    """The owner's toggle. Turning it on where the server does not allow searches raises
+    WebSearchOff."""
+    if enabled and not settings.CLAUDE_WEB_SEARCH:
+        raise WebSearchOff
+    conversation.web_search = enabled
+    conversation.save(update_fields=["web_search"])
+    return conversation
+
+
+def turn_web_search(*, conversation: Conversation, requested: bool | None = None) -> bool:
+    """Whether a reply may search the web: the send frame's choice, else the conversation's
+    toggle, only where the server allows searches. A send that asks for it where the server
+    does not raises WebSearchOff; a toggle left on from before is ignored."""
+    if requested is None:
+        return conversation.web_search and settings.CLAUDE_WEB_SEARCH
+    if requested and not settings.CLAUDE_WEB_SEARCH:
+        raise WebSearchOff
+    return requested
 
 
 def conversation_delete(*, conversation: Conversation) -> None:

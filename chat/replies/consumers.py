@@ -90,6 +90,7 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
             model=send.model,
             attachment_ids=send.attachment_ids,
             effort=frames.effort(frame),
+            web_search=frames.web_search(frame),
         )
         ack = {
             "type": "message",

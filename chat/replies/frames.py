@@ -99,6 +99,14 @@ def effort(frame: dict) -> str | None:
     return effort
 
 
+def web_search(frame: dict) -> bool | None:
+    """The send's `web_search`, if any: this turn's choice over the conversation's toggle."""
+    value = frame.get("web_search")
+    if value is not None and not isinstance(value, bool):
+        raise InvalidFrame("web_search must be true or false.")
+    return value
+
+
 def message_id(frame: dict, *, refused: str) -> int:
     message_id = frame.get("message_id")
     if isinstance(message_id, bool) or not isinstance(message_id, int):

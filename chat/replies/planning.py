@@ -43,6 +43,7 @@ class TurnPlan:
     compaction: dict = field(default_factory=dict)  # request fields asking for compaction
     near_limit: bool = False  # the estimate is close to the limit: count it exactly first
     whole_history: list[dict] = field(default_factory=list)  # near_limit: nothing dropped
+    web_search_max_uses: int = 0  # the searches the request allows (0: no web search tool)
 
 
 def _resolve_image(block: dict) -> dict | None:
@@ -71,6 +72,7 @@ def plan_turn(
     reply: Message | None = None,
     effort: str | None = None,
     counted: int | None = None,
+    web_search: bool = False,
 ) -> TurnPlan:
     """Build the request for a reply: pinned system prompt, fitted history, tools, limits.
 
@@ -120,6 +122,8 @@ def plan_turn(
         raise ContextTooLong
     base_blocks = [*reply.content, request_body.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
+    searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
+    offered = tools.REGISTRY.definitions() + ([_web_search_tool()] if searches else [])
     return TurnPlan(
         conversation_id=conversation_id,
         message_id=reply.pk,
@@ -129,7 +133,7 @@ def plan_turn(
         history=fitted.messages,
         max_tokens=max_tokens,
         estimate=fitted.estimate,
-        tools=tools.REGISTRY.definitions(),
+        tools=offered,
         time_zone=_time_zone(conversation.owner_id),
         purpose=purpose,
         base_blocks=base_blocks,
@@ -144,6 +148,7 @@ def plan_turn(
         ),
         near_limit=fitted.near,
         whole_history=fitted.whole,
+        web_search_max_uses=searches,
     )
 
 
@@ -192,6 +197,15 @@ def _known_size(
     if known is not None and continuation:
         known += context.estimate_tokens([request_body.continuation_block()])
     return known
+
+
+def _web_search_tool() -> dict:
+    return request_body.web_search_tool(
+        version=settings.CLAUDE_WEB_SEARCH_TOOL,
+        max_uses=settings.CLAUDE_WEB_SEARCH_MAX_USES,
+        allowed=settings.CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS,
+        blocked=settings.CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS,
+    )
 
 
 def _time_zone(user_id: int) -> str:

@@ -331,6 +331,8 @@ class Reply:
         )
         new_plan.reservation_id = plan.reservation_id
         new_plan.thinking = plan.thinking  # the effort asked for this reply still holds
+        # So do its tools: web search was decided when the reply started.
+        new_plan.tools, new_plan.web_search_max_uses = plan.tools, plan.web_search_max_uses
         return new_plan
 
     async def _fold_history(self, plan: planning.TurnPlan) -> planning.TurnPlan:

@@ -40,6 +40,7 @@ class Settlement:
             model=plan.model,
             input_tokens=plan.estimate + context.estimate_tokens(blocks),
             max_tokens=plan.max_tokens,
+            max_uses=plan.web_search_max_uses,
         )
         try:
             return await database_sync_to_async(budgets.reserve)(

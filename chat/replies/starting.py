@@ -32,6 +32,7 @@ def send(
     model: str | None,
     attachment_ids: list,
     effort: str | None,
+    web_search: bool | None = None,
 ) -> tuple[turns.TurnStart, planning.TurnPlan | None]:
     """A new message and its reply. A client_id seen before (a resend) starts nothing."""
     with transaction.atomic():
@@ -45,6 +46,7 @@ def send(
             lifecycle.check_effort(
                 model=catalogue.get_model(model or conversation.model), effort=effort
             )
+        searching = lifecycle.turn_web_search(conversation=conversation, requested=web_search)
         images = attachments.verified_for_send(owner=user, ids=attachment_ids)
         started = turns.turn_start(
             conversation=conversation,
@@ -63,6 +65,7 @@ def send(
             conversation=conversation,
             reply=started.assistant_message,
             effort=lifecycle.turn_effort(conversation=conversation, requested=effort),
+            web_search=searching,
         )
         return started, _reserved(plan, replaced=replaced, user_id=user.pk)
 
@@ -104,6 +107,7 @@ def branch(
             conversation_id=conversation_id,
             reply_message_id=reply.pk,
             effort=lifecycle.turn_effort(conversation=conversation),
+            web_search=lifecycle.turn_web_search(conversation=conversation),
         )
         return frame, _reserved(plan, replaced=replaced, user_id=user.pk)
 
@@ -132,6 +136,7 @@ def continuation(*, user, conversation_id: int) -> planning.TurnPlan:
             reply_message_id=reply.pk,
             purpose=ApiCall.Purpose.CONTINUATION,
             effort=lifecycle.turn_effort(conversation=conversation),
+            web_search=lifecycle.turn_web_search(conversation=conversation),
         )
         return _reserved(plan, replaced=replaced, user_id=user.pk)
 
@@ -140,7 +145,10 @@ def _reserved(plan: planning.TurnPlan, *, replaced: str, user_id: int) -> planni
     """The plan with the retired model it replaced, if any, and its budget reservation."""
     fit_limit = int(catalogue.get_model(plan.model).context_window * context.FOLD_THRESHOLD)
     need = budgets.estimate(
-        model=plan.model, input_tokens=min(plan.estimate, fit_limit), max_tokens=plan.max_tokens
+        model=plan.model,
+        input_tokens=min(plan.estimate, fit_limit),
+        max_tokens=plan.max_tokens,
+        max_uses=plan.web_search_max_uses,
     )
     plan.replaced_model = replaced
     plan.reservation_id = budgets.reserve(

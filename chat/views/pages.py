@@ -261,6 +261,22 @@ def _flag(request: HttpRequest, name: str) -> bool | None:
 
 @require_POST
 @login_required
+def conversation_web_search(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner's web search toggle (`enabled`: 1 or 0); 403 where the server allows none."""
+    conversation = access.get_conversation(request.user, pk)
+    enabled = _flag(request, "enabled")
+    if enabled is None:
+        return JsonResponse({"error": "enabled is 1 or 0"}, status=400)
+    try:
+        lifecycle.conversation_set_web_search(conversation=conversation, enabled=enabled)
+    except lifecycle.WebSearchOff as exc:
+        return JsonResponse({"error": exc.message}, status=403)
+    to = reverse("chat:conversation", args=[pk])
+    return _done(request, conversation, {"web_search": conversation.web_search}, to)
+
+
+@require_POST
+@login_required
 def conversation_pin(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = access.get_conversation(request.user, pk)
     pinned = _flag(request, "pinned")
