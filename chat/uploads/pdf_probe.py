@@ -1,0 +1,163 @@
+"""Reads a PDF's structure with pypdf in a child process, under hard limits of time and memory.
+
+chat/uploads/documents.py runs this file as a script (`python -I pdf_probe.py MAX_PAGES`) with
+the PDF on stdin; it answers one JSON object on stdout: `{"pages": n, "text": bool}` or
+`{"refused": reason}`. pypdf is pure Python and has no timeout: a hostile file (a page tree that
+loops, a content stream of millions of operators, a decompression bomb) could hold a thread of
+the server for as long as it likes, and a thread cannot be stopped. A process can: the parent
+kills it after DOCUMENT_CHECK_SECONDS, and the kernel stops it beyond its CPU and address-space
+limits (set below, before pypdf is imported). It imports nothing of the app and no Django.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+# Address space of the child: pypdf and the interpreter take ~60 MB, the file at most 32 MiB
+# (twice, as read and as the reader's stream); what a bomb asks for beyond this fails.
+MEMORY_LIMIT_BYTES = 512 * 1024 * 1024
+CPU_LIMIT_SECONDS = 30
+# pypdf's decompression ceilings (75 MB per stream by default), lowered for every filter.
+STREAM_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024
+# The page tree: nodes visited and nesting. A tree of 600 pages needs a few hundred nodes and a
+# depth of a handful; pypdf walks it recursively, so depth is bounded before pypdf sees it.
+MAX_TREE_NODES = 10_000
+MAX_TREE_DEPTH = 32
+# Text layer: text is looked for on this many first pages, each content stream at most this big.
+TEXT_PAGES = 3
+TEXT_CONTENT_LIMIT_BYTES = 2 * 1024 * 1024
+
+DAMAGED = "The PDF could not be read: the file is damaged."
+TOO_BIG = "The PDF could not be read: its contents are too large or too deeply nested."
+
+
+class Refused(Exception):
+    """The PDF is refused; str(exc) says why, for the user."""
+
+
+def limit_resources() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_SECONDS, CPU_LIMIT_SECONDS))
+
+
+def lower_pypdf_limits() -> None:
+    """pypdf's own ceilings (its Configuration, pypdf 7), lowered where ours are smaller."""
+    from pypdf import overwrite_configuration
+
+    overwrite_configuration(
+        maximum_declared_stream_length=STREAM_OUTPUT_LIMIT_BYTES,
+        array_based_stream_maximum_output_length=STREAM_OUTPUT_LIMIT_BYTES,
+        jbig2_maximum_output_length=STREAM_OUTPUT_LIMIT_BYTES,
+        lzw_maximum_output_length=STREAM_OUTPUT_LIMIT_BYTES,
+        run_length_maximum_output_length=STREAM_OUTPUT_LIMIT_BYTES,
+        zlib_maximum_output_length=STREAM_OUTPUT_LIMIT_BYTES,
+        brotli_maximum_output_length=STREAM_OUTPUT_LIMIT_BYTES,
+        image_maximum_buffer_size=STREAM_OUTPUT_LIMIT_BYTES,
+        page_tree_maximum_entries=MAX_TREE_NODES,
+        page_tree_maximum_depth=MAX_TREE_DEPTH,
+        disable_legacy_handling=True,
+    )
+
+
+def count_pages(reader, max_pages: int) -> int:
+    """The pages of the page tree, walked without recursion; refuses a loop, a tree too deep
+    or too wide, and more than max_pages pages. /Count is the file's claim, checked too."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    root = reader.trailer["/Root"].get_object()
+    tree = root.get("/Pages")
+    node = tree.get_object() if tree is not None else None
+    if not isinstance(node, DictionaryObject):
+        raise Refused("The PDF has no pages.")
+    declared = node.get("/Count")
+    if isinstance(declared, int) and declared > max_pages:
+        raise Refused(f"The PDF has {declared:,} pages; at most {max_pages:,} can be attached.")
+    seen: set[tuple[int, int]] = set()
+    stack = [(tree, 0)]
+    pages = visited = 0
+    while stack:
+        ref, depth = stack.pop()
+        if isinstance(ref, IndirectObject):
+            if (ref.idnum, ref.generation) in seen:
+                # A loop, or one node listed twice (pypdf would count it again each time: 100,000
+                # listings of one page took 12.9 s and 70 MB).
+                raise Refused("The PDF's page tree is damaged: it lists a node more than once.")
+            seen.add((ref.idnum, ref.generation))
+        visited += 1
+        if visited > MAX_TREE_NODES or depth > MAX_TREE_DEPTH:
+            raise Refused("The PDF's page tree is too large or too deep to read.")
+        node = ref.get_object()
+        if not isinstance(node, DictionaryObject):
+            raise Refused(DAMAGED)
+        kids = node.get("/Kids")
+        if node.get("/Type") == "/Page" or kids is None:
+            pages += 1
+            if pages > max_pages:
+                raise Refused(f"The PDF has more than {max_pages:,} pages.")
+            continue
+        kids = kids.get_object()
+        if not isinstance(kids, ArrayObject) or len(kids) > MAX_TREE_NODES:
+            raise Refused(DAMAGED)
+        stack.extend((kid, depth + 1) for kid in reversed(kids))
+    if declared is not None and declared != pages:
+        raise Refused(
+            f"The PDF's page tree is damaged: it declares {declared:,} pages and holds {pages:,}."
+        )
+    return pages
+
+
+def has_text(reader, pages: int) -> bool:
+    """Whether any of the first pages has text to extract (a scan has none)."""
+    for index in range(min(pages, TEXT_PAGES)):
+        page = reader.pages[index]
+        try:
+            contents = page.get_contents()
+            if contents is None or len(contents.get_data()) > TEXT_CONTENT_LIMIT_BYTES:
+                continue
+            if page.extract_text().strip():
+                return True
+        except Exception:  # noqa: BLE001, S112 - a page whose text cannot be read has none for us
+            continue
+    return False
+
+
+def probe(data: bytes, max_pages: int) -> dict:
+    from pypdf import PdfReader
+    from pypdf.errors import LimitReachedError
+
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            raise Refused("The PDF is encrypted or password-protected; attach an unprotected copy.")
+        pages = count_pages(reader, max_pages)
+    except Refused:
+        raise
+    except RecursionError:
+        raise Refused("The PDF's structure is nested too deeply to read.") from None
+    except (MemoryError, LimitReachedError):  # pypdf's ceilings (decompression, depth)
+        raise Refused(TOO_BIG) from None
+    except Exception:  # noqa: BLE001 - pypdf raises many types on a damaged file; all mean that
+        raise Refused(DAMAGED) from None
+    if pages == 0:
+        raise Refused("The PDF has no pages.")
+    return {"pages": pages, "text": has_text(reader, pages)}
+
+
+def main() -> None:
+    limit_resources()
+    lower_pypdf_limits()
+    max_pages = int(sys.argv[1])
+    data = sys.stdin.buffer.read()
+    try:
+        answer = probe(data, max_pages)
+    except Refused as exc:
+        answer = {"refused": str(exc)}
+    sys.stdout.write(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    main()
