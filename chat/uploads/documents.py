@@ -27,9 +27,14 @@ logger = logging.getLogger(__name__)
 PDF = "application/pdf"
 PDF_MAGIC = b"%PDF-"
 EOF_MARKER = b"%%EOF"
-# Wall-clock limit of one PDF check (the child also has a CPU limit). A 600-page, 32 MiB PDF is
-# read in about a second; a file that takes this long is refused as too complex.
+# Limits of the child process that reads a PDF: wall clock (it is killed), CPU time and address
+# space (the kernel stops it). A 600-page PDF is read in about 0.3 s, most of it starting Python
+# and importing pypdf; a file that needs more than this is refused as too complex. The address
+# space holds the interpreter and pypdf (~60 MB), the file (at most 32 MiB, twice) and one
+# decompressed stream (pypdf_probe's 16 MiB ceiling).
 PDF_CHECK_SECONDS = 20
+PDF_CHECK_CPU_SECONDS = 15
+PDF_CHECK_MEMORY_BYTES = 512 * 1024 * 1024
 PROBE = Path(__file__).with_name("pdf_probe.py")
 # Windows sizes in tokens: at or above this, the API takes DOCUMENT_MAX_PAGES pages per PDF.
 LARGE_WINDOW_TOKENS = 1_000_000
@@ -117,7 +122,8 @@ def _through_last_eof(data: bytes) -> bytes:
 
 def _probe(data: bytes) -> dict:
     """pdf_probe.py's answer for the PDF; refuses one it could not read within its limits."""
-    command = [sys.executable, "-I", str(PROBE), str(settings.DOCUMENT_MAX_PAGES)]
+    limits = (settings.DOCUMENT_MAX_PAGES, PDF_CHECK_MEMORY_BYTES, PDF_CHECK_CPU_SECONDS)
+    command = [sys.executable, "-I", str(PROBE), *map(str, limits)]
     try:
         done = subprocess.run(
             command, input=data, capture_output=True, timeout=PDF_CHECK_SECONDS, check=False

@@ -1,12 +1,13 @@
 """Reads a PDF's structure with pypdf in a child process, under hard limits of time and memory.
 
-chat/uploads/documents.py runs this file as a script (`python -I pdf_probe.py MAX_PAGES`) with
-the PDF on stdin; it answers one JSON object on stdout: `{"pages": n, "text": bool}` or
-`{"refused": reason}`. pypdf is pure Python and has no timeout: a hostile file (a page tree that
-loops, a content stream of millions of operators, a decompression bomb) could hold a thread of
-the server for as long as it likes, and a thread cannot be stopped. A process can: the parent
-kills it after DOCUMENT_CHECK_SECONDS, and the kernel stops it beyond its CPU and address-space
-limits (set below, before pypdf is imported). It imports nothing of the app and no Django.
+chat/uploads/documents.py runs this file as a script
+(`python -I pdf_probe.py MAX_PAGES MEMORY_BYTES CPU_SECONDS`) with the PDF on stdin; it answers
+one JSON object on stdout: `{"pages": n, "text": bool}` or `{"refused": reason}`. pypdf is pure
+Python and has no timeout: a hostile file (a page tree that loops, a content stream of millions
+of operators, a decompression bomb) could hold a thread of the server for as long as it likes,
+and a thread cannot be stopped. A process can: the parent kills it after
+documents.PDF_CHECK_SECONDS, and the kernel stops it beyond its CPU and address-space limits (set
+first, before pypdf is imported). It imports nothing of the app and no Django.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ import io
 import json
 import sys
 
-# Address space of the child: pypdf and the interpreter take ~60 MB, the file at most 32 MiB
-# (twice, as read and as the reader's stream); what a bomb asks for beyond this fails.
-MEMORY_LIMIT_BYTES = 512 * 1024 * 1024
-CPU_LIMIT_SECONDS = 30
 # pypdf's decompression ceilings (75 MB per stream by default), lowered for every filter.
 STREAM_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024
 # The page tree: nodes visited and nesting. A tree of 600 pages needs a few hundred nodes and a
@@ -29,6 +26,9 @@ MAX_TREE_DEPTH = 32
 TEXT_PAGES = 3
 TEXT_CONTENT_LIMIT_BYTES = 2 * 1024 * 1024
 
+# PDF's own limit on a page's size (ISO 32000, Annex C): 14,400 units, 200 inches.
+MAX_PAGE_SIDE = 14_400
+
 DAMAGED = "The PDF could not be read: the file is damaged."
 TOO_BIG = "The PDF could not be read: its contents are too large or too deeply nested."
 
@@ -37,11 +37,11 @@ class Refused(Exception):
     """The PDF is refused; str(exc) says why, for the user."""
 
 
-def limit_resources() -> None:
+def limit_resources(*, memory_bytes: int, cpu_seconds: int) -> None:
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_SECONDS, CPU_LIMIT_SECONDS))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
 
 
 def lower_pypdf_limits() -> None:
@@ -77,10 +77,10 @@ def count_pages(reader, max_pages: int) -> int:
     if isinstance(declared, int) and declared > max_pages:
         raise Refused(f"The PDF has {declared:,} pages; at most {max_pages:,} can be attached.")
     seen: set[tuple[int, int]] = set()
-    stack = [(tree, 0)]
+    stack = [(tree, 0, None)]
     pages = visited = 0
     while stack:
-        ref, depth = stack.pop()
+        ref, depth, box = stack.pop()
         if isinstance(ref, IndirectObject):
             if (ref.idnum, ref.generation) in seen:
                 # A loop, or one node listed twice (pypdf would count it again each time: 100,000
@@ -94,7 +94,9 @@ def count_pages(reader, max_pages: int) -> int:
         if not isinstance(node, DictionaryObject):
             raise Refused(DAMAGED)
         kids = node.get("/Kids")
+        box = node.get("/MediaBox", box)  # inherited from the page's ancestors
         if node.get("/Type") == "/Page" or kids is None:
+            check_page_size(box)
             pages += 1
             if pages > max_pages:
                 raise Refused(f"The PDF has more than {max_pages:,} pages.")
@@ -102,7 +104,7 @@ def count_pages(reader, max_pages: int) -> int:
         kids = kids.get_object()
         if not isinstance(kids, ArrayObject) or len(kids) > MAX_TREE_NODES:
             raise Refused(DAMAGED)
-        stack.extend((kid, depth + 1) for kid in reversed(kids))
+        stack.extend((kid, depth + 1, box) for kid in reversed(kids))
     if declared is not None and declared != pages:
         raise Refused(
             f"The PDF's page tree is damaged: it declares {declared:,} pages and holds {pages:,}."
@@ -110,8 +112,27 @@ def count_pages(reader, max_pages: int) -> int:
     return pages
 
 
+def check_page_size(box) -> None:
+    """Refuses a page larger than PDF allows (a renderer asked for its pixels could not stop)."""
+    if box is None:
+        return  # readers then use US Letter
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box.get_object())
+    except (TypeError, ValueError):
+        raise Refused(DAMAGED) from None
+    if not (0 < abs(x1 - x0) <= MAX_PAGE_SIDE and 0 < abs(y1 - y0) <= MAX_PAGE_SIDE):
+        raise Refused(
+            f"A page of the PDF is {abs(x1 - x0):,.0f} × {abs(y1 - y0):,.0f} points; PDF allows "
+            f"at most {MAX_PAGE_SIDE:,} on a side."
+        )
+
+
 def has_text(reader, pages: int) -> bool:
-    """Whether any of the first pages has text to extract (a scan has none)."""
+    """Whether any of the first pages has text to extract (a scan has none). pypdf's ceilings
+    (LimitReachedError: a decompression bomb, a content stream of millions of operators) refuse
+    the file; any other failure means that page has no text we can read."""
+    from pypdf.errors import LimitReachedError
+
     for index in range(min(pages, TEXT_PAGES)):
         page = reader.pages[index]
         try:
@@ -120,6 +141,8 @@ def has_text(reader, pages: int) -> bool:
                 continue
             if page.extract_text().strip():
                 return True
+        except (LimitReachedError, MemoryError, RecursionError):
+            raise
         except Exception:  # noqa: BLE001, S112 - a page whose text cannot be read has none for us
             continue
     return False
@@ -134,6 +157,9 @@ def probe(data: bytes, max_pages: int) -> dict:
         if reader.is_encrypted:
             raise Refused("The PDF is encrypted or password-protected; attach an unprotected copy.")
         pages = count_pages(reader, max_pages)
+        if pages == 0:
+            raise Refused("The PDF has no pages.")
+        text = has_text(reader, pages)
     except Refused:
         raise
     except RecursionError:
@@ -142,15 +168,13 @@ def probe(data: bytes, max_pages: int) -> dict:
         raise Refused(TOO_BIG) from None
     except Exception:  # noqa: BLE001 - pypdf raises many types on a damaged file; all mean that
         raise Refused(DAMAGED) from None
-    if pages == 0:
-        raise Refused("The PDF has no pages.")
-    return {"pages": pages, "text": has_text(reader, pages)}
+    return {"pages": pages, "text": text}
 
 
 def main() -> None:
-    limit_resources()
+    max_pages, memory_bytes, cpu_seconds = (int(arg) for arg in sys.argv[1:4])
+    limit_resources(memory_bytes=memory_bytes, cpu_seconds=cpu_seconds)
     lower_pypdf_limits()
-    max_pages = int(sys.argv[1])
     data = sys.stdin.buffer.read()
     try:
         answer = probe(data, max_pages)
