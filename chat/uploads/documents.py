@@ -89,7 +89,7 @@ def check(data: bytes, kind: DocumentKind) -> CheckedDocument:
 
 def _check_text(data: bytes, kind: DocumentKind) -> None:
     if b"\0" in data:
-        raise DocumentRefused(f"The file is not {kind.label}: it contains NUL bytes.")
+        raise DocumentRefused(f"The file is not {kind.label} in UTF-8: it contains NUL bytes.")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -102,7 +102,7 @@ def _check_pdf(data: bytes) -> CheckedDocument:
     if not data.startswith(PDF_MAGIC):
         raise DocumentRefused("The file's contents are not a PDF.")
     data = _through_last_eof(data)
-    answer = _probe(data)
+    answer = probe_pdf(data)
     if "refused" in answer:
         raise DocumentRefused(str(answer["refused"]))
     return CheckedDocument(data, page_count=int(answer["pages"]), has_text_layer=answer["text"])
@@ -120,7 +120,7 @@ def _through_last_eof(data: bytes) -> bytes:
     return data[:end]
 
 
-def _probe(data: bytes) -> dict:
+def probe_pdf(data: bytes) -> dict:
     """pdf_probe.py's answer for the PDF; refuses one it could not read within its limits."""
     limits = (settings.DOCUMENT_MAX_PAGES, PDF_CHECK_MEMORY_BYTES, PDF_CHECK_CPU_SECONDS)
     command = [sys.executable, "-I", str(PROBE), *map(str, limits)]
@@ -143,6 +143,7 @@ def _probe(data: bytes) -> dict:
             done.stderr[-500:].decode(errors="replace"),
         )
         raise DocumentRefused(TOO_COMPLEX)
+    logger.debug("PDF check: %s", answer)
     return answer
 
 

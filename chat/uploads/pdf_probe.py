@@ -2,7 +2,8 @@
 
 chat/uploads/documents.py runs this file as a script
 (`python -I pdf_probe.py MAX_PAGES MEMORY_BYTES CPU_SECONDS`) with the PDF on stdin; it answers
-one JSON object on stdout: `{"pages": n, "text": bool}` or `{"refused": reason}`. pypdf is pure
+one JSON object on stdout: `{"pages": n, "text": bool}` or `{"refused": reason}`, with its
+peak memory (`max_rss_bytes`). pypdf is pure
 Python and has no timeout: a hostile file (a page tree that loops, a content stream of millions
 of operators, a decompression bomb) could hold a thread of the server for as long as it likes,
 and a thread cannot be stopped. A process can: the parent kills it after
@@ -30,6 +31,7 @@ TEXT_CONTENT_LIMIT_BYTES = 2 * 1024 * 1024
 MAX_PAGE_SIDE = 14_400
 
 DAMAGED = "The PDF could not be read: the file is damaged."
+TREE_TOO_LARGE = "The PDF's page tree is too large or too deep to read."
 TOO_BIG = "The PDF could not be read: its contents are too large or too deeply nested."
 
 
@@ -89,7 +91,7 @@ def count_pages(reader, max_pages: int) -> int:
             seen.add((ref.idnum, ref.generation))
         visited += 1
         if visited > MAX_TREE_NODES or depth > MAX_TREE_DEPTH:
-            raise Refused("The PDF's page tree is too large or too deep to read.")
+            raise Refused(TREE_TOO_LARGE)
         node = ref.get_object()
         if not isinstance(node, DictionaryObject):
             raise Refused(DAMAGED)
@@ -102,8 +104,10 @@ def count_pages(reader, max_pages: int) -> int:
                 raise Refused(f"The PDF has more than {max_pages:,} pages.")
             continue
         kids = kids.get_object()
-        if not isinstance(kids, ArrayObject) or len(kids) > MAX_TREE_NODES:
+        if not isinstance(kids, ArrayObject):
             raise Refused(DAMAGED)
+        if len(kids) > MAX_TREE_NODES:
+            raise Refused(TREE_TOO_LARGE)
         stack.extend((kid, depth + 1, box) for kid in reversed(kids))
     if declared is not None and declared != pages:
         raise Refused(
@@ -180,7 +184,21 @@ def main() -> None:
         answer = probe(data, max_pages)
     except Refused as exc:
         answer = {"refused": str(exc)}
+    answer["max_rss_bytes"] = max_rss_bytes()
     sys.stdout.write(json.dumps(answer))
+
+
+def max_rss_bytes() -> int | None:
+    """This program's peak resident memory, for the log and the tests: VmHWM, which starts
+    again at exec (getrusage's ru_maxrss does not: it keeps the parent's size at fork)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

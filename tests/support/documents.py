@@ -85,9 +85,10 @@ def one_page(
     content: bytes | None = None,
     extra_objects: dict[int, bytes] | None = None,
     compress: bool = False,
+    content_filter: bytes = b"",
 ) -> bytes:
     """One page with a line of text; extra entries for the catalogue and the page, extra objects
-    from number 10 on."""
+    from number 10 on. `content_filter` names the filter `content` is already encoded with."""
     line = b"BT /F1 24 Tf 72 720 Td (One page) Tj ET" if content is None else content
     objects = {
         1: b"<< /Type /Catalog /Pages 2 0 R%s >>" % catalog_extra,
@@ -95,7 +96,7 @@ def one_page(
         3: FONT,
         4: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 5 0 R "
         b"/Resources << /Font << /F1 3 0 R >> >>%s >>" % page_extra,
-        5: stream(line, compress=compress),
+        5: stream(line, extra=content_filter, compress=compress),
         **(extra_objects or {}),
     }
     return assemble(objects)
