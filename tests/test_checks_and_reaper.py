@@ -101,6 +101,23 @@ def test_bad_image_check_limits_are_reported(settings, name, value, code):
     assert code in codes(settings)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "code"),
+    [
+        ("DOCUMENT_MAX_BYTES", 0, "claudeweb.E013"),
+        ("DOCUMENT_MAX_BYTES", 32 * 1024 * 1024 + 1, "claudeweb.E013"),
+        ("TEXT_DOCUMENT_MAX_BYTES", 0, "claudeweb.E013"),
+        ("DOCUMENT_MAX_PAGES", 601, "claudeweb.E014"),
+        ("DOCUMENT_MAX_PAGES", 50, "claudeweb.E014"),  # below the small-window limit (100)
+        ("DOCUMENT_MAX_PAGES_SMALL_WINDOW", 0, "claudeweb.E014"),
+    ],
+)
+def test_bad_document_limits_are_reported(settings, name, value, code):
+    assert code not in codes(settings)
+    setattr(settings, name, value)
+    assert code in codes(settings)
+
+
 def test_every_bad_setting_has_a_code_of_its_own(settings):
     # An admin looks a problem up by its code: two problems must never share one.
     settings.CLAUDE_MAX_TOOL_ITERATIONS = 0
@@ -112,8 +129,10 @@ def test_every_bad_setting_has_a_code_of_its_own(settings):
     settings.IMAGE_DELIVERY = "carrier-pigeon"
     settings.IMAGE_VERIFY_CONCURRENCY = 0
     settings.IMAGE_VERIFY_WAIT_SECONDS = -1.0
+    settings.DOCUMENT_MAX_BYTES = 0
+    settings.DOCUMENT_MAX_PAGES = 0
     found = [c for c in codes(settings) if c.startswith("claudeweb.E")]
-    assert len(found) == 9 and len(set(found)) == len(found), found
+    assert len(found) == 11 and len(set(found)) == len(found), found
 
 
 def test_production_settings_pass_check_deploy_with_no_warnings():
