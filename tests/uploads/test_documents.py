@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 
 import pytest
 import requests
@@ -231,3 +232,14 @@ def test_the_pages_of_a_send_are_counted_together(settings):
     with pytest.raises(AttachmentError, match="have 101 pages; this model reads at most 100"):
         documents.check_pages_for_model([*pdfs, Attachment(page_count=1)], context_window=200_000)
     documents.check_pages_for_model([Attachment(page_count=600)], context_window=1_000_000)
+
+
+def test_the_admin_lists_a_document_with_its_pages_and_no_thumbnail(client, superuser, s3):
+    client.force_login(superuser)
+    pdf = verified_document(client, text_pdf(4), "application/pdf", "Q3.pdf")
+    listing = client.get("/admin/chat/attachment/?kind__exact=document")
+    assert listing.status_code == 200 and b"Q3.pdf" in listing.content
+    assert b"X-Amz-Signature" not in listing.content  # no thumbnail of a PDF
+    detail = client.get(f"/admin/chat/attachment/{pdf.pk}/change/")
+    assert detail.status_code == 200
+    assert re.search(rb"Page count:.*?<div class=\"readonly\">4</div>", detail.content, re.S)
