@@ -26,6 +26,7 @@ def check_claude_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
         *_streaming(),
         *_images(),
         *_web_search(),
+        *_documents(),
     ]
 
 
@@ -146,6 +147,37 @@ def _images() -> list[CheckMessage]:
                 f"IMAGE_VERIFY_WAIT_SECONDS is {settings.IMAGE_VERIFY_WAIT_SECONDS}.",
                 hint="Use 0 to 60 seconds; past that a proxy may give up on the request first.",
                 id="claudeweb.E011",
+            )
+        )
+    return errors
+
+
+# The Messages API's limits for PDFs (PDF support page): requests of at most 32 MB, and at most
+# 600 pages (100 on models with a smaller window than 1M tokens).
+API_REQUEST_MAX_BYTES = 32 * 1024 * 1024
+API_MAX_PDF_PAGES = 600
+
+
+def _documents() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    pdf, text = settings.DOCUMENT_MAX_BYTES, settings.TEXT_DOCUMENT_MAX_BYTES
+    if not (1 <= pdf <= API_REQUEST_MAX_BYTES and 1 <= text <= API_REQUEST_MAX_BYTES):
+        errors.append(
+            Error(
+                f"DOCUMENT_MAX_BYTES is {pdf} and TEXT_DOCUMENT_MAX_BYTES is {text}.",
+                hint=f"Use 1 to {API_REQUEST_MAX_BYTES:,} bytes (the API takes requests of "
+                "up to 32 MB); a larger document could never be sent.",
+                id="claudeweb.E013",
+            )
+        )
+    pages, small = settings.DOCUMENT_MAX_PAGES, settings.DOCUMENT_MAX_PAGES_SMALL_WINDOW
+    if not 1 <= small <= pages <= API_MAX_PDF_PAGES:
+        errors.append(
+            Error(
+                f"DOCUMENT_MAX_PAGES is {pages} and DOCUMENT_MAX_PAGES_SMALL_WINDOW is {small}.",
+                hint=f"Use 1 ≤ DOCUMENT_MAX_PAGES_SMALL_WINDOW ≤ DOCUMENT_MAX_PAGES ≤ "
+                f"{API_MAX_PDF_PAGES} (the API's 100 and 600 pages).",
+                id="claudeweb.E014",
             )
         )
     return errors

@@ -228,16 +228,22 @@ class ApiCall(models.Model):
 
 
 class Attachment(models.Model):
-    """An image uploaded straight to S3 by the browser, verified by the server before use.
+    """An image or document uploaded straight to S3 by the browser, verified before use.
 
     The S3 key is made by the server (`uploads/<user id>/<uuid>.<ext>`), never from the user's
-    file name; `original_name` is for display only.
+    file name; `original_name` is for display only (and a document's title for Claude). Images
+    have width and height; documents (PDF, plain text, Markdown) a page count (PDF) and whether
+    the PDF has text Claude can cite (`has_text_layer`).
     """
 
     class State(models.TextChoices):
         PENDING = "pending"
         VERIFIED = "verified"
         REJECTED = "rejected"
+
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        DOCUMENT = "document"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
@@ -246,10 +252,14 @@ class Attachment(models.Model):
         Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="attachments"
     )
     key = models.CharField(max_length=255, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.IMAGE)
     content_type = models.CharField(max_length=50)
     byte_size = models.PositiveIntegerField(null=True, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
+    page_count = models.PositiveIntegerField(null=True, blank=True)  # PDFs
+    # PDFs: text could be extracted from the first pages (a scan has none and cannot be cited).
+    has_text_layer = models.BooleanField(null=True, blank=True)
     sha256 = models.CharField(max_length=64, blank=True, default="")
     original_name = models.CharField(max_length=255, blank=True, default="")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
@@ -268,8 +278,17 @@ class Attachment(models.Model):
         return self.original_name or self.key
 
     @property
+    def max_upload_bytes(self) -> int:
+        """The largest upload its kind takes: images, PDFs and text files have their own limit."""
+        if self.kind == self.Kind.IMAGE:
+            return settings.IMAGE_UPLOAD_MAX_BYTES
+        if self.content_type == "application/pdf":
+            return settings.DOCUMENT_MAX_BYTES
+        return settings.TEXT_DOCUMENT_MAX_BYTES
+
+    @property
     def token_estimate(self) -> int | None:
-        """Claude's estimate for an image: width × height / 750."""
+        """Claude's estimate for an image: width × height / 750 (None for documents)."""
         if not self.width or not self.height:
             return None
         return (self.width * self.height + 749) // 750

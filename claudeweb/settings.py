@@ -277,6 +277,16 @@ PRESIGN_GET_EXPIRY_SECONDS = envint("PRESIGN_GET_EXPIRY_SECONDS", 600)
 # internet), "base64", or "auto" (base64 when the S3 endpoint is on this machine or a private
 # network, else url).
 IMAGE_DELIVERY = env("IMAGE_DELIVERY", "auto")
+# Documents (PDF, plain text, Markdown) go through the same upload flow as images.
+# 32 MiB: the Messages API takes requests of up to 32 MB, PDFs included (PDF support page).
+DOCUMENT_MAX_BYTES = envint("DOCUMENT_MAX_BYTES", 32 * 1024 * 1024)
+# 2 MiB of text is about 500,000 tokens at ~4 bytes a token: half a 1M-token window, which leaves
+# room for the conversation; a larger file could never be sent whole with it.
+TEXT_DOCUMENT_MAX_BYTES = envint("TEXT_DOCUMENT_MAX_BYTES", 2 * 1024 * 1024)
+# Pages per PDF: the API takes 600 on models with a 1M-token window, 100 on the others. A PDF
+# above DOCUMENT_MAX_PAGES is refused at upload; the model's limit is applied when it is sent.
+DOCUMENT_MAX_PAGES = envint("DOCUMENT_MAX_PAGES", 600)
+DOCUMENT_MAX_PAGES_SMALL_WINDOW = envint("DOCUMENT_MAX_PAGES_SMALL_WINDOW", 100)
 # Attachments uploaded but never sent are removed after this many hours (cleanup command).
 ATTACHMENT_UNSENT_TTL_HOURS = envint("ATTACHMENT_UNSENT_TTL_HOURS", 24)
 

@@ -104,6 +104,23 @@ def test_bad_image_check_limits_are_reported(settings, name, value, code):
 @pytest.mark.parametrize(
     ("name", "value", "code"),
     [
+        ("DOCUMENT_MAX_BYTES", 0, "claudeweb.E013"),
+        ("DOCUMENT_MAX_BYTES", 32 * 1024 * 1024 + 1, "claudeweb.E013"),
+        ("TEXT_DOCUMENT_MAX_BYTES", 0, "claudeweb.E013"),
+        ("DOCUMENT_MAX_PAGES", 601, "claudeweb.E014"),
+        ("DOCUMENT_MAX_PAGES", 50, "claudeweb.E014"),  # below the small-window limit (100)
+        ("DOCUMENT_MAX_PAGES_SMALL_WINDOW", 0, "claudeweb.E014"),
+    ],
+)
+def test_bad_document_limits_are_reported(settings, name, value, code):
+    assert code not in codes(settings)
+    setattr(settings, name, value)
+    assert code in codes(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "code"),
+    [
         ("CLAUDE_WEB_SEARCH_TOOL", "web_search", "claudeweb.E015"),
         ("CLAUDE_WEB_SEARCH_MAX_USES", 0, "claudeweb.E016"),
         ("CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS", ["example.net"], "claudeweb.E017"),
@@ -131,8 +148,10 @@ def test_every_bad_setting_has_a_code_of_its_own(settings):
     settings.CLAUDE_WEB_SEARCH_MAX_USES = 0
     settings.CLAUDE_WEB_SEARCH_ALLOWED_DOMAINS = ["example.org"]
     settings.CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS = ["example.net"]
+    settings.DOCUMENT_MAX_BYTES = 0
+    settings.DOCUMENT_MAX_PAGES = 0
     found = [c for c in codes(settings) if c.startswith("claudeweb.E")]
-    assert len(found) == 12 and len(set(found)) == len(found), found
+    assert len(found) == 14 and len(set(found)) == len(found), found
 
 
 def test_production_settings_pass_check_deploy_with_no_warnings():

@@ -43,13 +43,14 @@ class AttachmentAdmin(admin.ModelAdmin):
         "__str__",
         "owner",
         "state",
+        "kind",
         "content_type",
         "size",
         "dimensions",
         "sent",
         "created_at",
     )
-    list_filter = ("state", "content_type", ("message", admin.EmptyFieldListFilter))
+    list_filter = ("state", "kind", "content_type", ("message", admin.EmptyFieldListFilter))
     search_fields = ("original_name", "key", "sha256", "owner__username", "reject_reason")
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
@@ -60,10 +61,13 @@ class AttachmentAdmin(admin.ModelAdmin):
         "message",
         "original_name",
         "key",
+        "kind",
         "content_type",
         "byte_size",
         "width",
         "height",
+        "page_count",
+        "has_text_layer",
         "sha256",
         "state",
         "reject_reason",

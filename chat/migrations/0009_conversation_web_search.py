@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0008_apicall_web_search_requests'),
+        ("chat", "0008_apicall_web_search_requests"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='web_search',
+            model_name="conversation",
+            name="web_search",
             field=models.BooleanField(default=False),
         ),
     ]

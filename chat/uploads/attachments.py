@@ -1,15 +1,16 @@
-"""Images attached to messages: the upload's lifecycle.
+"""Images and documents attached to messages: the upload's lifecycle.
 
 start → upload → finish. `start_upload` saves a pending row and signs a presigned POST for a key
-the server makes; the browser posts the file straight to S3; `finish_upload` has it checked and
-re-encoded (chat/uploads/verification.py), the clean bytes stored under another key
-(`images/…`), and deletes the upload. Only verified attachments may be sent
-(`verified_for_send`, `attach_to_message`); `cancel_upload` and the cleanups delete rows and
-objects.
+the server makes; the browser posts the file straight to S3; `finish_upload` has it checked
+(chat/uploads/verification.py: an image re-encoded, a document checked), the clean bytes stored
+under another key (`images/…`, `documents/…`), and deletes the upload. Only verified
+attachments may be sent (`verified_for_send`, `attach_to_message`); `cancel_upload` and the
+cleanups delete rows and objects.
 
 Callers see `Attachment` rows, plain dicts and one error type, `AttachmentError`
 (chat/uploads/errors.py); every S3 call is in chat/uploads/storage.py, the Pillow work in
-chat/uploads/images.py, the image blocks sent to Claude in chat/uploads/blocks.py.
+chat/uploads/images.py, the PDF and text checks in chat/uploads/documents.py, the blocks sent
+to Claude in chat/uploads/blocks.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from chat import limits
 from chat.models import Attachment, Message
 from chat.uploads import storage
 from chat.uploads.errors import INVALID, NOT_FOUND, RATE_LIMITED, AttachmentError, invalid
-from chat.uploads.verification import kind_of, size_text, verified_key, verify_upload
+from chat.uploads.verification import (
+    attachment_kind,
+    kind_of,
+    max_bytes,
+    noun,
+    row_fields,
+    size_text,
+    verified_key,
+    verify_upload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +64,19 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
     """Saves a pending attachment and signs the POST the browser uploads it with.
 
     Returns the row and {"url": …, "fields": …}. The policy pins the bucket, the exact key, the
-    exact Content-Type, a content-length-range of 1..IMAGE_UPLOAD_MAX_BYTES and an expiry of
+    exact Content-Type, a content-length-range of 1..the kind's limit (IMAGE_UPLOAD_MAX_BYTES,
+    DOCUMENT_MAX_BYTES for a PDF, TEXT_DOCUMENT_MAX_BYTES for text) and an expiry of
     PRESIGN_POST_EXPIRY_SECONDS. Raises AttachmentError (attachment_invalid, rate_limited,
     storage_unavailable).
     """
     kind = kind_of(content_type)
-    max_bytes = settings.IMAGE_UPLOAD_MAX_BYTES
+    limit = max_bytes(kind)
     if isinstance(byte_size, bool) or not isinstance(byte_size, int) or byte_size < 1:
         raise invalid("byte_size must be the file's size in bytes.")
-    if byte_size > max_bytes:
-        raise invalid(f"The image is {size_text(byte_size)}; the limit is {size_text(max_bytes)}.")
+    if byte_size > limit:
+        raise invalid(
+            f"The {noun(kind)} is {size_text(byte_size)}; the limit is {size_text(limit)}."
+        )
     try:
         limits.check_upload_start(user_id=owner.pk)
     except limits.RateLimited as exc:
@@ -79,12 +92,13 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
     attachment = Attachment.objects.create(
         owner=owner,
         key=key,
+        kind=attachment_kind(kind),
         content_type=kind.content_type,
         byte_size=byte_size,
         original_name=display_name(name),
     )
     try:
-        post = storage.presigned_post(key, content_type=kind.content_type, max_bytes=max_bytes)
+        post = storage.presigned_post(key, content_type=kind.content_type, max_bytes=limit)
     except AttachmentError:
         attachment.delete()
         raise
@@ -124,7 +138,8 @@ def _settle(attachment: Attachment, **outcome) -> None:
 
 
 def finish_upload(*, owner, attachment_id: int) -> Attachment:
-    """Verifies the owner's pending upload; returns it verified, with size, pixels and sha256.
+    """Verifies the owner's pending upload; returns it verified, with size, sha256, and pixels
+    (an image) or pages and text layer (a PDF).
 
     Raises AttachmentError: not_found (missing or someone else's), attachment_invalid (already
     finished, or the file is refused: the row is then rejected with the reason and the object
@@ -140,7 +155,7 @@ def finish_upload(*, owner, attachment_id: int) -> Attachment:
         # Keys are made by start_upload; another shape is someone else's object: leave it.
         raise invalid("This upload does not belong to you.")
     try:
-        encoded = verify_upload(attachment)
+        clean = verify_upload(attachment)
     except AttachmentError as exc:
         if exc.code != INVALID:
             raise
@@ -155,11 +170,10 @@ def finish_upload(*, owner, attachment_id: int) -> Attachment:
             attachment,
             key=verified_key(upload_key),
             state=Attachment.State.VERIFIED,
-            width=encoded.width,
-            height=encoded.height,
-            byte_size=len(encoded.data),
-            sha256=hashlib.sha256(encoded.data).hexdigest(),
+            byte_size=len(clean.data),
+            sha256=hashlib.sha256(clean.data).hexdigest(),
             verified_at=timezone.now(),
+            **row_fields(clean),
         )
     except AttachmentError:
         storage.delete_objects([verified_key(upload_key)])
@@ -231,12 +245,16 @@ def cleanup_orphan_uploads(*, now: datetime | None = None) -> int:
     return deleted
 
 
-def verified_for_send(*, owner, ids: list) -> list[Attachment]:
+def verified_for_send(
+    *, owner, ids: list, kinds: tuple[str, ...] = (Attachment.Kind.IMAGE,)
+) -> list[Attachment]:
     """The owner's verified, unsent attachments with these ids, in the order given.
 
-    ids must be distinct ints, at most IMAGE_MAX_PER_MESSAGE. Raises
+    ids must be distinct ints, at most IMAGE_MAX_PER_MESSAGE, each of one of `kinds`. Raises
     AttachmentError("attachment_invalid", …) otherwise; someone else's id gets the same answer
-    as a missing one. Inside a transaction the rows are locked until it ends.
+    as a missing one. Inside a transaction the rows are locked until it ends. `kinds` is images
+    alone unless the caller sends documents as well (Attachment.Kind.DOCUMENT): a caller that
+    makes image blocks of what it gets must never get a document.
     """
     if not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
         raise invalid("attachments must be a list of attachment ids.")
@@ -251,6 +269,7 @@ def verified_for_send(*, owner, ids: list) -> list[Attachment]:
         owner=owner,
         pk__in=[i for i in ids if 0 < i <= MAX_ID],
         state=Attachment.State.VERIFIED,
+        kind__in=kinds,
         message__isnull=True,
     )
     if transaction.get_connection().in_atomic_block:

@@ -149,6 +149,11 @@ def presigned_post(key: str, *, content_type: str, max_bytes: int) -> dict:
     return {"url": post["url"], "fields": post["fields"]}
 
 
+def served_content_type(content_type: str) -> str:
+    """The Content-Type a download is served with: text is UTF-8 (checked at finish), so say so."""
+    return f"{content_type}; charset=utf-8" if content_type.startswith("text/") else content_type
+
+
 def presigned_get_url(attachment: Attachment, *, expires_in: int | None = None) -> str:
     """A fresh, short-lived GET URL; the response's Content-Type is pinned to the verified type."""
     try:
@@ -157,7 +162,7 @@ def presigned_get_url(attachment: Attachment, *, expires_in: int | None = None) 
             Params={
                 "Bucket": bucket(),
                 "Key": attachment.key,
-                "ResponseContentType": attachment.content_type,
+                "ResponseContentType": served_content_type(attachment.content_type),
             },
             ExpiresIn=expires_in or settings.PRESIGN_GET_EXPIRY_SECONDS,
         )

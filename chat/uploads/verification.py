@@ -1,8 +1,10 @@
-"""Checking an upload: what arrived in S3 is refused or re-encoded into a clean copy.
+"""Checking an upload: what arrived in S3 is refused, or stored as a clean copy.
 
-The checks run in order, cheapest first (key shape, HEAD, magic bytes, Pillow decode within the
-pixel limit), at most IMAGE_VERIFY_CONCURRENCY decodes at once in a process (`decode_slots`).
-The clean copy is written under `images/…`, never over the upload's key. Raises AttachmentError.
+The checks run in order, cheapest first (key shape, HEAD, magic bytes, then Pillow for an image
+within the pixel limit, pypdf in a child process for a PDF, UTF-8 for text), at most
+IMAGE_VERIFY_CONCURRENCY at once in a process (`decode_slots`, shared by images and documents).
+The clean copy is written under `images/…` or `documents/…`, never over the upload's key.
+Raises AttachmentError.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from contextlib import contextmanager
 from django.conf import settings
 
 from chat.models import Attachment
-from chat.uploads import storage
+from chat.uploads import documents, storage
+from chat.uploads.documents import CheckedDocument, DocumentKind, DocumentRefused
 from chat.uploads.errors import BUSY, AttachmentError, invalid
 from chat.uploads.images import (
     ALLOWED_LABEL,
@@ -38,16 +41,42 @@ def size_text(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def kind_of(content_type: object) -> ImageKind:
-    """The accepted image kind for a declared content type; raises AttachmentError otherwise."""
+UploadKind = ImageKind | DocumentKind
+DOCUMENTS_LABEL = documents.ALLOWED_LABEL
+ACCEPTED_LABEL = f"{ALLOWED_LABEL} images or {DOCUMENTS_LABEL} documents"
+
+
+def kind_of(content_type: object) -> UploadKind:
+    """The accepted kind for a declared content type; raises AttachmentError otherwise."""
     if not isinstance(content_type, str):
-        raise invalid(f"Attach an image: {ALLOWED_LABEL}.")
-    kind = KINDS.get(content_type.strip().lower())
+        raise invalid(
+            f"Attach an image ({ALLOWED_LABEL}) or a document ({documents.ALLOWED_LABEL})."
+        )
+    declared = content_type.strip().lower()
+    kind = KINDS.get(declared) or documents.KINDS.get(declared)
     if kind is None:
         if "svg" in content_type.lower():
             raise invalid(f"SVG images are not accepted; use {ALLOWED_LABEL}.")
-        raise invalid(f"Only {ALLOWED_LABEL} images can be attached, not {content_type[:60]!r}.")
+        raise invalid(f"Only {ACCEPTED_LABEL} can be attached, not {content_type[:60]!r}.")
     return kind
+
+
+def attachment_kind(kind: UploadKind) -> str:
+    """The row's kind (Attachment.Kind) for an upload kind."""
+    return Attachment.Kind.DOCUMENT if isinstance(kind, DocumentKind) else Attachment.Kind.IMAGE
+
+
+def max_bytes(kind: UploadKind) -> int:
+    """The largest upload of this kind: IMAGE_UPLOAD_MAX_BYTES, DOCUMENT_MAX_BYTES (PDF) or
+    TEXT_DOCUMENT_MAX_BYTES."""
+    return kind.max_bytes if isinstance(kind, DocumentKind) else settings.IMAGE_UPLOAD_MAX_BYTES
+
+
+def noun(kind: UploadKind) -> str:
+    """What a message calls the file: "image", "PDF", "plain text file", "Markdown file"."""
+    if isinstance(kind, ImageKind):
+        return "image"
+    return "PDF" if kind.is_pdf else f"{kind.label} file"
 
 
 class DecodeSlots:
@@ -112,36 +141,49 @@ def decode_slot() -> Iterator[None]:
         decode_slots.release()
 
 
-def verify_upload(attachment: Attachment) -> Encoded:
-    """Checks the uploaded object and replaces it with a clean re-encoding. Raises AttachmentError.
+def verify_upload(attachment: Attachment) -> Encoded | CheckedDocument:
+    """Checks the uploaded object and stores the clean copy. Raises AttachmentError.
 
     Order: key shape → HEAD (exists, size, type) → a decode slot → read (bounded) → magic bytes →
-    Pillow open (four formats, pixel limit before decoding) → decode (reduced for a large JPEG)
-    → re-encode → write to the verified key. The clean copy lives under another key than the
-    upload, so the upload's presigned POST (valid for minutes) can never overwrite what was
-    verified.
+    an image: Pillow open (four formats, pixel limit before decoding), decode (reduced for a
+    large JPEG), re-encode; a document: its checks (chat/uploads/documents.py) → write to the
+    verified key. The clean copy lives under another key than the upload, so the upload's
+    presigned POST (valid for minutes) can never overwrite what was verified.
     """
     kind = kind_of(attachment.content_type)
-    max_bytes = settings.IMAGE_UPLOAD_MAX_BYTES
+    limit = max_bytes(kind)
     head = storage.head(attachment.key)
     if head is None:
         raise invalid("No file was uploaded.")
     size = int(head.get("ContentLength", 0))
-    if size < 1 or size > max_bytes:
-        raise invalid(f"The file is {size_text(size)}; the limit is {size_text(max_bytes)}.")
+    if size < 1 or size > limit:
+        raise invalid(f"The file is {size_text(size)}; the limit is {size_text(limit)}.")
     if size != attachment.byte_size:
         raise invalid("The uploaded file is not the size that was declared.")
     if (head.get("ContentType") or "").lower() != kind.content_type:
+        if isinstance(kind, DocumentKind):
+            raise invalid(f"The file was not uploaded as a {kind.label} document.")
         raise invalid(f"The file was not uploaded as a {kind.label} image.")
-    # The read is inside the slot too: a waiting finish then holds no bytes (up to 20 MB each).
+    # The read is inside the slot too: a waiting finish then holds no bytes (up to 32 MB each).
     with decode_slot():
-        encoded = _read_and_reencode(attachment.key, kind, size=size)
-    storage.write(verified_key(attachment.key), encoded.data, kind.content_type)
-    return encoded
+        data = _read(attachment.key, size=size)
+        if isinstance(kind, DocumentKind):
+            clean = _check_document(data, kind)
+        else:
+            clean = _reencode(data, kind)
+        del data
+    storage.write(verified_key(attachment.key), clean.data, kind.content_type)
+    return clean
 
 
-def _read_and_reencode(key: str, kind: ImageKind, *, size: int) -> Encoded:
-    """The object's bytes, checked and re-encoded; nothing large outlives the call."""
+def row_fields(clean: Encoded | CheckedDocument) -> dict:
+    """What a verified row records besides size and hash: pixels, or pages and text layer."""
+    if isinstance(clean, CheckedDocument):
+        return {"page_count": clean.page_count, "has_text_layer": clean.has_text_layer}
+    return {"width": clean.width, "height": clean.height}
+
+
+def _read(key: str, *, size: int) -> bytes:
     # At most the size HEAD gave (checked against the limit) + 1: the HTTP layer allocates a
     # buffer of the size asked for, which was 20 MB for every image when this asked for the limit.
     data = storage.read(key, limit=size)
@@ -149,6 +191,11 @@ def _read_and_reencode(key: str, kind: ImageKind, *, size: int) -> Encoded:
         raise invalid("No file was uploaded.")
     if len(data) != size:
         raise invalid("The uploaded file changed while it was being checked.")
+    return data
+
+
+def _reencode(data: bytes, kind: ImageKind) -> Encoded:
+    """The image checked and re-encoded; nothing large outlives the call."""
     if sniff(data) != kind.content_type:
         raise invalid(f"The file's contents are not a {kind.label} image.")
     try:
@@ -157,6 +204,16 @@ def _read_and_reencode(key: str, kind: ImageKind, *, size: int) -> Encoded:
         raise invalid(str(exc)) from None
 
 
+def _check_document(data: bytes, kind: DocumentKind) -> CheckedDocument:
+    try:
+        return documents.check(data, kind)
+    except DocumentRefused as exc:
+        raise invalid(str(exc)) from None
+
+
 def verified_key(upload_key: str) -> str:
-    """`uploads/<user>/<uuid>.<ext>` → `images/<user>/<uuid>.<ext>`."""
-    return "images/" + upload_key.removeprefix("uploads/")
+    """`uploads/<user>/<uuid>.<ext>` → `images/<user>/<uuid>.<ext>`, or `documents/…` for a
+    document (the extension, made by start_upload, tells which)."""
+    rest = upload_key.removeprefix("uploads/")
+    folder = "documents/" if rest.rsplit(".", 1)[-1] in documents.EXTENSIONS else "images/"
+    return folder + rest

@@ -1,4 +1,5 @@
-"""JSON endpoints for image uploads: start, finish, cancel, open, limits (docs/images.md).
+"""JSON endpoints for uploads of images and documents: start, finish, cancel, open, limits
+(docs/images.md, docs/documents.md).
 
 Thin: the work is in chat/uploads/attachments.py, every S3 call in chat/uploads/storage.py.
 Login is required; ownership is
@@ -18,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.models import Attachment
-from chat.uploads import attachments, errors, images, storage
+from chat.uploads import attachments, documents, errors, images, storage
 from chat.uploads.errors import AttachmentError
 
 STATUS_BY_CODE = {
@@ -55,11 +56,14 @@ def json_login_required(view: Callable) -> Callable:
 def attachment_dict(attachment: Attachment) -> dict:
     return {
         "id": attachment.pk,
+        "kind": attachment.kind,
         "state": attachment.state,
         "width": attachment.width,
         "height": attachment.height,
         "byte_size": attachment.byte_size,
         "token_estimate": attachment.token_estimate,
+        "page_count": attachment.page_count,
+        "has_text_layer": attachment.has_text_layer,
         "thumbnail_url": reverse("chat:attachment", args=[attachment.pk]),
     }
 
@@ -73,6 +77,11 @@ def limits(request: HttpRequest) -> JsonResponse:
             "max_bytes": settings.IMAGE_UPLOAD_MAX_BYTES,
             "browser_long_edge_px": settings.IMAGE_BROWSER_LONG_EDGE_PX,
             "max_per_message": settings.IMAGE_MAX_PER_MESSAGE,
+            # Apart from content_types, which the page's picker filters images with.
+            "document_types": list(documents.KINDS),
+            "document_max_bytes": settings.DOCUMENT_MAX_BYTES,
+            "text_document_max_bytes": settings.TEXT_DOCUMENT_MAX_BYTES,
+            "document_max_pages": settings.DOCUMENT_MAX_PAGES,
         }
     )
 
@@ -99,7 +108,7 @@ def start(request: HttpRequest) -> JsonResponse:
         {
             "id": attachment.pk,
             "upload": upload,
-            "max_bytes": settings.IMAGE_UPLOAD_MAX_BYTES,
+            "max_bytes": attachment.max_upload_bytes,
             "expires_in": settings.PRESIGN_POST_EXPIRY_SECONDS,
         },
         status=201,

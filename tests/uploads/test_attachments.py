@@ -95,7 +95,7 @@ def test_start_signs_the_exact_policy(alice, settings):
 @pytest.mark.parametrize(
     ("content_type", "byte_size", "message"),
     [
-        ("application/pdf", 100, "Only JPEG, PNG, GIF or WebP"),
+        ("application/msword", 100, "Only JPEG, PNG, GIF or WebP images or PDF"),
         ("image/svg+xml", 100, "SVG images are not accepted"),
         ("text/html", 100, "Only JPEG"),
         ("image/png", 0, "byte_size"),
@@ -145,11 +145,14 @@ def test_it_works(client, alice, s3):
     assert (result["width"], result["height"]) == (784, 1568)
     assert result == {
         "id": attachment.pk,
+        "kind": "image",
         "state": "verified",
         "width": 784,
         "height": 1568,
         "byte_size": attachment.byte_size,
         "token_estimate": (784 * 1568 + 749) // 750,
+        "page_count": None,
+        "has_text_layer": None,
         "thumbnail_url": f"/attachments/{attachment.pk}/",
     }
     assert attachment.verified_at is not None
@@ -499,6 +502,10 @@ def test_limits_and_the_page_policy(client, alice):
         "max_bytes": settings.IMAGE_UPLOAD_MAX_BYTES,
         "browser_long_edge_px": settings.IMAGE_BROWSER_LONG_EDGE_PX,
         "max_per_message": settings.IMAGE_MAX_PER_MESSAGE,
+        "document_types": ["application/pdf", "text/plain", "text/markdown"],
+        "document_max_bytes": settings.DOCUMENT_MAX_BYTES,
+        "text_document_max_bytes": settings.TEXT_DOCUMENT_MAX_BYTES,
+        "document_max_pages": settings.DOCUMENT_MAX_PAGES,
     }
     csp = client.get(reverse("chat:index"))["Content-Security-Policy"]
     origin = settings.AWS_S3_ENDPOINT_URL.rstrip("/")
