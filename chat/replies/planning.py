@@ -92,17 +92,13 @@ def plan_turn(
     A caller that has just read the conversation (with its system prompt) and created the reply,
     in the same transaction, passes them and saves two reads.
     """
-    from chat.replies import tools
-
     if conversation is None:
         conversation = Conversation.objects.select_related("system_prompt").get(pk=conversation_id)
     if reply is None:
         reply = Message.objects.get(pk=reply_message_id)
     info = catalogue.get_model(conversation.model)
-    max_tokens = catalogue.max_tokens_for(info)
     continuation = purpose == ApiCall.Purpose.CONTINUATION
-    if continuation:  # a Continue may write more than the first try
-        max_tokens = min(settings.CLAUDE_MAX_OUTPUT_TOKENS * 2, info.max_output)
+    max_tokens = _max_tokens(info, continuation=continuation)
     prompt = conversation.system_prompt or current_system_prompt()
     ids, summary, turns = _branch_turns(conversation, reply, info)
     known = None
@@ -123,7 +119,6 @@ def plan_turn(
     base_blocks = [*reply.content, request_body.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
     searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
-    offered = tools.REGISTRY.definitions() + ([_web_search_tool()] if searches else [])
     return TurnPlan(
         conversation_id=conversation_id,
         message_id=reply.pk,
@@ -133,19 +128,18 @@ def plan_turn(
         history=fitted.messages,
         max_tokens=max_tokens,
         estimate=fitted.estimate,
-        tools=offered,
+        tools=_offered_tools(web_search=bool(searches)),
         time_zone=_time_zone(conversation.owner_id),
         purpose=purpose,
         base_blocks=base_blocks,
         thinking=request_body.thinking_params(support=info.thinking, effort=effort),
+        compaction=request_body.compaction_params(
+            supported=info.compaction, trigger_tokens=settings.CLAUDE_COMPACTION_TRIGGER_TOKENS
+        ),
         seq_base=reply.stream_seq if continuation else 0,
         fold=fitted.fold,
         summary=summary,
         make_title=not conversation.title and replies_before == 0 and not continuation,
-        compaction=request_body.compaction_params(
-            supported=info.compaction,
-            trigger_tokens=settings.CLAUDE_COMPACTION_TRIGGER_TOKENS,
-        ),
         near_limit=fitted.near,
         whole_history=fitted.whole,
         web_search_max_uses=searches,
@@ -197,6 +191,19 @@ def _known_size(
     if known is not None and continuation:
         known += context.estimate_tokens([request_body.continuation_block()])
     return known
+
+
+def _max_tokens(info: catalogue.ModelInfo, *, continuation: bool) -> int:
+    if continuation:  # a Continue may write more than the first try
+        return min(settings.CLAUDE_MAX_OUTPUT_TOKENS * 2, info.max_output)
+    return catalogue.max_tokens_for(info)
+
+
+def _offered_tools(*, web_search: bool) -> list[dict]:
+    """The app's tools, and Anthropic's web search server tool when the reply may search."""
+    from chat.replies import tools
+
+    return tools.REGISTRY.definitions() + ([_web_search_tool()] if web_search else [])
 
 
 def _web_search_tool() -> dict:
