@@ -338,6 +338,23 @@ async def test_a_model_without_compaction_still_folds_by_summary(
     assert first.startswith(request_body.SUMMARY_PREFIX)
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("finish_replies")
+async def test_a_reply_planned_again_after_its_fold_keeps_the_web_search_it_was_given(
+    alice, test_catalogue, offline_requests, settings
+):
+    settings.CLAUDE_WEB_SEARCH = True
+    conversation = await seeded(alice, TINY["id"], turns=8, words=200)
+    async with open_socket(conversation.pk, alice) as ws:
+        frames = await send_and_wait(
+            ws, "and now? [[offline words=5]]", timeout=60, web_search=True
+        )
+    assert frames[-1]["type"] == "done"
+    assert len(offline_requests.side()) == 1  # folded: the reply was planned again
+    tools = offline_requests.all()[-1]["body"]["tools"]
+    assert [t["type"] for t in tools if t.get("name") == "web_search"] == ["web_search_20250305"]
+
+
 def test_a_compaction_block_reaches_a_model_without_compaction_as_a_summary():
     def turn(id, role, *content):
         return context.StoredTurn(id=id, role=role, content=list(content))

@@ -13,41 +13,22 @@ import base64
 import http.server
 import io
 import math
-import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx2
 import pytest
-import pytest_asyncio
 from anthropic.types import Message
 from pypdf import PdfReader
 
 from tests.support.pdfs import make_pdf
-from tests.support.servers import offline_claude
 
 MODEL = "claude-sonnet-4-6"  # a 1M-token context window
 HAIKU = "claude-haiku-4-5"  # a 200k-token context window
 PAGES = ["Alpha opens the report. It has two sentences.", "", "Gamma closes the report."]
 NOTES = "The grass is green. The sky is blue.\nWater is wet."
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    with tempfile.TemporaryFile(mode="w+") as stderr:
-        with offline_claude(stderr=stderr) as url:
-            yield url
-        stderr.seek(0)
-        logged = stderr.read()
-    assert "Traceback" not in logged, logged
-
-
-@pytest_asyncio.fixture
-async def client(server_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(base_url=server_url, api_key="test", max_retries=0) as sdk:
-        yield sdk
 
 
 class _Files(http.server.BaseHTTPRequestHandler):

@@ -12,52 +12,24 @@ import copy
 import io
 import json
 import math
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
 import httpx2
 import pytest
-import pytest_asyncio
 from anthropic.types import Message
 from PIL import Image
 
 from offline_claude import lineup
 from offline_claude.directives import parse_text
 from offline_claude.replies import analyse_turn, chunk_text, filler_chunks
-from tests.support.servers import offline_claude
 
 MODEL = "claude-sonnet-4-6"
 HAIKU = "claude-haiku-4-5"  # the one served model that still accepts a prefill
 HEADERS = {"x-api-key": "test", "anthropic-version": "2023-06-01"}
 EPHEMERAL = {"type": "ephemeral"}
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    """``python -m offline_claude --port 0`` as a subprocess; yields its base URL."""
-    with tempfile.TemporaryFile(mode="w+") as stderr:
-        with offline_claude(stderr=stderr) as url:
-            yield url
-        stderr.seek(0)
-        logged = stderr.read()
-    # Deliberate drops are not logged; any traceback is a server bug.
-    assert "Traceback" not in logged, logged
-
-
-@pytest_asyncio.fixture
-async def client(server_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(base_url=server_url, api_key="test", max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest_asyncio.fixture
-async def http(server_url: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=server_url, timeout=10) as raw:
-        yield raw
 
 
 def user(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:

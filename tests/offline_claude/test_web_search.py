@@ -9,45 +9,18 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import anthropic
 import httpx2
 import pytest
-import pytest_asyncio
 from anthropic.types import Message
-
-from tests.support.servers import offline_claude
 
 MODEL = "claude-sonnet-4-6"  # no prefill: only a pause_turn continuation may end with assistant
 HEADERS = {"x-api-key": "test", "anthropic-version": "2023-06-01"}
 SEARCH = {"type": "web_search_20250305", "name": "web_search"}
 RESERVED = ("example.org", "example.com", "example.net")
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    with tempfile.TemporaryFile(mode="w+") as stderr:
-        with offline_claude(stderr=stderr) as url:
-            yield url
-        stderr.seek(0)
-        logged = stderr.read()
-    assert "Traceback" not in logged, logged
-
-
-@pytest_asyncio.fixture
-async def client(server_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(base_url=server_url, api_key="test", max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest_asyncio.fixture
-async def http(server_url: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=server_url, timeout=10) as raw:
-        yield raw
 
 
 def user(text: str) -> list[dict[str, Any]]:
