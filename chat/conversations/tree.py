@@ -106,10 +106,24 @@ def latest_leaf_under(conversation: Conversation, message_id: int) -> int:
     return node
 
 
+# Opaque tokens the API needs back unchanged and a browser has no use for: a web search result's
+# page (`encrypted_content`) and a web citation's pointer into it (`encrypted_index`).
+_OPAQUE_KEYS = frozenset({"encrypted_content", "encrypted_index"})
+
+
+def _without_opaque(value):
+    if isinstance(value, list):
+        return [_without_opaque(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _without_opaque(v) for k, v in value.items() if k not in _OPAQUE_KEYS}
+    return value
+
+
 def page_content(content: list) -> list:
     """A message's blocks as pages see them: thinking keeps its text, never its signature, and
-    redacted thinking only its type. Both are for the API alone (they go back to it as they
-    were saved), not for a browser."""
+    redacted thinking only its type; web search results and web citations lose their encrypted
+    fields. Those are for the API alone (they go back to it as they were saved), not for a
+    browser."""
     shown = []
     for block in content:
         kind = block.get("type") if isinstance(block, dict) else None
@@ -117,6 +131,8 @@ def page_content(content: list) -> list:
             block = {"type": "thinking", "thinking": block.get("thinking", "")}
         elif kind == "redacted_thinking":
             block = {"type": "redacted_thinking"}
+        elif kind in ("web_search_tool_result", "text"):
+            block = _without_opaque(block)
         shown.append(block)
     return shown
 

@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat.claude import client, errors, records, request_body
+from chat.conversations import tree
 from chat.ledger import entries
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
 from chat.replies import planning, titles, tools
@@ -86,6 +87,7 @@ class Reply:
         # A Continue's first text joins the cut text directly (no separator), as saved.
         self._glue = bool(plan.base_blocks)
         self._calls: list[records.CallRecord] = []
+        self._server_uses: dict[str, dict] = {}  # web searches asked for, by id
         self._stopping = False
         self._stream_task: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
@@ -260,8 +262,15 @@ class Reply:
         self._round_blocks = []
 
     def _on_block(self, block: dict) -> None:
-        if block.get("type") == "tool_use":
+        kind = block.get("type")
+        if kind == "server_tool_use":  # a search Anthropic runs: shown like the app's tools
+            self._server_uses[block.get("id", "")] = block
+        if kind in ("tool_use", "server_tool_use"):
             self.delivery.broadcast_soon(self._tool_frame(block, None))
+        elif kind == "web_search_tool_result":
+            use = self._server_uses.get(block.get("tool_use_id", ""))
+            use = use or {"id": block.get("tool_use_id", ""), "name": "web_search"}
+            self.delivery.broadcast_soon(self._tool_frame(use, search_outcome(block)))
 
     def _tool_frame(self, use: dict, result: tools.ToolResult | None) -> dict:
         """The tool call as tabs show it: storable, as the saved blocks will be."""
@@ -409,5 +418,20 @@ class Reply:
                 "usage": usage.as_api(),
                 "cost": str(entries.cost_of_calls(self._calls)),
                 "meters": meters,
+                # The saved blocks as pages see them: citations and web sources arrive whole.
+                "content": storable_json(tree.page_content(content)),
             }
         )
+
+
+def search_outcome(block: dict) -> tools.ToolResult:
+    """A web_search_tool_result as a tool step shows it: the pages found (title and URL; never
+    their encrypted content), or the search's error code."""
+    content = block.get("content")
+    if isinstance(content, dict):  # web_search_tool_result_error
+        return tools.ToolResult(f"Search failed: {content.get('error_code', 'unavailable')}", True)
+    pages = [item for item in content or [] if isinstance(item, dict)]
+    lines = [
+        f"{page.get('title') or page.get('url', '')} — {page.get('url', '')}" for page in pages
+    ]
+    return tools.ToolResult("\n".join(lines) or "No pages found.", False)

@@ -149,3 +149,64 @@ async def test_web_search_must_be_true_or_false(alice, conversation, searching):
     async with open_socket(conversation.pk, alice) as ws:
         frames = await send_and_wait(ws, "Hi", web_search="yes")
     assert frames[-1]["code"] == "invalid_frame"
+
+
+def opaque_keys(value) -> set[str]:
+    """Every key named encrypted_* anywhere in `value`."""
+    if isinstance(value, list):
+        return set().union(*(opaque_keys(v) for v in value)) if value else set()
+    if isinstance(value, dict):
+        own = {k for k in value if k.startswith("encrypted_")}
+        return own.union(*(opaque_keys(v) for v in value.values()))
+    return set()
+
+
+async def test_tabs_see_each_search_as_a_tool_step_and_the_sources_at_done(
+    alice, conversation, searching
+):
+    async with open_socket(conversation.pk, alice) as ws:
+        frames = await send_and_wait(ws, "[[offline search=1]] Latest news?", web_search=True)
+    done = frames[-1]
+    assert done["type"] == "done", done
+    steps = [f for f in frames if f["type"] == "tool"]
+    asked, answered = steps
+    assert asked["name"] == answered["name"] == "web_search" and asked["id"] == answered["id"]
+    assert asked["result"] is None and asked["input"]["query"]
+    assert not answered["is_error"]
+    message, _ = await reply_of(frames)
+    (result,) = [b for b in message.content if b["type"] == "web_search_tool_result"]
+    pages = result["content"]
+    assert answered["result"].splitlines() == [f"{p['title']} — {p['url']}" for p in pages]
+    # The done frame carries the saved blocks, citations and sources, without what only the
+    # API may read back; the saved message keeps those for the next request.
+    assert [b["type"] for b in done["content"]] == kinds(message)
+    assert any(b.get("citations") for b in done["content"] if b["type"] == "text")
+    assert opaque_keys(message.content) == {"encrypted_content", "encrypted_index"}
+    assert opaque_keys(done["content"]) == set()
+    assert "encrypted" not in str(frames)
+
+
+async def test_a_failed_search_is_a_failed_tool_step_not_a_failed_reply(
+    alice, conversation, searching
+):
+    async with open_socket(conversation.pk, alice) as ws:
+        frames = await send_and_wait(
+            ws, "[[offline search=1 search_error=too_many_requests]] News?", web_search=True
+        )
+    assert frames[-1]["type"] == "done", frames[-1]
+    answered = [f for f in frames if f["type"] == "tool" and f["result"] is not None]
+    assert [(f["result"], f["is_error"]) for f in answered] == [
+        ("Search failed: too_many_requests", True)
+    ]
+
+
+async def test_the_page_shows_saved_search_turns_without_their_encrypted_fields(
+    alice, conversation, searching, client
+):
+    async with open_socket(conversation.pk, alice) as ws:
+        frames = await send_and_wait(ws, "[[offline search=2]] Latest news?", web_search=True)
+    assert frames[-1]["type"] == "done"
+    await sync_to_async(client.force_login)(alice)
+    page = await sync_to_async(client.get)(reverse("chat:conversation", args=[conversation.pk]))
+    assert page.status_code == 200
+    assert b"encrypted_" not in page.content and b"web_search_tool_result" in page.content
