@@ -227,6 +227,12 @@ class ApiCall(models.Model):
         return self.cache_write_5m_tokens + self.cache_write_1h_tokens
 
 
+# A PDF page's tokens, estimated: the documentation gives "1,500–3,000 tokens per page" for the
+# text, and each page is also read as an image (about 650 tokens for a letter page at 72 dpi).
+# The real figure replaces the estimate once the first request has been answered.
+PDF_PAGE_TOKENS = 2_200
+
+
 class Attachment(models.Model):
     """An image or document uploaded straight to S3 by the browser, verified before use.
 
@@ -288,7 +294,13 @@ class Attachment(models.Model):
 
     @property
     def token_estimate(self) -> int | None:
-        """Claude's estimate for an image: width × height / 750 (None for documents)."""
+        """What the attachment adds to a request, estimated: an image width × height / 750
+        (Claude's own formula), a PDF PDF_PAGE_TOKENS a page, a text file 4 bytes a token;
+        None before verification."""
+        if self.kind == self.Kind.DOCUMENT:
+            if self.content_type == "application/pdf":
+                return self.page_count * PDF_PAGE_TOKENS if self.page_count else None
+            return (self.byte_size + 3) // 4 if self.byte_size else None
         if not self.width or not self.height:
             return None
         return (self.width * self.height + 749) // 750

@@ -22,13 +22,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from chat.claude.request_body import ImageResolver, to_api_messages, with_summary
+from chat.claude.request_body import AttachmentResolver, to_api_messages, with_summary
+from chat.models import PDF_PAGE_TOKENS
 
 FOLD_THRESHOLD = 0.75
 # After folding, recent turns take at most this share of the window.
 RECENT_SHARE = 0.40
 KEEP_IMAGES_TURNS = 2
 IMAGE_TOKENS_DEFAULT = 1600
+DOCUMENT_TOKENS_DEFAULT = 10 * PDF_PAGE_TOKENS  # a reference saved without its estimate
 # Within this share of the fold limit the estimate is checked with count_tokens. The estimate
 # is the last call's real input plus 4 characters a token for what came since, so it can be
 # off only by the new part's error; more than 15 % of the limit arriving in one turn (over
@@ -39,7 +41,8 @@ COMPACTION = "compaction"
 
 
 def estimate_block_tokens(block: dict) -> int:
-    """A cheap, deterministic estimate: ~4 characters a token; images width × height / 750."""
+    """A cheap, deterministic estimate: ~4 characters a token; images width × height / 750;
+    stored documents their upload's estimate (Attachment.token_estimate)."""
     kind = block.get("type")
     if kind == "text":
         return len(block.get("text", "")) // 4 + 1
@@ -48,6 +51,12 @@ def estimate_block_tokens(block: dict) -> int:
         return (width * height + 749) // 750 if width and height else IMAGE_TOKENS_DEFAULT
     if kind == COMPACTION:
         return len(block.get("content") or "") // 4 + 1
+    if kind == "document" and "attachment_id" in block:  # a stored reference (chat.uploads)
+        estimate = block.get("token_estimate")
+        if isinstance(estimate, int):
+            return estimate
+        pages = block.get("page_count")
+        return pages * PDF_PAGE_TOKENS if isinstance(pages, int) else DOCUMENT_TOKENS_DEFAULT
     return len(json.dumps(block, separators=(",", ":"))) // 4 + 1
 
 
@@ -160,7 +169,7 @@ def fit(
     system_tokens: int,
     window: int,
     max_tokens: int,
-    resolve_image: ImageResolver,
+    resolve_attachment: AttachmentResolver,
     known: int | None = None,
     counted: int | None = None,
 ) -> Fit:
@@ -181,9 +190,9 @@ def fit(
         total = base + sum(t.tokens for t in read)
     near = counted is None and total >= limit * (1 - COUNT_NEAR_SHARE)
     if total <= limit:
-        messages = with_summary(summary, to_api_messages(turns, resolve_image))
+        messages = with_summary(summary, to_api_messages(turns, resolve_attachment))
         return Fit(messages, total, near=near, whole=messages if near else [])
-    whole = with_summary(summary, to_api_messages(turns, resolve_image)) if near else []
+    whole = with_summary(summary, to_api_messages(turns, resolve_attachment)) if near else []
     # 1. Drop images of older turns.
     user_ids = [t.id for t in turns if t.role == "user"]
     keep_from = user_ids[-KEEP_IMAGES_TURNS] if len(user_ids) >= KEEP_IMAGES_TURNS else 0
@@ -193,7 +202,7 @@ def fit(
         if t.id < keep_from
     )
     if total - dropped <= limit:
-        messages = to_api_messages(turns, resolve_image, keep_images_from=keep_from)
+        messages = to_api_messages(turns, resolve_attachment, keep_images_from=keep_from)
         return Fit(
             with_summary(summary, messages),
             total - dropped,

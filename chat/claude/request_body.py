@@ -13,7 +13,6 @@ window is chat.claude.context's.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,8 @@ CAN_DISABLE = ("manual", "manual-and-adaptive", "adaptive")
 COMPACTION_BETA = "compact-2026-01-12"
 COMPACTION_EDIT = "compact_20260112"
 
-ImageResolver = Callable[[dict], dict | None]
+# A stored image or document reference to its API block; None when it is gone.
+AttachmentResolver = Callable[[dict], dict | None]
 
 
 def compaction_params(*, supported: bool, trigger_tokens: int) -> dict:
@@ -161,23 +161,28 @@ def answer_dangling_tool_uses(content: list[dict]) -> list[dict]:
 
 
 def to_api_messages(
-    turns: Iterable[StoredTurn], resolve_image: ImageResolver, *, keep_images_from: int = 0
+    turns: Iterable[StoredTurn],
+    resolve_attachment: AttachmentResolver,
+    *,
+    keep_images_from: int = 0,
 ) -> list[dict]:
     """Saved turns as alternating API messages.
 
-    Image references of turns before `keep_images_from` (a message id) are dropped; the rest
-    go through `resolve_image`. Thinking blocks of these (earlier) turns are left out. A reply
-    that failed before any text is left out, and adjacent messages of one role are merged, so a
-    failure never breaks the alternation.
+    Image references of turns before `keep_images_from` (a message id) are dropped; the rest,
+    and every document reference (documents are never dropped: later replies cite them by their
+    index in the request), go through `resolve_attachment`. Thinking blocks of these (earlier)
+    turns are left out. A reply that failed before any text is left out, and adjacent messages
+    of one role are merged, so a failure never breaks the alternation.
     """
     merged: list[dict] = []
     for turn in turns:
         content = []
         for block in without_thinking(_drop_empty_text(turn.content)):
-            if block.get("type") == "image":
-                if turn.id < keep_images_from:
+            kind = block.get("type")
+            if kind == "image" or (kind == "document" and "attachment_id" in block):
+                if kind == "image" and turn.id < keep_images_from:
                     continue
-                resolved = resolve_image(block)
+                resolved = resolve_attachment(block)
                 if resolved is None:
                     continue
                 block = resolved
@@ -206,18 +211,31 @@ def with_summary(summary: str, messages: list[dict]) -> list[dict]:
 
 
 def mark_cache_breakpoint(messages: list[dict]) -> list[dict]:
-    """A cache breakpoint on the last block before the newest user turn (the stable prefix).
+    """A cache breakpoint on the last block before the newest user turn (the stable prefix), and
+    one on the request's last document, so that a long PDF is read once and then cached across
+    turns, from the turn it is attached in.
 
-    With the one on the system prompt that makes two of the API's four. The marked block is a
-    copy: stored content never carries cache_control.
+    With the one on the system prompt that makes at most three of the API's four. Marked
+    blocks are copies: stored content never carries cache_control.
     """
-    if len(messages) < 2:
+    marks = []
+    if len(messages) >= 2:
+        marks.append((len(messages) - 2, len(messages[-2]["content"]) - 1))
+    documents = [
+        (i, j)
+        for i, message in enumerate(messages)
+        for j, block in enumerate(message["content"])
+        if block.get("type") == "document"
+    ]
+    if documents and documents[-1] not in marks:
+        marks.append(documents[-1])
+    if not marks:
         return messages
     messages = [dict(m) for m in messages]
-    target = messages[-2]
-    content = [copy.copy(b) for b in target["content"]]
-    content[-1]["cache_control"] = {"type": "ephemeral"}
-    target["content"] = content
+    for i, j in marks:
+        content = list(messages[i]["content"])
+        content[j] = {**content[j], "cache_control": {"type": "ephemeral"}}
+        messages[i]["content"] = content
     return messages
 
 

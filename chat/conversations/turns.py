@@ -72,7 +72,7 @@ def turn_start(
     text: str,
     client_id: uuid.UUID,
     model: str | None = None,
-    image_blocks: list[dict] | None = None,
+    attachment_blocks: list[dict] | None = None,
     parent_id: int | None | object = FOLLOW_LEAF,
     known_new: bool = False,
 ) -> TurnStart:
@@ -95,7 +95,7 @@ def turn_start(
                 catalogue.get_model(model)
                 conversation.model = model
                 keep_effort_for_model(conversation)
-            content = [{"type": "text", "text": text}, *(image_blocks or [])]
+            content = _user_content(text, attachment_blocks or [])
             user_message = Message.objects.create(
                 conversation=conversation,
                 parent_id=_leaf_id(conversation) if parent_id is FOLLOW_LEAF else parent_id,
@@ -111,6 +111,14 @@ def turn_start(
             return TurnStart(user_message=existing, assistant_message=None, duplicate=True)
         raise Busy from None
     return TurnStart(user_message=user_message, assistant_message=assistant_message)
+
+
+def _user_content(text: str, attachment_blocks: list[dict]) -> list[dict]:
+    """A user message's blocks: documents first (the docs advise long documents before the
+    question), then the text, then images (as they have always been stored)."""
+    documents = [b for b in attachment_blocks if b.get("type") == "document"]
+    others = [b for b in attachment_blocks if b.get("type") != "document"]
+    return [*documents, {"type": "text", "text": text}, *others]
 
 
 class NotEditable(UserFacingError):
@@ -134,7 +142,7 @@ def edit_start(
     """A new version of a user message on the active branch, and a reply to it.
 
     The conversation continues from the edited message; the old branch is kept as a version.
-    The images of the edited message go with the new version.
+    The images and documents of the edited message go with the new version.
     """
     from chat.conversations.tree import active_path
 
@@ -142,13 +150,13 @@ def edit_start(
     original = next((m for m in path.messages if m.pk == message_id), None)
     if original is None or original.role != Message.Role.USER:
         raise NotEditable("Only your own messages in this conversation can be edited.")
-    images = [b for b in original.content if b.get("type") == "image"]
+    files = [b for b in original.content if b.get("type") in ("image", "document")]
     with transaction.atomic():
         return turn_start(
             conversation=conversation,
             text=text,
             client_id=client_id,
-            image_blocks=images,
+            attachment_blocks=files,
             parent_id=original.parent_id,
         )
 

@@ -46,21 +46,42 @@ class TurnPlan:
     web_search_max_uses: int = 0  # the searches the request allows (0: no web search tool)
 
 
-def _resolve_image(block: dict) -> dict | None:
-    """A stored image reference as the API block (fresh URL or base64), None if it is gone."""
+def _resolve_attachment(block: dict) -> dict | None:
+    """A stored image or document reference as the API block (a fresh URL, base64, or a
+    document's text), None if it is gone."""
     from chat.models import Attachment
     from chat.uploads import blocks, errors
 
+    kind = Attachment.Kind.DOCUMENT if block.get("type") == "document" else Attachment.Kind.IMAGE
     attachment = Attachment.objects.filter(
-        pk=block.get("attachment_id"), state=Attachment.State.VERIFIED
+        pk=block.get("attachment_id"), state=Attachment.State.VERIFIED, kind=kind
     ).first()
     if attachment is None:
         return None
     try:
-        return blocks.image_block(attachment)
+        return blocks.attachment_block(attachment)
     except errors.AttachmentError:
-        log.warning("image %s could not be read for a request", attachment.pk)
+        log.warning("%s %s could not be read for a request", kind, attachment.pk)
         return None
+
+
+def _check_pages(turns: list[context.StoredTurn], info: catalogue.ModelInfo) -> None:
+    """Refuse a request whose PDFs have more pages together than the model takes in one
+    request (the API counts every document of the request, earlier turns' too)."""
+    from chat.uploads import documents
+
+    limit = documents.page_limit(context_window=info.context_window)
+    pages = sum(
+        block.get("page_count") or 0
+        for turn in turns
+        for block in turn.content
+        if block.get("type") == "document" and isinstance(block.get("page_count"), int)
+    )
+    if pages > limit:
+        raise TooManyPages(
+            f"The PDFs of this conversation have {pages:,} pages together; {info.label} reads "
+            f"at most {limit:,} pages in one request. Start a new conversation for more PDFs."
+        )
 
 
 def plan_turn(
@@ -110,12 +131,13 @@ def plan_turn(
         system_tokens=len(prompt.text) // 4 + 1,
         window=info.context_window,
         max_tokens=max_tokens,
-        resolve_image=_resolve_image,
+        resolve_attachment=_resolve_attachment,
         known=known,
         counted=counted,
     )
     if not fitted.fold and not fitted.messages:
         raise ContextTooLong
+    _check_pages(turns[len(fitted.fold) :], info)
     base_blocks = [*reply.content, request_body.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
     searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
@@ -225,6 +247,12 @@ class ContextTooLong(UserFacingError):
 
     code = "context_too_long"
     message = "This message is too long for the model's context window. Shorten it."
+
+
+class TooManyPages(UserFacingError):
+    """The request's PDFs pass the model's page limit."""
+
+    code = "attachment_invalid"
 
 
 def store_summary(*, conversation_id: int, summary: str, upto_id: int) -> None:

@@ -18,7 +18,7 @@ from chat import limits
 from chat.claude import catalogue, context
 from chat.conversations import access, lifecycle, tree, turns
 from chat.ledger import budgets
-from chat.models import ApiCall, Conversation, Message
+from chat.models import ApiCall, Attachment, Conversation, Message
 from chat.replies import checkpoints, planning
 from chat.uploads import attachments, blocks
 
@@ -47,18 +47,20 @@ def send(
                 model=catalogue.get_model(model or conversation.model), effort=effort
             )
         searching = lifecycle.turn_web_search(conversation=conversation, requested=web_search)
-        images = attachments.verified_for_send(owner=user, ids=attachment_ids)
+        files = attachments.verified_for_send(
+            owner=user, ids=attachment_ids, kinds=(Attachment.Kind.IMAGE, Attachment.Kind.DOCUMENT)
+        )
         started = turns.turn_start(
             conversation=conversation,
             text=text,
             client_id=client_id,
             model=model,
-            image_blocks=[blocks.message_image_ref(a) for a in images],
+            attachment_blocks=[blocks.message_attachment_ref(a) for a in files],
             known_new=True,
         )
         if started.duplicate:
             return started, None
-        attachments.attach_to_message(attachments=images, message=started.user_message)
+        attachments.attach_to_message(attachments=files, message=started.user_message)
         plan = planning.plan_turn(
             conversation_id=conversation_id,
             reply_message_id=started.assistant_message.pk,

@@ -191,7 +191,7 @@ def cancel_upload(*, owner, attachment_id: int) -> None:
     deleted, _ = Attachment.objects.filter(pk=attachment.pk, message__isnull=True).delete()
     if not deleted:
         if Attachment.objects.filter(pk=attachment.pk).exists():
-            raise invalid("This image has been sent and cannot be removed.")
+            raise invalid("This file has been sent and cannot be removed.")
         raise AttachmentError(NOT_FOUND, "No such attachment.")
     storage.delete_objects([attachment.key])
 
@@ -259,10 +259,10 @@ def verified_for_send(
     if not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
         raise invalid("attachments must be a list of attachment ids.")
     if len(set(ids)) != len(ids):
-        raise invalid("The same image is attached twice.")
+        raise invalid("The same file is attached twice.")
     limit = settings.IMAGE_MAX_PER_MESSAGE
     if len(ids) > limit:
-        raise invalid(f"At most {limit} images can be sent with one message.")
+        raise invalid(f"At most {limit} files can be sent with one message.")
     if not ids:
         return []
     queryset = Attachment.objects.filter(
@@ -277,7 +277,7 @@ def verified_for_send(
     found = {a.pk: a for a in queryset}
     if len(found) != len(ids):
         raise invalid(
-            "An attached image cannot be used: it is missing, not verified yet, or already "
+            "An attached file cannot be used: it is missing, not verified yet, or already "
             "sent. Attach it again."
         )
     return [found[i] for i in ids]
@@ -294,6 +294,6 @@ def attach_to_message(*, attachments: list[Attachment], message: Message) -> Non
         message__isnull=True,
     ).update(message=message)
     if updated != len(attachments):
-        raise invalid("An attached image was already sent. Attach it again.")
+        raise invalid("An attached file was already sent. Attach it again.")
     for attachment in attachments:
         attachment.message = message

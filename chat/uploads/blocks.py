@@ -44,6 +44,8 @@ def message_document_ref(attachment: Attachment) -> dict:
     }
     if attachment.page_count is not None:
         ref["page_count"] = attachment.page_count
+    if attachment.token_estimate is not None:
+        ref["token_estimate"] = attachment.token_estimate
     return ref
 
 

@@ -47,7 +47,7 @@ def json_login_required(view: Callable) -> Callable:
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if not request.user.is_authenticated:
-            return error_response("unauthorized", "Log in to upload images.", 401)
+            return error_response("unauthorized", "Log in to upload files.", 401)
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -120,7 +120,10 @@ def test_images_in_old_turns_are_dropped_before_text_is_folded():
         system_tokens=10,
         window=4000,
         max_tokens=300,
-        resolve_image=lambda block: {"type": "image", "source": {"id": block["attachment_id"]}},
+        resolve_attachment=lambda block: {
+            "type": "image",
+            "source": {"id": block["attachment_id"]},
+        },
     )
     assert fit.images_dropped and not fit.fold
     sent = json.dumps(fit.messages)

@@ -47,3 +47,10 @@ def started(owner, data: bytes, content_type="image/png", byte_size=None, name="
         name=name,
     )
     return attachment, post
+
+
+def verified_file(owner, data: bytes, content_type: str, name: str):
+    """An attachment of `owner` through the whole flow (start, upload to S3, finish), verified."""
+    attachment, post = started(owner, data, content_type, name=name)
+    upload(post, data, timeout=30)
+    return attachments.finish_upload(owner=owner, attachment_id=attachment.pk)

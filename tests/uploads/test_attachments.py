@@ -312,7 +312,7 @@ def test_verified_for_send_returns_the_owners_images_in_order(alice, bob, conver
         ([True], "list of attachment ids"),
         (["1"], "list of attachment ids"),
         ([1, 1], "attached twice"),
-        (list(range(1, 12)), "At most 10 images"),
+        (list(range(1, 12)), "At most 10 files"),
     ],
 )
 def test_verified_for_send_checks_its_input(alice, ids, message):

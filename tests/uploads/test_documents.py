@@ -15,7 +15,7 @@ import pytest
 import requests
 from django.test import Client
 
-from chat.models import Attachment
+from chat.models import PDF_PAGE_TOKENS, Attachment
 from chat.uploads import attachments, blocks, documents
 from chat.uploads.errors import AttachmentError
 from tests.support.documents import scanned_pdf, text_pdf
@@ -65,7 +65,7 @@ def test_it_works_for_a_pdf(web, alice, s3, settings):
         "width": None,
         "height": None,
         "byte_size": len(data),
-        "token_estimate": None,
+        "token_estimate": 3 * PDF_PAGE_TOKENS,
         "page_count": 3,
         "has_text_layer": True,
         "thumbnail_url": f"/attachments/{row.pk}/",
@@ -95,6 +95,7 @@ def test_it_works_for_text_and_markdown(web, alice, s3, settings, content_type, 
     assert response.status_code == 200, response.content
     assert response.json()["kind"] == "document"
     assert response.json()["page_count"] is None
+    assert response.json()["token_estimate"] == (len(MARKDOWN) + 3) // 4
     assert row.key == f"documents/{alice.pk}/{row.key.rsplit('/', 1)[1]}"
     assert row.key.endswith(f".{extension}") and stored(s3, row.key) == MARKDOWN
 
@@ -148,6 +149,7 @@ def test_a_pdf_is_stored_as_a_reference_and_sent_as_a_url_or_base64(web, s3, set
         "media_type": "application/pdf",
         "title": "Q3 report.pdf",
         "page_count": 2,
+        "token_estimate": 2 * PDF_PAGE_TOKENS,
     }
     settings.IMAGE_DELIVERY = "auto"  # the local S3 is on loopback: base64
     block = blocks.attachment_block(row)
