@@ -170,6 +170,15 @@ def _documents() -> list[CheckMessage]:
                 id="claudeweb.E013",
             )
         )
+    if settings.CLAUDE_REQUEST_MAX_BYTES < 1024 * 1024:
+        errors.append(
+            Error(
+                f"CLAUDE_REQUEST_MAX_BYTES is {settings.CLAUDE_REQUEST_MAX_BYTES}.",
+                hint="Use the platform's request limit in bytes (33554432 on Anthropic's API), "
+                "at least 1 MiB.",
+                id="claudeweb.E019",
+            )
+        )
     pages, small = settings.DOCUMENT_MAX_PAGES, settings.DOCUMENT_MAX_PAGES_SMALL_WINDOW
     if not 1 <= small <= pages <= API_MAX_PDF_PAGES:
         errors.append(

@@ -287,6 +287,10 @@ TEXT_DOCUMENT_MAX_BYTES = envint("TEXT_DOCUMENT_MAX_BYTES", 2 * 1024 * 1024)
 # above DOCUMENT_MAX_PAGES is refused at upload; the model's limit is applied when it is sent.
 DOCUMENT_MAX_PAGES = envint("DOCUMENT_MAX_PAGES", 600)
 DOCUMENT_MAX_PAGES_SMALL_WINDOW = envint("DOCUMENT_MAX_PAGES_SMALL_WINDOW", 100)
+# The largest request the Messages API takes, in bytes: 32 MB on Anthropic's API ("varies by
+# platform"). A reply whose files (base64 PDFs and images, text files, earlier turns' included)
+# would pass it is refused before the call, with nothing saved.
+CLAUDE_REQUEST_MAX_BYTES = envint("CLAUDE_REQUEST_MAX_BYTES", 32 * 1024 * 1024)
 # Attachments uploaded but never sent are removed after this many hours (cleanup command).
 ATTACHMENT_UNSENT_TTL_HOURS = envint("ATTACHMENT_UNSENT_TTL_HOURS", 24)
 

@@ -110,6 +110,7 @@ def test_bad_image_check_limits_are_reported(settings, name, value, code):
         ("DOCUMENT_MAX_PAGES", 601, "claudeweb.E014"),
         ("DOCUMENT_MAX_PAGES", 50, "claudeweb.E014"),  # below the small-window limit (100)
         ("DOCUMENT_MAX_PAGES_SMALL_WINDOW", 0, "claudeweb.E014"),
+        ("CLAUDE_REQUEST_MAX_BYTES", 1024, "claudeweb.E019"),
     ],
 )
 def test_bad_document_limits_are_reported(settings, name, value, code):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -15,6 +16,9 @@ from chat.models import ApiCall, Conversation, Message, UserSettings
 from chat.text import storable
 
 log = logging.getLogger(__name__)
+
+# Room for the request's other fields (model, max_tokens, thinking, metadata…) in its size.
+REQUEST_OTHER_FIELDS_BYTES = 4096
 
 
 @dataclass
@@ -138,19 +142,22 @@ def plan_turn(
     if not fitted.fold and not fitted.messages:
         raise ContextTooLong
     _check_pages(turns[len(fitted.fold) :], info)
+    searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
+    tools = _offered_tools(web_search=bool(searches))
+    system = client.system_blocks(prompt.text)
+    _check_request_bytes(fitted.messages, system=system, tools=tools)
     base_blocks = [*reply.content, request_body.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
-    searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
     return TurnPlan(
         conversation_id=conversation_id,
         message_id=reply.pk,
         user_id=conversation.owner_id,
         model=conversation.model,
-        system=client.system_blocks(prompt.text),
+        system=system,
         history=fitted.messages,
         max_tokens=max_tokens,
         estimate=fitted.estimate,
-        tools=_offered_tools(web_search=bool(searches)),
+        tools=tools,
         time_zone=_time_zone(conversation.owner_id),
         purpose=purpose,
         base_blocks=base_blocks,
@@ -247,6 +254,26 @@ class ContextTooLong(UserFacingError):
 
     code = "context_too_long"
     message = "This message is too long for the model's context window. Shorten it."
+
+
+def _check_request_bytes(messages: list[dict], *, system: list[dict], tools: list[dict]) -> None:
+    """Refuse a request larger than the API takes (CLAUDE_REQUEST_MAX_BYTES): base64 PDFs and
+    images grow by a third, and every turn's files go with every request."""
+    body = {"messages": messages, "system": system, "tools": tools}
+    size = len(json.dumps(body, separators=(",", ":")))  # ASCII: characters are bytes
+    limit = settings.CLAUDE_REQUEST_MAX_BYTES - REQUEST_OTHER_FIELDS_BYTES
+    if size > limit:
+        raise RequestTooLarge(
+            f"The files of this conversation make a request of {size / 1e6:.1f} MB; one request "
+            f"to Claude may carry at most {limit / 1e6:.1f} MB. Start a new conversation for "
+            "more files."
+        )
+
+
+class RequestTooLarge(UserFacingError):
+    """The request's files pass the API's request size."""
+
+    code = "attachment_invalid"
 
 
 class TooManyPages(UserFacingError):

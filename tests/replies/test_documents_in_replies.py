@@ -158,3 +158,22 @@ async def test_an_edited_message_keeps_its_document(alice, conversation, offline
     again = await user_message_of(edited[-1]["message_id"])
     assert again.pk != sent.pk and again.content[0] == sent.content[0]
     assert first_user_content(offline_requests.all()[-1])[0]["type"] == "document"
+
+
+async def test_files_past_the_request_size_are_refused_before_the_call(
+    alice, conversation, offline_requests, settings
+):
+    settings.CLAUDE_REQUEST_MAX_BYTES = 1024 * 1024
+    # Each PDF is ~420 kB, ~560 kB as base64: one fits in a 1 MiB request, two do not.
+    padding = "x" * 60_000
+    first = await uploaded(alice, text_pdf(7, padding), PDF, "a.pdf")
+    second = await uploaded(alice, text_pdf(7, padding), PDF, "b.pdf")
+    async with open_socket(conversation.pk, alice) as ws:
+        ok = await send_and_wait(ws, "Read a.", attachments=[first.pk])
+        refused = await send_and_wait(ws, "Now b.", attachments=[second.pk])
+    assert ok[-1]["type"] == "done", ok[-1]
+    error = refused[-1]
+    assert error["type"] == "error" and error["code"] == "attachment_invalid", error
+    assert "one request to Claude may carry at most 1.0 MB" in error["message"]
+    assert len(offline_requests.all()) == 1
+    assert await sync_to_async(Message.objects.filter(conversation=conversation).count)() == 2
