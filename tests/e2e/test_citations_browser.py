@@ -130,14 +130,14 @@ def test_a_failed_search_is_a_failed_step_and_the_reply_still_ends(logged_in):
     new_chat(page)
     turn_on_web_search(page)
     reply = ask(page, "[[offline search=1 search_error=too_many_requests pace_ms=1]] Latest news?")
-    for attempt in ("streamed", "reloaded"):
+    for _attempt in ("streamed", "reloaded"):
         step = reply.locator('[data-testid="tool"][data-tool-name="web_search"]')
         expect(step).to_have_count(1)
         expect(step).to_have_attribute("data-state", "failed")
         expect(step.locator("summary")).to_contain_text("failed")
         step.locator("summary").click()
         expect(step).to_contain_text("Search failed: too_many_requests")
-        expect(reply.get_by_test_id("source")).to_have_count(0), attempt
+        expect(reply.get_by_test_id("source")).to_have_count(0)
         page.reload()
         reply = page.locator(ASSISTANT).last
         expect(reply).to_have_attribute("data-status", "done")
