@@ -73,6 +73,12 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         "models": [_model_config(m) for m in catalogue.all_models()],
         "thinking_effort": conversation.thinking_effort if conversation else "",
         "thinking_url": reverse("chat:thinking", args=[conversation.pk]) if conversation else None,
+        # The toggle shows only where the server allows search; left on from before, it is off.
+        "web_search_allowed": settings.CLAUDE_WEB_SEARCH,
+        "web_search": bool(conversation and conversation.web_search and settings.CLAUDE_WEB_SEARCH),
+        "web_search_url": (
+            reverse("chat:web_search", args=[conversation.pk]) if conversation else None
+        ),
         # A retired id is not sent back with the next message: the server picks the default.
         "model": conversation.model if available else None,
         "messages": page.messages if page else [],
@@ -98,6 +104,7 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
                 ),
                 "models": catalogue.all_models(),
                 "chat_config": config,
+                "web_search_allowed": settings.CLAUDE_WEB_SEARCH,
                 "query": query,
                 "archived_view": archived,
                 "undo_conversation": undo,

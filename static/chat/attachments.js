@@ -1,7 +1,7 @@
-// Images attached to the message being written (docs/images.md): picked with the button, dropped
-// on the composer or pasted; shrunk in the browser when large; posted straight to S3 with the
-// presigned POST the server signs (progress shown, cancellable); then verified by the server.
-// Only verified images are sent, by id, with the message.
+// Images and documents attached to the message being written (docs/images.md, docs/documents.md):
+// picked with the button, dropped on the composer or pasted (images); images shrunk in the browser
+// when large; posted straight to S3 with the presigned POST the server signs (progress shown,
+// cancellable); then verified by the server. Only verified files are sent, by id, with the message.
 
 const API = "/attachments/";
 const LOSSY_QUALITY = 0.9;
@@ -71,6 +71,27 @@ export function fitWithin(width, height, edge) {
 /** Claude's estimate of an image's input tokens: width × height / 750. */
 export function tokenEstimate(width, height) {
   return Math.ceil((width * height) / 750);
+}
+
+// A file the system gives no type (a Markdown file often) is known by its name's ending.
+const DOCUMENT_EXTENSIONS = { pdf: "application/pdf", txt: "text/plain", md: "text/markdown", markdown: "text/markdown" };
+const DOCUMENT_LABELS = { "application/pdf": "PDF", "text/plain": "TXT", "text/markdown": "MD" };
+
+/** The type a file is uploaded as, or "" when it is neither an image nor a document we take. */
+export function uploadType(file, limits) {
+  const images = limits.content_types || [];
+  const documents = limits.document_types || [];
+  if (images.includes(file.type) || documents.includes(file.type)) return file.type;
+  const ending = (file.name || "").toLowerCase().match(/\.([a-z]+)$/)?.[1] || "";
+  const guess = DOCUMENT_EXTENSIONS[ending] || "";
+  // A typed file of another type (text/html named .txt) is what it says it is.
+  return documents.includes(guess) && (!file.type || file.type === "application/octet-stream") ? guess : "";
+}
+
+/** "18k" for a token count, "1.5k", "840". */
+export function compactTokens(n) {
+  if (n < 1000) return String(n);
+  return n < 10_000 ? `${(n / 1000).toFixed(1).replace(/\.0$/, "")}k` : `${Math.round(n / 1000)}k`;
 }
 
 function sizeText(bytes) {
@@ -150,9 +171,19 @@ export class AttachmentTray {
     if (!this.preview || !this.input || !this.button) return;
     this.bind();
     this.button.hidden = false;
+    // The picker offers what the server takes.
+    this.loadLimits()
+      .then((limits) => {
+        const types = [...(limits.content_types || []), ...(limits.document_types || [])];
+        const endings = Object.entries(DOCUMENT_EXTENSIONS)
+          .filter(([, type]) => (limits.document_types || []).includes(type))
+          .map(([ending]) => `.${ending}`);
+        this.input.accept = [...types, ...endings].join(",");
+      })
+      .catch(() => {}); // tried again when a file is picked
   }
 
-  /** Ids of the verified images, in the order they were attached. */
+  /** Ids of the verified attachments, in the order they were attached. */
   pendingAttachmentIds() {
     return this.items.filter((item) => item.state === "ready").map((item) => item.id);
   }
@@ -220,20 +251,25 @@ export class AttachmentTray {
     try {
       limits = await this.loadLimits();
     } catch (error) {
-      this.notice(`Images cannot be attached right now: ${error.message}`);
+      this.notice(`Files cannot be attached right now: ${error.message}`);
       return;
     }
     for (const file of files) {
       const kept = this.items.filter((item) => item.state !== "failed").length;
       if (kept >= limits.max_per_message) {
-        this.notice(`At most ${limits.max_per_message} images can be sent with one message.`);
+        this.notice(`At most ${limits.max_per_message} files can be sent with one message.`);
         break;
       }
-      if (!limits.content_types.includes(file.type)) {
-        this.notice(`${file.name || "That file"} cannot be attached: use a JPEG, PNG, GIF or WebP image.`);
+      const type = uploadType(file, limits);
+      if (!type) {
+        this.notice(
+          `${file.name || "That file"} cannot be attached: use a JPEG, PNG, GIF or WebP image, ` +
+            "a PDF, or a text or Markdown file.",
+        );
         continue;
       }
-      this.upload(file, limits);
+      if ((limits.document_types || []).includes(type)) this.uploadDocument(file, type, limits);
+      else this.upload(file, limits);
     }
   }
 
@@ -248,23 +284,8 @@ export class AttachmentTray {
       if (prepared.blob.size > limits.max_bytes) {
         throw new Error(`Too large: ${sizeText(prepared.blob.size)}, the limit is ${sizeText(limits.max_bytes)}.`);
       }
-      const name = file.name || "pasted-image";
-      const start = await api("POST", `${API}start/`, {
-        content_type: prepared.blob.type || file.type,
-        byte_size: prepared.blob.size,
-        name,
-      });
-      item.id = start.id;
-      if (item.cancelled) return this.discard(item);
-      this.setState(item, "uploading");
-      item.request = postToStorage(start.upload, prepared.blob, name, (f) => this.setProgress(item, f));
-      await item.request.done;
-      item.request = null;
-      this.setProgress(item, 1);
-      if (item.cancelled) return this.discard(item);
-      this.setState(item, "verifying");
-      const result = await finishUpload(item);
-      if (item.cancelled) return this.discard(item);
+      const result = await this.send(item, prepared.blob, prepared.blob.type || file.type, file.name || "pasted-image");
+      if (!result) return;
       item.width = result.width;
       item.height = result.height;
       item.tokens = result.token_estimate ?? tokenEstimate(result.width, result.height);
@@ -274,11 +295,62 @@ export class AttachmentTray {
     }
   }
 
-  addItem(file) {
-    const item = { id: null, name: file.name || "pasted image", state: "preparing", cancelled: false };
-    item.el = node("figure", "attachment-item", "attachment-item");
-    item.thumb = node("img", "attachment-thumb", "attachment-thumb");
-    item.thumb.alt = item.name;
+  /** A PDF, text or Markdown file: uploaded as it is, then checked by the server. */
+  async uploadDocument(file, type, limits) {
+    const item = this.addItem(file, type);
+    try {
+      const limit = type === "application/pdf" ? limits.document_max_bytes : limits.text_document_max_bytes;
+      if (limit && file.size > limit) {
+        throw new Error(`Too large: ${sizeText(file.size)}, the limit is ${sizeText(limit)}.`);
+      }
+      const result = await this.send(item, file.slice(0, file.size, type), type, item.name);
+      if (!result) return;
+      item.pages = Number.isInteger(result.page_count) ? result.page_count : null;
+      // Null while the server makes no estimate: then none is shown.
+      item.tokens = Number.isFinite(result.token_estimate) ? result.token_estimate : null;
+      this.setState(item, "ready");
+    } catch (error) {
+      if (!item.cancelled) this.setState(item, "failed", error.message);
+    }
+  }
+
+  /** start → POST to storage → finish; the finish answer, or null when the user removed it. */
+  async send(item, blob, contentType, name) {
+    const removed = () => {
+      this.discard(item);
+      return null;
+    };
+    const start = await api("POST", `${API}start/`, { content_type: contentType, byte_size: blob.size, name });
+    item.id = start.id;
+    if (item.cancelled) return removed();
+    this.setState(item, "uploading");
+    item.request = postToStorage(start.upload, blob, name, (f) => this.setProgress(item, f));
+    await item.request.done;
+    item.request = null;
+    this.setProgress(item, 1);
+    if (item.cancelled) return removed();
+    this.setState(item, "verifying");
+    const result = await finishUpload(item);
+    if (item.cancelled) return removed();
+    return result;
+  }
+
+  addItem(file, documentType = "") {
+    const item = {
+      id: null, name: file.name || (documentType ? "document" : "pasted image"), state: "preparing",
+      cancelled: false, document: Boolean(documentType), pages: null, tokens: null,
+    };
+    item.el = node("figure", `attachment-item${documentType ? " attachment-document" : ""}`, "attachment-item");
+    item.el.dataset.kind = documentType ? "document" : "image";
+    if (documentType) {
+      // No image to show: the kind and the name instead (never a broken image).
+      item.thumb = node("span", "attachment-doc-icon", "attachment-doc-icon");
+      item.thumb.textContent = DOCUMENT_LABELS[documentType] || "DOC";
+      item.thumb.setAttribute("aria-hidden", "true");
+    } else {
+      item.thumb = node("img", "attachment-thumb", "attachment-thumb");
+      item.thumb.alt = item.name;
+    }
     item.progress = node("progress", "attachment-progress", "attachment-progress");
     item.progress.max = 100;
     item.progress.value = 0;
@@ -289,7 +361,13 @@ export class AttachmentTray {
     cancel.textContent = "×";
     cancel.setAttribute("aria-label", `Remove ${item.name}`);
     cancel.addEventListener("click", () => this.remove(item));
-    item.el.append(item.thumb, item.progress, item.caption, cancel);
+    item.el.append(item.thumb);
+    if (documentType) {
+      const name = node("span", "attachment-name", "attachment-name");
+      name.textContent = item.name;
+      item.el.append(name);
+    }
+    item.el.append(item.progress, item.caption, cancel);
     this.preview.append(item.el);
     this.items.push(item);
     this.setState(item, "preparing");
@@ -316,7 +394,7 @@ export class AttachmentTray {
       preparing: "Preparing…",
       uploading: `Uploading… ${item.progress.value}%`,
       verifying: "Checking…",
-      ready: item.width ? `${item.width}×${item.height} · ≈${(item.tokens || 0).toLocaleString()} tokens` : "Ready",
+      ready: this.readyCaption(item),
       failed: error || "The upload failed.",
     };
     item.caption.textContent = captions[state];
@@ -325,7 +403,17 @@ export class AttachmentTray {
     this.changed();
   }
 
-  /** The user removes an image: stop its upload and delete what the server has. */
+  readyCaption(item) {
+    if (item.document) {
+      const parts = [];
+      if (item.pages) parts.push(item.pages === 1 ? "1 page" : `${item.pages.toLocaleString()} pages`);
+      if (item.tokens !== null) parts.push(`≈ ${compactTokens(item.tokens)} tokens`);
+      return parts.join(" · ") || "Ready";
+    }
+    return item.width ? `${item.width}×${item.height} · ≈${(item.tokens || 0).toLocaleString()} tokens` : "Ready";
+  }
+
+  /** The user removes an attachment: stop its upload and delete what the server has. */
   remove(item) {
     item.cancelled = true;
     item.request?.abort();
@@ -352,8 +440,15 @@ export class AttachmentTray {
     if (this.estimateEl) {
       this.estimateEl.hidden = ready.length === 0;
       this.estimateEl.dataset.tokens = String(tokens);
-      const images = ready.length === 1 ? "1 image" : `${ready.length} images`;
-      this.estimateEl.textContent = `${images}: about ${tokens.toLocaleString()} input tokens`;
+      const images = ready.filter((item) => !item.document).length;
+      const documents = ready.length - images;
+      const counts = [];
+      if (images) counts.push(images === 1 ? "1 image" : `${images} images`);
+      if (documents) counts.push(documents === 1 ? "1 document" : `${documents} documents`);
+      // A document the server made no estimate for is left out of the sum, and said so.
+      const unknown = ready.some((item) => item.tokens === null);
+      const about = tokens ? `: about ${tokens.toLocaleString()} input tokens${unknown ? " and more" : ""}` : "";
+      this.estimateEl.textContent = counts.join(", ") + about;
     }
     this.onChange();
   }

@@ -7,6 +7,7 @@ import { installCopyHandler } from "./render.js";
 import { AttachmentTray } from "./attachments.js";
 import { setupSidebar, setupShortcuts, applyTheme, autoGrow } from "./ui.js";
 import { ThinkingPicker } from "./thinking.js";
+import { WebSearchToggle } from "./websearch.js";
 
 // A delta that skips ahead waits this long for the missing ones before asking for a replay.
 const GAP_RESUME_DELAY_MS = 700;
@@ -128,6 +129,12 @@ class ChatPage {
       announce: (text) => this.announce(text),
     });
     this.thinking.setModel(this.model);
+    this.webSearch = new WebSearchToggle({
+      input: config.web_search_allowed ? document.getElementById("web-search-toggle") : null,
+      url: config.web_search_url,
+      notice: (text) => this.notice(text),
+      announce: (text) => this.announce(text),
+    });
     this.modelPicker?.addEventListener("change", () => {
       this.model = this.modelPicker.value;
       if (this.modelIdEl) this.modelIdEl.textContent = this.model;
@@ -176,6 +183,7 @@ class ChatPage {
   async submit() {
     // A thinking setting being saved applies to this message: wait for it.
     await this.thinking.settled();
+    await this.webSearch.settled();
     const raw = this.input.value;
     const text = normaliseText(raw);
     if (!text.trim()) return;
@@ -193,7 +201,7 @@ class ChatPage {
       return;
     }
     if (this.attachments.hasUploadsInFlight()) {
-      this.notice("Images are still uploading. Send when they are ready.", "info");
+      this.notice("Attachments are still uploading. Send when they are ready.", "info");
       return;
     }
     const attachments = this.attachments.pendingAttachmentIds();
@@ -211,6 +219,7 @@ class ChatPage {
     const frame = { type: "send", client_id: p.clientId, text: p.text, attachments: p.attachments };
     if (this.model) frame.model = this.model;
     if (this.thinking.effort) frame.effort = this.thinking.effort;
+    if (this.webSearch.available) frame.web_search = this.webSearch.enabled;
     if (this.socket.send(frame)) {
       p.transmitted = true;
     } else if (this.connectionState === "not_found") {
@@ -526,8 +535,12 @@ class ChatPage {
     m.note = note;
     if (!m.createdAt) m.createdAt = new Date().toISOString();
     this.list.endThinking(m);
+    // The saved blocks (tool steps, thinking, citations) come with `done`; a server without
+    // them leaves the saved message to be read.
+    const saved = Array.isArray(frame.content);
+    if (saved) this.list.applyContent(m, frame.content);
     this.list.renderAll(m, { final: true });
-    this.refreshSavedExtras(m);
+    if (!saved) this.refreshSavedExtras(m);
     this.announce(`${this.list.assistantName} finished replying.`);
     this.showMeters(frame.meters);
     this.list.refreshActions();
@@ -576,8 +589,8 @@ class ChatPage {
       if (!response.ok) return;
       const saved = (await response.json()).messages?.[0];
       if (!saved || saved.id !== m.id || saved.status === "streaming") return;
-      this.list.applyExtras(m, saved.content);
-      this.list.renderExtras(m);
+      this.list.applyContent(m, saved.content);
+      this.list.renderAll(m, { final: true });
     } catch {
       // Offline: what streamed stays shown; a reload shows the saved thinking.
     }

@@ -2,6 +2,7 @@
 // User text is inserted as text; assistant text only through render.js (sanitised).
 
 import { renderInto, StreamingMarkdown } from "./render.js";
+import { citationsOf, placeMarkers, sourceDetails, sourceTitle, textWithoutMarkers } from "./citations.js";
 
 const RENDER_INTERVAL_MS = 100; // at most ~10 Markdown renders a second while streaming
 const PIN_THRESHOLD_PX = 48;
@@ -95,6 +96,21 @@ export function usageText(usage, cost, tokenCount) {
   return parts.join(" · ");
 }
 
+/** A saved web search result as the live `tool` frame has it: "title — url" lines, or the error. */
+function searchResultText(content) {
+  if (content && !Array.isArray(content) && typeof content === "object") {
+    return { text: `Search failed: ${content.error_code || "unknown"}`, isError: true };
+  }
+  const lines = (Array.isArray(content) ? content : [])
+    .filter((item) => item?.type === "web_search_result")
+    .map((item) => `${item.title || item.url} — ${item.url}`);
+  return { text: lines.join("\n") || "No pages found.", isError: false };
+}
+
+function pagesText(n) {
+  return n === 1 ? "1 page" : `${n.toLocaleString()} pages`;
+}
+
 function toolResultText(content) {
   if (content === undefined || content === null) return "";
   if (typeof content === "string") return content;
@@ -110,11 +126,18 @@ function extrasFromContent(content) {
   let redacted = false;
   const tools = new Map();
   const images = [];
+  const documents = [];
   for (const block of Array.isArray(content) ? content : []) {
     if (!block || typeof block !== "object") continue;
     if (block.type === "thinking" && typeof block.thinking === "string" && block.thinking) thinking.push(block.thinking);
     else if (block.type === "redacted_thinking") redacted = true;
     else if (block.type === "image") images.push(block);
+    else if (block.type === "document") documents.push(block);
+    else if (block.type === "web_search_tool_result") {
+      const prev = tools.get(block.tool_use_id) || { id: block.tool_use_id, name: "web_search" };
+      const result = searchResultText(block.content);
+      tools.set(block.tool_use_id, { ...prev, result: result.text, isError: result.isError });
+    }
     else if (block.type === "tool_use" || block.type === "server_tool_use") {
       const prev = tools.get(block.id) || {};
       tools.set(block.id, { ...prev, id: block.id, name: block.name, input: block.input });
@@ -123,7 +146,7 @@ function extrasFromContent(content) {
       tools.set(block.tool_use_id, { ...prev, result: block.content, isError: !!block.is_error });
     }
   }
-  return { thinking: thinking.join("\n\n"), redacted, tools, images };
+  return { thinking: thinking.join("\n\n"), redacted, tools, images, documents };
 }
 
 export class MessageList {
@@ -138,10 +161,38 @@ export class MessageList {
     this.byId = new Map();
     this.pinned = true;
     container.addEventListener("click", (event) => {
+      const marker = event.target.closest?.("button.cite-marker");
+      if (marker) {
+        this.toggleCitation(marker);
+        return;
+      }
       const link = event.target.closest?.("a.message-image");
       if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
       event.preventDefault();
       showImage(link.href, link.querySelector("img")?.alt || "");
+    });
+    // Copied text leaves the citation markers out (they are not selectable either).
+    container.addEventListener("copy", (event) => {
+      const selection = window.getSelection();
+      if (!selection || selection.isCollapsed || !event.clipboardData) return;
+      const range = selection.getRangeAt(0);
+      const holder = document.createElement("div");
+      holder.append(range.cloneContents());
+      if (!holder.querySelector(".cite-marker")) return;
+      event.preventDefault();
+      event.clipboardData.setData("text/plain", textWithoutMarkers(holder));
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.openCitation) {
+        event.stopPropagation();
+        this.closeCitation({ focus: true });
+      }
+    }, true);
+    document.addEventListener("click", (event) => {
+      if (!this.openCitation) return;
+      const { marker, popover } = this.openCitation;
+      if (marker.contains(event.target) || popover.contains(event.target)) return;
+      this.closeCitation({ focus: false });
     });
     container.addEventListener("scroll", () => {
       const gap = container.scrollHeight - container.scrollTop - container.clientHeight;
@@ -314,7 +365,10 @@ export class MessageList {
     const stillStreaming = dict.status === "streaming";
     // A checkpoint of a reply we are streaming may be behind the deltas we have; once the reply
     // is saved as finished, its text is the truth.
-    if (!(live && stillStreaming)) m.text = dict.text || "";
+    if (!(live && stillStreaming)) {
+      m.text = dict.text || "";
+      m.content = Array.isArray(dict.content) ? dict.content : [];
+    }
     m.status = dict.status || "done";
     m.stopReason = dict.stop_reason || "";
     m.errorCode = dict.error_code || "";
@@ -336,11 +390,22 @@ export class MessageList {
       m.model = dict.usage.model || m.model;
     }
     this.applyExtras(m, dict.content);
-    m.images = extrasFromContent(dict.content).images;
+    const extras = extrasFromContent(dict.content);
+    m.images = extras.images;
+    m.documents = extras.documents;
     this.renderImages(m);
+    this.renderDocuments(m);
     if (!(live && stillStreaming)) m.streamer = null; // its text was replaced: render afresh
     this.renderAll(m, { final: !stillStreaming });
     return m;
+  }
+
+  /** A finished reply's saved blocks (a `done` frame's `content`): its tool steps, thinking and
+   * citations; render afterwards. */
+  applyContent(m, content) {
+    if (!Array.isArray(content)) return;
+    m.content = content;
+    this.applyExtras(m, content);
   }
 
   /** Thinking and tool steps from saved content (the saved message is the truth for them). */
@@ -390,7 +455,8 @@ export class MessageList {
       cost: null, thinking: "", thinkingRedacted: false, thinkingSince: null, thinkingMs: 0,
       thinkingTimed: false, thinkingOpen: null, thinkingEl: null, tools: new Map(), images: [], imagesKey: "", lastSeq: 0, maxSeenSeq: 0,
       note: "", renderTimer: null, lastRenderAt: 0, clientId: null, parentId: null, versions: [Number(id)],
-      createdAt: null, model: null, streamer: null, editing: false,
+      createdAt: null, model: null, streamer: null, editing: false, content: [], documents: [],
+      documentsKey: "",
     };
     const article = el("article", `message message-${role}`);
     article.dataset.testid = "message";
@@ -401,8 +467,15 @@ export class MessageList {
     m.imagesEl = el("div", "message-images");
     m.imagesEl.dataset.testid = "message-images";
     m.imagesEl.hidden = true;
+    m.documentsEl = el("ul", "message-documents");
+    m.documentsEl.dataset.testid = "message-documents";
+    m.documentsEl.setAttribute("aria-label", "Attached documents");
+    m.documentsEl.hidden = true;
     m.bodyEl = el("div", role === "assistant" ? "message-body markdown" : "message-body plain");
     m.bodyEl.dataset.testid = "message-body";
+    m.sourcesEl = el("div", "message-sources");
+    m.sourcesEl.dataset.testid = "sources";
+    m.sourcesEl.hidden = true;
     m.statusEl = el("div", "message-status");
     m.statusEl.dataset.testid = "message-status";
     m.footEl = el("div", "message-foot");
@@ -416,7 +489,7 @@ export class MessageList {
     m.metaEl.dataset.testid = "message-meta";
     m.footEl.append(m.versionsEl, m.actionsEl, m.metaEl);
     article.tabIndex = -1;
-    article.append(author, m.extrasEl, m.imagesEl, m.bodyEl, m.statusEl, m.footEl);
+    article.append(author, m.extrasEl, m.imagesEl, m.documentsEl, m.bodyEl, m.sourcesEl, m.statusEl, m.footEl);
     m.el = article;
     this.byId.set(m.id, m);
     this.insertInOrder(article, m.id);
@@ -466,7 +539,7 @@ export class MessageList {
     if (m.role === "assistant") {
       if (final) {
         m.streamer = null;
-        renderInto(m.bodyEl, m.text, { final });
+        this.renderCited(m);
       } else {
         if (!m.streamer) {
           m.streamer = new StreamingMarkdown(m.bodyEl, {
@@ -482,6 +555,130 @@ export class MessageList {
       if (other) m.bodyEl.prepend(el("span", "attachment-chip", other === 1 ? "1 image" : `${other} images`));
     }
     if (keepPinned) this.scrollToBottom();
+  }
+
+  /** The reply's text, with citation markers and a Sources list when its blocks cite anything. */
+  renderCited(m) {
+    if (this.openCitation?.m === m) this.closeCitation({ focus: false });
+    const cited = m.role === "assistant" && m.status !== "streaming" ? citationsOf(m.content) : null;
+    m.cited = cited;
+    if (!cited) {
+      renderInto(m.bodyEl, m.text, { final: true });
+      m.sourcesEl.replaceChildren();
+      m.sourcesEl.hidden = true;
+      return;
+    }
+    renderInto(m.bodyEl, cited.markdown, { final: true });
+    placeMarkers(m.bodyEl, cited, (index) =>
+      cited.blocks[index].numbers.map((number) => this.citationMarker(m, cited, index, number)),
+    );
+    this.renderSources(m, cited);
+  }
+
+  citationMarker(m, cited, blockIndex, number) {
+    const source = cited.sources[number - 1];
+    const marker = el("button", "cite-marker", `[${number}]`);
+    marker.type = "button";
+    marker.dataset.testid = "cite-marker";
+    marker.dataset.source = String(number);
+    marker.dataset.block = String(blockIndex);
+    marker.setAttribute("aria-label", `Source ${number}: ${source.title}`);
+    marker.setAttribute("aria-expanded", "false");
+    marker.setAttribute("aria-controls", `cite-${m.id}`);
+    return marker;
+  }
+
+  renderSources(m, cited) {
+    const items = cited.sources.map((source) => {
+      const item = el("li", `source source-${source.kind}`);
+      item.dataset.testid = "source";
+      item.dataset.source = String(source.number);
+      item.id = `source-${m.id}-${source.number}`;
+      item.append(el("span", "source-number", `[${source.number}]`), sourceTitle(source));
+      for (const detail of sourceDetails(source)) item.append(" · ", detail);
+      return item;
+    });
+    const list = el("ol", "source-list");
+    list.setAttribute("aria-labelledby", `sources-${m.id}`);
+    list.append(...items);
+    const heading = el("div", "sources-heading", "Sources");
+    heading.id = `sources-${m.id}`;
+    m.sourcesEl.replaceChildren(heading, list);
+    m.sourcesEl.hidden = false;
+  }
+
+  /** A marker's cited text and source in a popover under it; a second click closes it. */
+  toggleCitation(marker) {
+    const wasOpen = this.openCitation?.marker === marker;
+    this.closeCitation({ focus: false });
+    if (wasOpen) return;
+    const m = this.get(marker.closest("article")?.dataset.messageId);
+    const cited = m?.cited;
+    if (!cited) return;
+    const number = Number(marker.dataset.source);
+    const block = cited.blocks[Number(marker.dataset.block)];
+    const source = cited.sources[number - 1];
+    if (!block || !source) return;
+    const popover = el("div", "cite-popover");
+    popover.id = `cite-${m.id}`;
+    popover.dataset.testid = "cite-popover";
+    popover.setAttribute("role", "dialog");
+    popover.setAttribute("aria-label", `Source ${number}`);
+    popover.tabIndex = -1;
+    for (const { number: n, citation } of block.citations) {
+      if (n !== number || typeof citation.cited_text !== "string" || !citation.cited_text) continue;
+      const quote = el("blockquote", "cite-quote", citation.cited_text);
+      quote.dataset.testid = "cited-text";
+      popover.append(quote);
+    }
+    const line = el("p", "cite-source");
+    line.append(el("span", "source-number", `[${number}]`), " ", sourceTitle(source));
+    for (const detail of sourceDetails(source)) line.append(" · ", detail);
+    popover.append(line);
+    m.el.append(popover);
+    const at = marker.getBoundingClientRect();
+    const box = m.el.getBoundingClientRect();
+    popover.style.top = `${at.bottom - box.top + 4}px`;
+    const left = Math.min(at.left - box.left, Math.max(0, box.width - popover.offsetWidth));
+    popover.style.left = `${Math.max(0, left)}px`;
+    marker.setAttribute("aria-expanded", "true");
+    this.openCitation = { m, marker, popover };
+    popover.focus({ preventScroll: true });
+  }
+
+  closeCitation({ focus }) {
+    const open = this.openCitation;
+    if (!open) return;
+    this.openCitation = null;
+    open.popover.remove();
+    open.marker.setAttribute("aria-expanded", "false");
+    if (focus && open.marker.isConnected) open.marker.focus();
+  }
+
+  /** The documents of a user's message, as chips (name, pages) linking to the file. */
+  renderDocuments(m) {
+    const key = JSON.stringify(m.documents.map((d) => [d.attachment_id, d.title, d.page_count]));
+    if (key === m.documentsKey) return;
+    m.documentsKey = key;
+    const chips = m.documents.map((doc, index) => {
+      const item = el("li", "document-chip");
+      item.dataset.testid = "message-document";
+      const name = typeof doc.title === "string" && doc.title ? doc.title : `Document ${index + 1}`;
+      const id = attachmentId(doc);
+      const label = id ? el("a", "document-name", name) : el("span", "document-name", name);
+      if (id) {
+        label.href = `${ATTACHMENT_URL}${id}/`;
+        label.target = "_blank";
+        label.rel = "noopener noreferrer";
+      }
+      item.append(el("span", "document-icon", doc.media_type === "application/pdf" ? "PDF" : "TXT"), label);
+      if (Number.isInteger(doc.page_count) && doc.page_count > 0) {
+        item.append(el("span", "document-pages", pagesText(doc.page_count)));
+      }
+      return item;
+    });
+    m.documentsEl.replaceChildren(...chips);
+    m.documentsEl.hidden = chips.length === 0;
   }
 
   /** Thumbnails of the message's images; rebuilt only when the images change. */
@@ -576,10 +773,14 @@ export class MessageList {
     const details = el("details", `tool${tool.isError ? " tool-error" : ""}`);
     details.dataset.testid = "tool";
     details.dataset.toolId = String(tool.id);
+    details.dataset.toolName = String(tool.name || "tool");
     details.open = wasOpen ?? false;
     const summary = el("summary");
     const state = tool.result === undefined ? (m.status === "streaming" ? "running…" : "") : tool.isError ? "failed" : "done";
-    summary.append("Tool ", el("code", "", tool.name || "tool"), state ? ` — ${state}` : "");
+    details.dataset.state = tool.result === undefined ? (m.status === "streaming" ? "running" : "") : tool.isError ? "failed" : "done";
+    const query = tool.name === "web_search" && typeof tool.input?.query === "string" ? tool.input.query : null;
+    if (query !== null) summary.append("Web search ", el("q", "tool-query", query), state ? ` — ${state}` : "");
+    else summary.append("Tool ", el("code", "", tool.name || "tool"), state ? ` — ${state}` : "");
     details.append(summary);
     details.append(el("div", "tool-label", "Input"));
     details.append(el("pre", "tool-data", JSON.stringify(tool.input ?? {}, null, 2)));

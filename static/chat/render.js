@@ -6,6 +6,7 @@ import { Marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.mjs";
 import hljs from "../vendor/highlight/highlight.min.js";
 import katex from "../vendor/katex/katex.mjs";
+import { textWithoutMarkers } from "./citations.js";
 
 // Guessing a language runs every grammar; only worth it once, on the final render of a block
 // that is not huge.
@@ -320,7 +321,8 @@ export function installCopyHandler(root) {
     if (!button || !root.contains(button)) return;
     const code = button.closest(".code-block")?.querySelector("pre code");
     if (!code) return;
-    if (await copyText(code.textContent)) {
+    // Citation markers are the page's, not the code's.
+    if (await copyText(textWithoutMarkers(code))) {
       flashLabel(button, "Copied");
     } else {
       // Leave the code selected so the keyboard shortcut still works.

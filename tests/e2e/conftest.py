@@ -47,6 +47,8 @@ def app_env(offline_claude_url, tmp_path_factory) -> Iterator[dict[str, str]]:
         claude_url=offline_claude_url,
         DEMO_USERNAME=E2E_USER,
         DEMO_PASSWORD=E2E_PASSWORD,
+        # Allowed server-wide; each conversation's toggle stays off until a test turns it on.
+        CLAUDE_WEB_SEARCH="true",
     )
     drop_database(database_url)
 

@@ -56,6 +56,14 @@ def test_login_chat_and_settings_pages_pass_axe(browser, app_server, app_env, sc
     page.get_by_test_id("composer").press("Enter")
     expect(page.locator(ASSISTANT)).to_have_count(2)
     expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
+    # a searching reply: its steps, citation markers, Sources and an open marker's popover
+    page.get_by_test_id("web-search-toggle").check()
+    page.get_by_test_id("composer").fill("[[offline search=1 pace_ms=1]] Tide clocks?")
+    page.get_by_test_id("composer").press("Enter")
+    expect(page.locator(ASSISTANT)).to_have_count(3)
+    expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
+    page.locator(ASSISTANT).last.get_by_test_id("cite-marker").first.click()
+    expect(page.get_by_test_id("cite-popover")).to_be_visible()
     assert serious_violations(page) == []
 
     page.goto(app_server + "/settings/")

@@ -313,3 +313,123 @@ def test_user_names_and_file_names(watched, app_env, app_server):
 def test_enough_payloads():
     assert len(PAYLOADS) >= 40
     assert len(set(PAYLOADS)) == len(PAYLOADS)
+
+
+def hostile_reply_content() -> tuple[list, list]:
+    """A user message with a hostile document title, and a reply whose search query, result
+    titles and URLs, cited texts and document titles are payloads (saved as the API shapes them)."""
+    bad_urls = [
+        "javascript:window.__xss='source-url'",
+        "JaVaScRiPt:window.__xss='source-case'",
+        "data:text/html,<script>window.__xss='source-data'</script>",
+        'https://example.org/"><img src=x onerror="window.__xss=\'source-attr\'">',
+    ]
+    results = [
+        {"type": "web_search_result", "url": url, "title": PAYLOADS[k], "page_age": PAYLOADS[k + 1]}
+        for k, url in enumerate(bad_urls)
+    ]
+    text = [{"type": "text", "text": "Found:\n\n"}]
+    for k, url in enumerate(bad_urls):
+        citation = {
+            "type": "web_search_result_location",
+            "url": url,
+            "title": PAYLOADS[k + 4],
+            "cited_text": PAYLOADS[k + 8],
+        }
+        text.append({"type": "text", "text": f"WEB{k} claim", "citations": [citation]})
+        text.append({"type": "text", "text": " and "})
+    for k in range(4):
+        citation = {
+            "type": "page_location",
+            "document_index": 0,
+            "document_title": PAYLOADS[k + 12],
+            "cited_text": PAYLOADS[k + 16],
+            "start_page_number": k + 1,
+            "end_page_number": k + 2,
+        }
+        text.append({"type": "text", "text": f"DOC{k} claim", "citations": [citation]})
+        text.append({"type": "text", "text": ".\n\n"})
+    reply = [
+        {
+            "type": "server_tool_use",
+            "id": "srvtoolu_x",
+            "name": "web_search",
+            "input": {"query": PAYLOADS[2]},
+        },
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_x", "content": results},
+        *text,
+    ]
+    question = [
+        {
+            "type": "document",
+            "attachment_id": 999999,
+            "media_type": "application/pdf",
+            "title": PAYLOADS[2],
+            "page_count": 3,
+        },
+        {"type": "text", "text": "What do these say?"},
+    ]
+    return question, reply
+
+
+def test_citations_search_results_and_document_titles(watched, app_env, app_server):
+    """Hostile search-result titles and URLs, cited text and document titles: text, not markup;
+    no URL other than http(s) becomes a link."""
+    page = watched
+    question, reply = hostile_reply_content()
+    pk = int(
+        shell(
+            app_env,
+            "import json\n"
+            "from django.contrib.auth import get_user_model\n"
+            "from chat.conversations import lifecycle\n"
+            "from chat.models import Message\n"
+            f"user = get_user_model().objects.get(username={E2E_USER!r})\n"
+            "c = lifecycle.conversation_create(owner=user)\n"
+            f"q = Message.objects.create(conversation=c, role='user', content=json.loads({json.dumps(json.dumps(question))}))\n"
+            f"a = Message.objects.create(conversation=c, role='assistant', parent=q, content=json.loads({json.dumps(json.dumps(reply))}))\n"
+            "c.leaf = a\n"
+            "c.save(update_fields=['leaf'])\n"
+            "print(c.pk)\n",
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    page.goto(app_server + f"/c/{pk}/")
+    assistant = page.locator('[data-testid="message"][data-role="assistant"]').last
+    expect(assistant.get_by_test_id("source")).to_have_count(8)
+    markers = assistant.get_by_test_id("cite-marker")
+    expect(markers).to_have_count(8)
+    for i in range(markers.count()):
+        markers.nth(i).click()
+        popover = assistant.get_by_test_id("cite-popover")
+        expect(popover).to_be_visible()
+        assert popover.locator(INJECTED).count() == 0
+        page.keyboard.press("Escape")
+    step = assistant.get_by_test_id("tool")
+    step.locator("summary").click()
+    page.wait_for_timeout(300)  # let any error handler fire
+    assert_clean(page, "citations", rf"/c/{pk}/$")
+
+    article = page.locator("#messages")
+    bad = article.locator(INJECTED)
+    assert bad.count() == 0, bad.first.evaluate("e => e.outerHTML")
+    # only http(s) sources are links, and they keep their new-tab, no-opener form
+    links = article.locator("a[href]")
+    for i in range(links.count()):
+        href = links.nth(i).get_attribute("href")
+        assert href.startswith(("https://", "http://", "/attachments/")), href
+    expect(assistant.get_by_test_id("source-link")).to_have_count(1)
+    # the payloads show as text where the page shows them
+    sources = assistant.get_by_test_id("sources").inner_text()
+    for k in range(4, 8):  # the citations' titles
+        assert " ".join(PAYLOADS[k].split()) in " ".join(sources.split())
+    assert "javascript:window.__xss='source-url'" in sources  # a URL not made a link
+    for k in range(12, 16):  # the document titles
+        assert " ".join(PAYLOADS[k].split()) in " ".join(sources.split())
+    assert PAYLOADS[2] in step.inner_text()  # the search query
+    user = page.locator('[data-testid="message"][data-role="user"]').last
+    expect(user.get_by_test_id("message-document")).to_contain_text(PAYLOADS[2])
+    markers.first.click()
+    expect(assistant.get_by_test_id("cited-text")).to_have_text(PAYLOADS[8])
+    assert page.errors == []

@@ -301,6 +301,29 @@ def test_replies_carry_their_usage_model_and_cost(client, alice, conversation):
     assert config["messages"][1]["usage"]["output_tokens"] == 6
 
 
+def test_the_page_says_whether_search_is_allowed_and_shows_the_toggle_only_then(
+    client, alice, conversation, settings
+):
+    Conversation.objects.filter(pk=conversation.pk).update(web_search=True)
+    client.force_login(alice)
+    url = reverse("chat:conversation", args=[conversation.pk])
+
+    settings.CLAUDE_WEB_SEARCH = True
+    page = client.get(url)
+    config = page.context["chat_config"]
+    assert config["web_search_allowed"] is True
+    assert config["web_search"] is True
+    assert config["web_search_url"] == reverse("chat:web_search", args=[conversation.pk])
+    assert b'data-testid="web-search-toggle"' in page.content
+
+    settings.CLAUDE_WEB_SEARCH = False
+    page = client.get(url)
+    config = page.context["chat_config"]
+    assert config["web_search_allowed"] is False
+    assert config["web_search"] is False  # a toggle left on from before does not search
+    assert b'data-testid="web-search-toggle"' not in page.content
+
+
 # --- export and import ---------------------------------------------------------------------------
 
 
