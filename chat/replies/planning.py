@@ -104,10 +104,14 @@ def plan_turn(
     known = None
     if counted is None:
         known = _known_size(conversation_id, ids, turns, reply, continuation=continuation)
+    searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
+    offered = _offered_tools(web_search=bool(searches))
     fitted = context.fit(
         turns=turns,
         summary=summary,
-        system_tokens=len(prompt.text) // 4 + 1,
+        # Before any call is measured, the request's fixed part: the system prompt and the
+        # tools' definitions (they count as input too).
+        system_tokens=len(prompt.text) // 4 + 1 + context.estimate_tokens(offered),
         window=info.context_window,
         max_tokens=max_tokens,
         resolve_image=_resolve_image,
@@ -118,7 +122,6 @@ def plan_turn(
         raise ContextTooLong
     base_blocks = [*reply.content, request_body.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
-    searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
     return TurnPlan(
         conversation_id=conversation_id,
         message_id=reply.pk,
@@ -128,7 +131,7 @@ def plan_turn(
         history=fitted.messages,
         max_tokens=max_tokens,
         estimate=fitted.estimate,
-        tools=_offered_tools(web_search=bool(searches)),
+        tools=offered,
         time_zone=_time_zone(conversation.owner_id),
         purpose=purpose,
         base_blocks=base_blocks,

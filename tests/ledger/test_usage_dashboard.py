@@ -600,7 +600,8 @@ def test_the_export_still_defuses_a_formula_username_with_searches(admin_client)
 
 
 def test_limits_fall_back_to_settings(settings, alice):
-    assert usage.limits_for(None) == usage.Limits(None, None, None, None)
+    # Budgets are money by default: $5 a day, $50 a month, no token limit.
+    assert usage.limits_for(None) == usage.Limits(None, None, Decimal(5), Decimal(50))
     settings.USER_DAILY_TOKEN_BUDGET = 1000
     settings.USER_MONTHLY_TOKEN_BUDGET = 0
     settings.USER_DAILY_COST_BUDGET = "1.50"
