@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
@@ -10,6 +12,14 @@ from chat.claude.request_body import WEB_SEARCH_TOOLS
 
 # The smallest compaction trigger the API takes (compaction-threshold page, trigger.value).
 COMPACTION_MIN_TRIGGER = 50_000
+# A token cap smaller than this could not hold one reply's max_tokens.
+MIN_TOKEN_BUDGET = 1000
+USER_BUDGET_SETTINGS = (
+    "USER_DAILY_COST_BUDGET",
+    "USER_MONTHLY_COST_BUDGET",
+    "USER_DAILY_TOKEN_BUDGET",
+    "USER_MONTHLY_TOKEN_BUDGET",
+)
 
 
 @register(Tags.compatibility)
@@ -53,14 +63,35 @@ def _reply_limits() -> list[CheckMessage]:
                 id="claudeweb.E002",
             )
         )
-    if settings.CONVERSATION_TOKEN_BUDGET < 1000:
+    budget = settings.CONVERSATION_TOKEN_BUDGET
+    if budget != 0 and budget < MIN_TOKEN_BUDGET:
         errors.append(
             Error(
-                f"CONVERSATION_TOKEN_BUDGET is {settings.CONVERSATION_TOKEN_BUDGET}.",
-                hint="A token budget must be at least 1000.",
+                f"CONVERSATION_TOKEN_BUDGET is {budget}.",
+                hint=f"0 (no cap) or at least {MIN_TOKEN_BUDGET}.",
                 id="claudeweb.E003",
             )
         )
+    return errors + _user_budgets()
+
+
+def _user_budgets() -> list[CheckMessage]:
+    """The per-user defaults: a number, not negative (0: no limit of that kind)."""
+    errors: list[CheckMessage] = []
+    for name in USER_BUDGET_SETTINGS:
+        raw = getattr(settings, name)
+        try:
+            value = Decimal(str(raw))
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite() or value < 0:
+            errors.append(
+                Error(
+                    f"{name} is {raw!r}.",
+                    hint="A number of at least 0 (0: no limit); money in USD, e.g. 5 or 2.50.",
+                    id="claudeweb.E018",
+                )
+            )
     return errors
 
 

@@ -6,7 +6,10 @@ only describe the data.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -64,8 +67,14 @@ class Conversation(models.Model):
     thinking_effort = models.CharField(max_length=8, blank=True, default="")
     # The owner's web search toggle; searches run only where the server allows them.
     web_search = models.BooleanField(default=False)
-    # Token budget of this conversation; null: settings.CONVERSATION_TOKEN_BUDGET.
-    token_budget = models.PositiveIntegerField(null=True, blank=True)
+    # A token cap an admin set on this conversation; null: settings.CONVERSATION_TOKEN_BUDGET
+    # (0 there: no cap).
+    token_budget = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1000)],
+        help_text="Tokens this conversation may use (at least 1,000); empty: the default.",
+    )
     # Older turns folded into a summary to fit the context window: messages with id ≤
     # summary_upto_id are represented by `summary` in requests.
     summary = models.TextField(blank=True, default="")
@@ -314,8 +323,22 @@ class UserBudget(models.Model):
     )
     daily_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     monthly_tokens = models.PositiveBigIntegerField(null=True, blank=True)
-    daily_cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
-    monthly_cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    daily_cost = models.DecimalField(
+        "daily cost (USD)",
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    monthly_cost = models.DecimalField(
+        "monthly cost (USD)",
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+    )
     # The highest alert sent (0, 80 or 100 percent) and the period it was sent for.
     alerted_level = models.PositiveSmallIntegerField(default=0)
     alerted_period = models.CharField(max_length=20, blank=True, default="")

@@ -209,8 +209,8 @@ CLAUDE_DEFAULT_MODEL = env("CLAUDE_DEFAULT_MODEL", "claude-sonnet-5-5")
 CLAUDE_FAST_MODEL = env("CLAUDE_FAST_MODEL", "claude-haiku-5-5")
 # A request's max_tokens is the model's max output capped by this. Not the full 128K: thinking
 # models spend output on thinking, so 4096 cut replies short, but every running reply holds its
-# max_tokens against the token budgets (50,000 per conversation by default). CLAUDE_MAX_TOKENS
-# is its earlier name, still read.
+# max_tokens (and their price) against the budgets. CLAUDE_MAX_TOKENS is its earlier name, still
+# read.
 CLAUDE_MAX_OUTPUT_TOKENS = envint("CLAUDE_MAX_OUTPUT_TOKENS", envint("CLAUDE_MAX_TOKENS", 16000))
 CLAUDE_MAX_TOOL_ITERATIONS = envint("CLAUDE_MAX_TOOL_ITERATIONS", 5)
 # Server-side compaction (models whose catalogue row says "compaction"): the API summarises the
@@ -234,7 +234,10 @@ CLAUDE_SYSTEM_PROMPT = env(
     "CLAUDE_SYSTEM_PROMPT",
     "You are Claude, a helpful assistant. Answer clearly; use Markdown for structure and code.",
 )
-CONVERSATION_TOKEN_BUDGET = envint("CONVERSATION_TOKEN_BUDGET", 50_000)
+# A cap on each conversation's tokens (every call's input, cache reads included, and output);
+# 0: none. Budgets are money per user by default (USER_*_COST_BUDGET below): a conversation
+# re-sends its history on every turn, so a token cap ends long chats early.
+CONVERSATION_TOKEN_BUDGET = envint("CONVERSATION_TOKEN_BUDGET", 0)
 
 # --- Streaming --------------------------------------------------------------------------------
 MESSAGE_MAX_CHARS = envint("MESSAGE_MAX_CHARS", 100_000)
@@ -310,11 +313,12 @@ RATE_UPLOADS_PER_MINUTE = envint("RATE_UPLOADS_PER_MINUTE", 30)
 RATE_MAX_CONCURRENT_REPLIES = envint("RATE_MAX_CONCURRENT_REPLIES", 3)
 
 # --- Budgets and limits -------------------------------------------------------------------------
-# Per-user defaults (admins can set each user's own); 0 means no limit of that kind.
+# Per-user defaults (admins can set each user's own); 0 means no limit of that kind. Money by
+# default: USD a day and a month, counted from the ledger's cost (cache reads at their price).
+USER_DAILY_COST_BUDGET = env("USER_DAILY_COST_BUDGET", "5")
+USER_MONTHLY_COST_BUDGET = env("USER_MONTHLY_COST_BUDGET", "50")
 USER_DAILY_TOKEN_BUDGET = envint("USER_DAILY_TOKEN_BUDGET", 0)
 USER_MONTHLY_TOKEN_BUDGET = envint("USER_MONTHLY_TOKEN_BUDGET", 0)
-USER_DAILY_COST_BUDGET = env("USER_DAILY_COST_BUDGET", "0")
-USER_MONTHLY_COST_BUDGET = env("USER_MONTHLY_COST_BUDGET", "0")
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,8 @@ the user's latest text message (see :func:`analyse_turn`). Priority of the modes
 1. ``[[offline reply]]``: the text after the directive line, verbatim (with
    ``escapes``, each ``\\uXXXX`` in it as its code point)
 2. ``[[offline words=N]]``: N deterministic filler chunks
+2b. the system prompt asks for a title and no tool is offered: a title of the user's request
+   (``title_reply``), as Claude would write it
 3. the last message carries ``tool_result`` blocks: a report of the results
 4. tools are offered and the user's text asks to calculate / for the time or
    date (or ``tool_choice`` forces a tool): a short text plus a ``tool_use`` block
@@ -396,6 +398,46 @@ def default_reply(conv: Conversation) -> str:
     )
 
 
+_TITLE_WORD_RE = re.compile(r"\btitles?\b", re.I)
+_REQUEST_RE = re.compile(r"<request>(.*?)</request>", re.S)
+_LEAD_INS_RE = re.compile(
+    r"^(?:(?:please|hi|hello|hey|can you|could you|would you|will you|help me|i want to|"
+    r"i'd like to|i need to|i would like to)\b[\s,!]*)+",
+    re.I,
+)
+TITLE_WORDS = 6
+
+
+def _system_text(body: dict[str, Any]) -> str:
+    system = body.get("system")
+    if isinstance(system, str):
+        return system
+    blocks = [b for b in system or [] if isinstance(b, dict) and b.get("type") == "text"]
+    return " ".join(str(b.get("text", "")) for b in blocks)
+
+
+def title_reply(conv: Conversation) -> str | None:
+    """A request for a title (the system prompt asks for one and no tool is offered) is answered
+    as Claude answers it: a few words naming what the user asks — the text inside
+    ``<request>`` tags if the message has them, else the whole message — never a reply to it."""
+    if conv.body.get("tools") or not _TITLE_WORD_RE.search(_system_text(conv.body)):
+        return None
+    quoted = _REQUEST_RE.search(conv.user_text)
+    return make_title(quoted.group(1) if quoted else conv.user_text)
+
+
+def make_title(text: str) -> str:
+    """The first sentence's first words, lead-ins ("please", "can you"…) dropped, no final
+    punctuation, capitalised: "can you plan a trip to Lyon?" → "Plan a trip to Lyon"."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    sentence = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0]
+    sentence = _LEAD_INS_RE.sub("", sentence) or sentence  # "hello" alone stays
+    words = [w.strip("\"'()[]{}<>*_`#") for w in sentence.split()]
+    title = " ".join(w for w in words if w)
+    title = " ".join(title.split()[:TITLE_WORDS]).rstrip(".,;:!?-")
+    return title[:1].upper() + title[1:] if title else "Untitled request"
+
+
 def _block_result_text(block: dict[str, Any]) -> str:
     content = block.get("content")
     if isinstance(content, str):
@@ -630,6 +672,9 @@ def _base_plan(conv: Conversation, directives: Directives, turn: Turn) -> ReplyP
         return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(text))])
     if directives.words is not None:
         return ReplyPlan([*blocks, PlannedBlock("text", filler_chunks(directives.words))])
+    title = title_reply(conv)
+    if title is not None:
+        return ReplyPlan([*blocks, PlannedBlock("text", chunk_text(title))])
     messages = body["messages"]
     last = messages[turn.round_start]
     report = tool_results_reply(conv, last) if last.get("role") == "user" else None

@@ -25,6 +25,9 @@ def test_good_settings_pass(settings):
         ("CLAUDE_MAX_TOOL_ITERATIONS", 0, "claudeweb.E002"),
         ("CLAUDE_MAX_TOOL_ITERATIONS", 11, "claudeweb.E002"),
         ("CONVERSATION_TOKEN_BUDGET", 999, "claudeweb.E003"),
+        ("USER_DAILY_COST_BUDGET", "-1", "claudeweb.E018"),
+        ("USER_MONTHLY_COST_BUDGET", "five dollars", "claudeweb.E018"),
+        ("USER_DAILY_TOKEN_BUDGET", -5, "claudeweb.E018"),
         ("CLAUDE_MODEL_CATALOGUE", "/nonexistent/models.json", "claudeweb.E004"),
         ("CLAUDE_DEFAULT_MODEL", "claude-nonexistent", "claudeweb.E005"),
         ("CLAUDE_MAX_OUTPUT_TOKENS", 0, "claudeweb.E006"),
@@ -33,6 +36,13 @@ def test_good_settings_pass(settings):
 def test_bad_values_are_reported(settings, name, value, code):
     setattr(settings, name, value)
     assert code in codes(settings)
+
+
+def test_no_conversation_cap_and_no_user_limit_are_good_settings(settings):
+    settings.CONVERSATION_TOKEN_BUDGET = 0
+    settings.USER_DAILY_COST_BUDGET = "0"
+    settings.USER_MONTHLY_COST_BUDGET = "2.50"
+    assert codes(settings) == set()
 
 
 def test_a_missing_key_without_a_base_url_is_reported(settings):
@@ -151,8 +161,9 @@ def test_every_bad_setting_has_a_code_of_its_own(settings):
     settings.CLAUDE_WEB_SEARCH_BLOCKED_DOMAINS = ["example.net"]
     settings.DOCUMENT_MAX_BYTES = 0
     settings.DOCUMENT_MAX_PAGES = 0
+    settings.USER_DAILY_COST_BUDGET = "-1"
     found = [c for c in codes(settings) if c.startswith("claudeweb.E")]
-    assert len(found) == 14 and len(set(found)) == len(found), found
+    assert len(found) == 15 and len(set(found)) == len(found), found
 
 
 def test_production_settings_pass_check_deploy_with_no_warnings():

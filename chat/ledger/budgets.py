@@ -44,18 +44,22 @@ class Estimate:
 
 
 def estimate(*, model: str, input_tokens: int, max_tokens: int, max_uses: int = 0) -> Estimate:
-    """The most a call may use: its input plus max_tokens, at the uncached prices, and
-    `max_uses` web searches (the web search tool's max_uses; 0 when the call offers none).
+    """The most a call may use: its input plus max_tokens, and `max_uses` web searches (the web
+    search tool's max_uses; 0 when the call offers none).
 
     Priced as the ledger prices the call (catalogue.cost_of), in the prompt-size tier the
-    input falls in. Searches are not tokens: they add to the cost only. Settling records the
-    searches the API reports, which max_uses bounds.
+    input falls in, every input token at the dearer of the uncached and the cache-write price:
+    the request marks its prefix for the 5-minute cache, so any input token is read from the
+    cache (cheaper), written to it (dearer), or neither — never more than that. Searches are
+    not tokens: they add to the cost only. Settling records the searches the API reports,
+    which max_uses bounds.
     """
     if max_uses < 0:
         raise ValueError(f"max_uses must not be negative, not {max_uses}")
     prices = catalogue.get_model(model).prices(total_input=input_tokens)
+    dearest_input = max(Decimal(prices["input"]), Decimal(prices["cache_write_5m"]))
     cost = catalogue.cost_of(
-        prices,
+        {**prices, "input": str(dearest_input)},
         input_tokens=input_tokens,
         cache_write_5m_tokens=0,
         cache_write_1h_tokens=0,
@@ -64,6 +68,21 @@ def estimate(*, model: str, input_tokens: int, max_tokens: int, max_uses: int = 
         web_search_requests=max_uses,
     )
     return Estimate(tokens=input_tokens + max_tokens, cost=cost)
+
+
+def conversation_limit(conversation: Conversation) -> int:
+    """The conversation's token cap: its own, else the setting's; 0 means none."""
+    return conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET
+
+
+def conversation_spent(conversation: Conversation) -> int:
+    """Every token of the conversation's calls: input, cache writes and reads, output."""
+    return (
+        conversation.input_tokens
+        + conversation.output_tokens
+        + conversation.cache_creation_tokens
+        + conversation.cache_read_tokens
+    )
 
 
 def _held(**filters) -> tuple[int, Decimal]:
@@ -91,24 +110,25 @@ def reserve(*, user_id: int, conversation_id: int, need: Estimate) -> int:
             UserBudget.objects.get_or_create(user_id=user_id)
             budget = UserBudget.objects.select_for_update().get(user_id=user_id)
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-        limit = conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET
-        spent = (
-            conversation.input_tokens
-            + conversation.output_tokens
-            + conversation.cache_creation_tokens
-            + conversation.cache_read_tokens
-        )
-        held_tokens, _ = _held(conversation_id=conversation_id)
-        if spent + held_tokens + need.tokens > limit:
-            raise BudgetExceeded(
-                f"This conversation has used {_fmt_tokens(spent)} of its "
-                f"{_fmt_tokens(limit)}-token budget; the next reply may need up to "
-                f"{_fmt_tokens(need.tokens)}. Start a new conversation to go on."
-            )
+        _check_conversation_limit(conversation, need)
         _check_user_limits(budget, need)
         return BudgetReservation.objects.create(
             user_id=user_id, conversation_id=conversation_id, tokens=need.tokens, cost=need.cost
         ).pk
+
+
+def _check_conversation_limit(conversation: Conversation, need: Estimate) -> None:
+    limit = conversation_limit(conversation)
+    if not limit:
+        return
+    spent = conversation_spent(conversation)
+    held_tokens, _ = _held(conversation_id=conversation.pk)
+    if spent + held_tokens + need.tokens > limit:
+        raise BudgetExceeded(
+            f"This conversation has used {_fmt_tokens(spent)} of its "
+            f"{_fmt_tokens(limit)}-token budget; the next reply may need up to "
+            f"{_fmt_tokens(need.tokens)}. Start a new conversation to go on."
+        )
 
 
 def _check_user_limits(budget: UserBudget, need: Estimate) -> None:
@@ -134,8 +154,9 @@ def _check_user_limits(budget: UserBudget, need: Estimate) -> None:
             )
         if cost_limit is not None and used.cost + held_cost + need.cost > cost_limit:
             raise BudgetExceeded(
-                f"Your {label} budget of ${cost_limit:.2f} is used up (${used.cost:.2f} used). "
-                f"Ask an admin to raise it, or wait for the next period."
+                f"Your {label} budget of ${cost_limit:.2f} is used up (${used.cost:.2f} used, "
+                f"${held_cost:.2f} in replies running); the next reply may cost up to "
+                f"${need.cost:.2f}. Ask an admin to raise it, or wait for the next period."
             )
 
 

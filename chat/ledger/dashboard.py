@@ -36,7 +36,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from chat.ledger import usage
+from chat.ledger import entries, usage
 from chat.ledger.chart import COST_SERIES, TOKEN_SERIES, chart
 from chat.models import ApiCall
 
@@ -187,6 +187,9 @@ SEARCH_COST = ExpressionWrapper(
 )
 
 
+REPLIES = Q(purpose__in=entries.REPLY_PURPOSES)
+
+
 def _sums() -> dict:
     """The aggregates every table shows; names avoid the model's field names."""
     return {
@@ -199,8 +202,9 @@ def _sums() -> dict:
         "search_cost": Sum(SEARCH_COST),
         "spent": Sum("cost"),
         "errors": Count("id", filter=~Q(error_code="")),
-        "truncations": Count("id", filter=Q(stop_reason="max_tokens")),
-        "refusals": Count("id", filter=Q(stop_reason="refusal")),
+        # Of replies only: a title or a summary cut at its few tokens is no reply cut short.
+        "truncations": Count("id", filter=Q(stop_reason="max_tokens") & REPLIES),
+        "refusals": Count("id", filter=Q(stop_reason="refusal") & REPLIES),
     }
 
 

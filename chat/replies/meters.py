@@ -1,10 +1,11 @@
-"""What the composer's meters show: the context window in use and the token budget left."""
+"""What the composer's meters show: the context window in use and the budget left."""
 
 from __future__ import annotations
 
 from django.conf import settings
 
 from chat.claude import catalogue, context
+from chat.ledger import budgets, headroom
 from chat.ledger.entries import last_measured
 from chat.models import Conversation, Message
 
@@ -32,24 +33,22 @@ def context_in_use(conversation: Conversation) -> int:
 
 
 def conversation_meters(conversation: Conversation) -> dict:
-    """What the composer shows: the context window in use and the token budget left."""
+    """What the composer shows: the context window in use, the budget left (`budget`: the
+    tightest of the conversation's cap and its owner's limits, null when none applies; see
+    docs/protocol.md), the cache hits and the conversation's cost."""
     # A retired id: the window of the model its next message will run on.
     info = catalogue.find_model(conversation.model) or catalogue.get_model(
         settings.CLAUDE_DEFAULT_MODEL
     )
-    spent = (
-        conversation.input_tokens
-        + conversation.output_tokens
-        + conversation.cache_creation_tokens
-        + conversation.cache_read_tokens
-    )
     cached = conversation.cache_read_tokens
     prompt = conversation.input_tokens + conversation.cache_creation_tokens + cached
+    left = headroom.tightest(conversation)
     return {
         "context_tokens": context_in_use(conversation),
         "context_window": info.context_window,
-        "budget_used": spent,
-        "budget_limit": conversation.token_budget or settings.CONVERSATION_TOKEN_BUDGET,
+        "budget": left.as_meter() if left else None,
+        "budget_used": budgets.conversation_spent(conversation),
+        "budget_limit": budgets.conversation_limit(conversation),
         "cache_hit_ratio": round(cached / prompt, 3) if prompt else None,
         "cost": str(conversation.cost),
     }

@@ -129,10 +129,14 @@ def plan_turn(
     known = None
     if counted is None:
         known = _known_size(conversation_id, ids, turns, reply, continuation=continuation)
+    searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
+    offered = _offered_tools(web_search=bool(searches))
     fitted = context.fit(
         turns=turns,
         summary=summary,
-        system_tokens=len(prompt.text) // 4 + 1,
+        # Before any call is measured, the request's fixed part: the system prompt and the
+        # tools' definitions (they count as input too).
+        system_tokens=len(prompt.text) // 4 + 1 + context.estimate_tokens(offered),
         window=info.context_window,
         max_tokens=max_tokens,
         resolve_attachment=_resolve_attachment,
@@ -142,10 +146,8 @@ def plan_turn(
     if not fitted.fold and not fitted.messages:
         raise ContextTooLong
     _check_pages(turns[len(fitted.fold) :], info)
-    searches = settings.CLAUDE_WEB_SEARCH_MAX_USES if web_search else 0
-    tools = _offered_tools(web_search=bool(searches))
     system = client.system_blocks(prompt.text)
-    _check_request_bytes(fitted.messages, system=system, tools=tools)
+    _check_request_bytes(fitted.messages, system=system, tools=offered)
     base_blocks = [*reply.content, request_body.continuation_block()] if continuation else []
     replies_before = sum(1 for t in turns if t.role == "assistant")
     return TurnPlan(
@@ -157,7 +159,7 @@ def plan_turn(
         history=fitted.messages,
         max_tokens=max_tokens,
         estimate=fitted.estimate,
-        tools=tools,
+        tools=offered,
         time_zone=_time_zone(conversation.owner_id),
         purpose=purpose,
         base_blocks=base_blocks,

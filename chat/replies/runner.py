@@ -28,7 +28,7 @@ from django.conf import settings
 
 from chat.claude import client, errors, records, request_body
 from chat.conversations import tree
-from chat.ledger import entries
+from chat.ledger import budgets, entries
 from chat.models import TEXT_BLOCK_SEPARATOR, ApiCall, Message
 from chat.replies import planning, titles, tools
 from chat.replies.checkpoints import CHECKPOINTS
@@ -194,9 +194,13 @@ class Reply:
         tool_choice = None
         reservation = plan.reservation_id
         purpose = plan.purpose
+        last: records.CallRecord | None = None
+        added: list[dict] = []  # blocks the next request adds to the last one's (tool results)
         for index in range(limit + 3):
             if reservation is None:
-                reservation = await self.settlement.reserve(plan, self.blocks)
+                reservation = await self.settlement.reserve(
+                    plan, self.blocks, after=last, added=added
+                )
             record = records.CallRecord(model=plan.model, purpose=purpose, round=index)
             self._calls.append(record)
             messages = request_body.round_messages(plan.history, self.blocks)
@@ -206,6 +210,7 @@ class Reply:
                 await self.settlement.settle(reservation, record)
                 reservation = None
             self._end_round()
+            last, added = record, []
             if record.stop_reason == "pause_turn":
                 purpose = ApiCall.Purpose.CONTINUATION
                 continue
@@ -214,11 +219,12 @@ class Reply:
             uses = [b for b in record.content if b.get("type") == "tool_use"]
             if tool_rounds >= limit:
                 # The limit: answer what is pending, then one last call without tools.
-                self.blocks += [self._limit_result(use) for use in uses]
+                added = [self._limit_result(use) for use in uses]
                 tool_choice = {"type": "none"}
             else:
-                self.blocks += await self._run_tools(uses)
+                added = await self._run_tools(uses)
                 tool_rounds += 1
+            self.blocks += added
             purpose = ApiCall.Purpose.TOOL_ROUND
 
     async def _stream_round(
@@ -346,7 +352,10 @@ class Reply:
 
     async def _fold_history(self, plan: planning.TurnPlan) -> planning.TurnPlan:
         """Summarise the turns that no longer fit, store the summary, and plan again."""
-        summary = await titles.summarize(plan, on_record=self.settlement.record_side_call)
+        try:
+            summary = await titles.summarize(plan, on_record=self.settlement.record_side_call)
+        except budgets.BudgetExceeded as exc:
+            raise BudgetStop(exc.message) from None
         await database_sync_to_async(planning.store_summary)(
             conversation_id=self.conversation_id, summary=summary, upto_id=plan.fold[-1].id
         )

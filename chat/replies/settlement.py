@@ -35,10 +35,25 @@ class Settlement:
         self.message_id = message_id
         self._opening: dict[int, asyncio.Task] = {}  # ledger rows being written, by record
 
-    async def reserve(self, plan: planning.TurnPlan, blocks: list[dict]) -> int:
+    async def reserve(
+        self,
+        plan: planning.TurnPlan,
+        blocks: list[dict],
+        *,
+        after: records.CallRecord | None = None,
+        added: list[dict] | None = None,
+    ) -> int:
+        """Hold the next call's budget. Its input: the previous round's real input and output
+        (`after`) plus an estimate of the blocks `added` since (tool results), or — before the
+        API has reported any — the plan's estimate plus the reply's blocks so far."""
+        if after is not None and after.usage.prompt_tokens:
+            known = after.usage.prompt_tokens + after.usage.output_tokens
+            input_tokens = known + context.estimate_tokens(added or [])
+        else:
+            input_tokens = plan.estimate + context.estimate_tokens(blocks)
         need = budgets.estimate(
             model=plan.model,
-            input_tokens=plan.estimate + context.estimate_tokens(blocks),
+            input_tokens=input_tokens,
             max_tokens=plan.max_tokens,
             max_uses=plan.web_search_max_uses,
         )
@@ -89,9 +104,9 @@ class Settlement:
                 await asyncio.sleep(delay)
                 delay *= 2
 
-    async def record_side_call(self, record: records.CallRecord) -> None:
-        """A summary made for the reply: its row, with no reservation of its own."""
-        await self.settle(None, record)
+    async def record_side_call(self, record: records.CallRecord, reservation: int) -> None:
+        """A summary made for the reply: its row, in place of its own reservation."""
+        await self.settle(reservation, record)
 
 
 def _finish_and_meters(**finish) -> dict | None:

@@ -397,10 +397,10 @@ class ChatPage {
       contextText.textContent = `${compact(used)} / ${compact(window_)} (${pct}%)`;
     }
     if (budgetText) {
-      const limit = Number(meters.budget_limit || 0);
-      const left = Math.max(0, limit - Number(meters.budget_used || 0));
-      budgetText.textContent = limit ? `${compact(left)} of ${compact(limit)} tokens` : "–";
-      budgetText.dataset.low = String(limit > 0 && left / limit < 0.1);
+      // The server words it ("$4.37 of $5.00 left today"), rounded so it never overstates.
+      const budget = meters.budget && typeof meters.budget === "object" ? meters.budget : null;
+      budgetText.textContent = budget && typeof budget.text === "string" ? budget.text : "No limit";
+      budgetText.dataset.low = String(Boolean(budget && budget.low));
     }
     if (cacheText) {
       const ratio = meters.cache_hit_ratio;

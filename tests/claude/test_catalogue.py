@@ -223,10 +223,11 @@ def test_the_stored_snapshot_recomputes_the_cost_exactly(alice):
 
 
 def test_a_budget_estimate_prices_the_call_in_its_tier():
+    # Input at the 5-minute cache-write price, the dearest an input token of a request may cost.
     low = budgets.estimate(model="claude-haiku-5-5", input_tokens=100_000, max_tokens=1000)
-    assert low.cost == (100_000 * Decimal("0.10") + 1000 * Decimal("0.50")) / MTOK
+    assert low.cost == (100_000 * Decimal("0.125") + 1000 * Decimal("0.50")) / MTOK
     high = budgets.estimate(model="claude-haiku-5-5", input_tokens=150_000, max_tokens=1000)
-    assert high.cost == (150_000 * Decimal("0.50") + 1000 * Decimal("2.50")) / MTOK
+    assert high.cost == (150_000 * Decimal("0.625") + 1000 * Decimal("2.50")) / MTOK
     assert high.tokens == 151_000
 
 

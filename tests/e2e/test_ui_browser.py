@@ -184,7 +184,9 @@ def test_tool_steps_model_picker_meters_and_reply_details(logged_in):
     expect(current).to_have_text(title.inner_text())
     expect(page.get_by_test_id("announcer")).to_contain_text("finished replying")
     expect(page.get_by_test_id("context-text")).to_have_text(re.compile(r"\d.* / .*\(\d+%\)"))
-    expect(page.get_by_test_id("budget-text")).to_contain_text("tokens")
+    expect(page.get_by_test_id("budget-text")).to_have_text(
+        re.compile(r"^\$\d+\.\d\d of \$5\.00 left today$")
+    )
     reply.hover()
     meta = reply.get_by_test_id("message-meta")
     expect(meta).to_be_visible()

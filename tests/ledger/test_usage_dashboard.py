@@ -12,6 +12,7 @@ import time_machine
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -600,7 +601,8 @@ def test_the_export_still_defuses_a_formula_username_with_searches(admin_client)
 
 
 def test_limits_fall_back_to_settings(settings, alice):
-    assert usage.limits_for(None) == usage.Limits(None, None, None, None)
+    # Budgets are money by default: $5 a day, $50 a month, no token limit.
+    assert usage.limits_for(None) == usage.Limits(None, None, Decimal(5), Decimal(50))
     settings.USER_DAILY_TOKEN_BUDGET = 1000
     settings.USER_MONTHLY_TOKEN_BUDGET = 0
     settings.USER_DAILY_COST_BUDGET = "1.50"
@@ -666,3 +668,49 @@ def test_costs_are_summed_as_recorded_never_repriced(admin_client, alice):
     record(alice, HAIKU, today(), cost="0.12345678", input_tokens=1)  # not what Haiku costs now
     response = admin_client.get(reverse(DASHBOARD), {"period": "today"})
     assert response.context["totals"].cost == Decimal("0.12345678")
+
+
+# --- Replies apart from side calls, and budgets that admins cannot set below zero ----------------
+
+
+def test_titles_and_summaries_cut_at_max_tokens_are_not_truncated_replies(admin_client, alice):
+    at = today() + timedelta(hours=1)
+    for purpose in ("title", "summary", "title"):
+        call = record(alice, HAIKU, at, stop="max_tokens", output_tokens=30)
+        ApiCall.objects.filter(pk=call.pk).update(purpose=purpose)
+    for purpose in ("reply", "tool_round", "continuation"):
+        call = record(alice, SONNET, at, stop="max_tokens", output_tokens=900)
+        ApiCall.objects.filter(pk=call.pk).update(purpose=purpose)
+    refused = record(alice, HAIKU, at, stop="refusal")
+    ApiCall.objects.filter(pk=refused.pk).update(purpose="title")
+    totals = totals_of(admin_client.get(reverse(DASHBOARD), {"period": "today"}))
+    assert (totals["requests"], totals["truncations"], totals["refusals"]) == (7, 3, 0)
+    html = admin_client.get(reverse(DASHBOARD), {"period": "today"}).content.decode()
+    assert "Replies truncated (max_tokens)" in html
+
+
+@pytest.mark.parametrize("field", ["daily_cost", "monthly_cost"])
+def test_the_budget_admin_refuses_a_negative_amount(admin_client, alice, field):
+    budget = UserBudget.objects.create(user=alice)
+    url = reverse("admin:chat_userbudget_change", args=[budget.pk])
+    data = {"user": alice.pk, field: "-1.00"}
+    response = admin_client.post(url, data)
+    assert response.status_code == 200  # the form again, with its error
+    assert "Ensure this value is greater than or equal to 0" in response.content.decode()
+    budget.refresh_from_db()
+    assert getattr(budget, field) is None
+    response = admin_client.post(url, {"user": alice.pk, field: "2.50"})
+    assert response.status_code == 302
+    budget.refresh_from_db()
+    assert getattr(budget, field) == Decimal("2.50")
+
+
+def test_a_conversation_cap_below_1000_tokens_is_refused(alice):
+    # The admin's form runs the model's validators: what full_clean refuses, the form refuses.
+    conversation = lifecycle.conversation_create(owner=alice)
+    conversation.token_budget = 999
+    with pytest.raises(ValidationError) as refused:
+        conversation.full_clean()
+    assert list(refused.value.message_dict) == ["token_budget"]
+    conversation.token_budget = 1000
+    conversation.full_clean()

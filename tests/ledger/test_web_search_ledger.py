@@ -195,10 +195,10 @@ def test_a_compaction_iteration_adds_no_searches(alice):
 
 def test_a_reservation_for_max_uses_covers_that_many_searches_on_top_of_the_tokens():
     plain = budgets.estimate(model=SONNET, input_tokens=10_000, max_tokens=4_000)
-    # 10,000 × $2 + 4,000 × $10 = 60,000 per MTok.
-    assert plain == budgets.Estimate(tokens=14_000, cost=Decimal("0.06"))
+    # Input at the cache-write price, the dearer: 10,000 × $2.50 + 4,000 × $10 = 65,000 per MTok.
+    assert plain == budgets.Estimate(tokens=14_000, cost=Decimal("0.065"))
     searching = budgets.estimate(model=SONNET, input_tokens=10_000, max_tokens=4_000, max_uses=5)
-    assert searching == budgets.Estimate(tokens=14_000, cost=Decimal("0.11"))
+    assert searching == budgets.Estimate(tokens=14_000, cost=Decimal("0.115"))
 
 
 def test_a_negative_max_uses_is_refused():
@@ -240,5 +240,5 @@ def test_settling_records_the_searches_the_api_reported_not_max_uses(alice, titl
     assert BudgetReservation.objects.count() == 0
     row = ApiCall.objects.get()
     assert row.web_search_requests == 2 and row.cost == result.cost == Decimal("0.0264")
-    assert need.cost == Decimal("0.0924")  # 1,200 × $2 + 4,000 × $10 per MTok, 5 × $0.01
+    assert need.cost == Decimal("0.093")  # 1,200 × $2.50 + 4,000 × $10 per MTok, 5 × $0.01
     assert Conversation.objects.get(pk=titled_conversation.pk).cost == Decimal("0.0264")

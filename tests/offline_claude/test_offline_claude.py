@@ -243,6 +243,35 @@ async def test_non_stream_words(client: anthropic.AsyncAnthropic) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_title_request_is_answered_with_a_title_of_the_user_s_words(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    system = "You write titles for conversations. Reply with the title only."
+    text = "<request>\ncan you plan a trip to Lyon? Three days, by train.\n</request>\n\nTitle it."
+    message = await ask(client, text, max_tokens=30, system=system)
+    assert message.content[0].text == "Plan a trip to Lyon"
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens == 5
+    # Without tags, the whole message is the request; a system prompt in blocks counts too.
+    blocks = [{"type": "text", "text": system}]
+    message = await ask(client, "please explain quicksort. In Python", max_tokens=30, system=blocks)
+    assert message.content[0].text == "Explain quicksort"
+
+
+@pytest.mark.asyncio
+async def test_without_a_title_instruction_the_request_is_answered(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    message = await ask(client, "can you plan a trip to Lyon?", max_tokens=300, system="Be brief.")
+    assert "Offline Claude" in message.content[0].text
+    # Offering tools means a task, not a title, even when the system prompt says "title".
+    tool = {"name": "lookup", "description": "d", "input_schema": {"type": "object"}}
+    message = await ask(
+        client, "plan a trip", max_tokens=300, system="Give each answer a title.", tools=[tool]
+    )
+    assert "Offline Claude" in message.content[0].text
+
+
+@pytest.mark.asyncio
 async def test_default_reply_describes_the_request(client: anthropic.AsyncAnthropic) -> None:
     png = {"type": "base64", "media_type": "image/png", "data": png_b64(64, 30)}
     text = "What do you see in these two pictures of my cat?\n[[offline pace_ms=0]]"
