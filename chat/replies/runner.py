@@ -374,7 +374,7 @@ class Reply:
             error = errors.ClaudeError("budget_exceeded", str(exc), retryable=False)
             return Message.Status.ERROR, "", error
         if exc is not None:
-            error = errors.to_claude_error(exc)
+            error = errors.to_claude_error(exc, model=self.plan.model)
             if error is None:
                 log.error("reply %s failed", self.message_id, exc_info=exc)
                 error = errors.ClaudeError(
