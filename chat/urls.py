@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat.views import export, pages, preferences, uploads
+from chat.views import export, feedback, pages, preferences, uploads
 
 app_name = "chat"
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("c/import/", export.import_conversation, name="import"),
     path("c/<int:pk>/", pages.conversation_detail, name="conversation"),
     path("c/<int:pk>/messages/", pages.conversation_messages, name="messages"),
+    path("c/<int:pk>/messages/<int:message_id>/feedback/", feedback.rate, name="message_feedback"),
     path("c/<int:pk>/rename/", pages.conversation_rename, name="rename"),
     path("c/<int:pk>/delete/", pages.conversation_delete, name="delete"),
     path("c/<int:pk>/trash/", pages.conversation_trash, name="trash"),

@@ -8,6 +8,7 @@ import { AttachmentTray } from "./attachments.js";
 import { setupSidebar, setupShortcuts, applyTheme, autoGrow } from "./ui.js";
 import { ThinkingPicker } from "./thinking.js";
 import { WebSearchToggle } from "./websearch.js";
+import { postJson } from "./ui.js";
 
 // A delta that skips ahead waits this long for the missing ones before asking for a replay.
 const GAP_RESUME_DELAY_MS = 700;
@@ -323,6 +324,10 @@ class ChatPage {
   // --- message actions: continue, regenerate, edit, switch versions ------------------------------
 
   onAction(action, m, target) {
+    if (action === "feedback") {
+      this.sendFeedback(m, target);
+      return;
+    }
     if (this.list.streaming) {
       this.notice("A reply is still being written. Wait for it to finish, or press Stop.");
       return;
@@ -334,6 +339,7 @@ class ChatPage {
     };
     if (action === "continue") sent({ type: "continue" });
     else if (action === "regenerate") sent({ type: "regenerate" });
+    else if (action === "retry") sent({ type: "retry", message_id: m.id });
     else if (action === "switch") sent({ type: "switch", message_id: Number(target) });
     else if (action === "edit") {
       this.list.startEdit(m, (text) => {
@@ -343,6 +349,18 @@ class ChatPage {
         }
         return sent({ type: "edit", message_id: m.id, text, client_id: newClientId() });
       });
+    }
+  }
+
+  /** A thumb up or down (rating "" takes it back) and its comment, saved for this reply. */
+  async sendFeedback(m, { rating, comment }) {
+    if (!this.config.messages_url) return;
+    try {
+      const saved = await postJson(`${this.config.messages_url}${m.id}/feedback/`, { rating, comment });
+      this.list.setFeedback(m, saved.feedback);
+      if (comment) this.notice("Thanks for the feedback.");
+    } catch (error) {
+      this.notice(`The rating was not saved: ${error.message}`, "feedback");
     }
   }
 
@@ -488,6 +506,7 @@ class ChatPage {
     // Seq 1 starts the reply's text afresh: it replaces a checkpoint loaded with the page.
     m.text = (seq === 1 ? m.baseText : m.text) + (frame.text || "");
     m.lastSeq = seq;
+    m.seqLength.set(seq, m.text.length); // where a tool step after this delta goes
     this.list.endThinking(m);
     this.list.scheduleBody(m);
     if (m.pendingDone && m.lastSeq >= m.maxSeenSeq) this.onDone(m.pendingDone);
@@ -598,15 +617,7 @@ class ChatPage {
 
   onTool(frame) {
     const m = this.list.ensureStreaming(frame.message_id);
-    const prev = m.tools.get(frame.id) || { id: frame.id };
-    const tool = { ...prev, name: frame.name ?? prev.name, input: frame.input ?? prev.input };
-    if (frame.result !== undefined && frame.result !== null) {
-      tool.result = frame.result;
-      tool.isError = Boolean(frame.is_error);
-    }
-    m.tools.set(frame.id, tool);
-    this.list.endThinking(m);
-    this.list.renderExtras(m);
+    this.list.toolStep(m, frame);
   }
 }
 
