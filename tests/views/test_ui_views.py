@@ -361,7 +361,7 @@ def test_export_json_is_a_messages_api_body(client, alice):
     response = client.get(reverse("chat:export_json", args=[conversation.pk]))
     assert "attachment" in response["Content-Disposition"]
     data = response.json()
-    assert set(data) == {"model", "system", "messages"}
+    assert set(data) == {"model", "title", "system", "messages"}
     assert data["model"] == conversation.model and data["system"] == conversation.system_prompt.text
     assert data["messages"] == [
         {
