@@ -7,6 +7,7 @@ app_name = "chat"
 urlpatterns = [
     path("", pages.index, name="index"),
     path("c/new/", pages.conversation_new, name="new"),
+    path("c/list/", pages.conversation_list, name="list"),
     path("c/import/", export.import_conversation, name="import"),
     path("c/<int:pk>/", pages.conversation_detail, name="conversation"),
     path("c/<int:pk>/messages/", pages.conversation_messages, name="messages"),

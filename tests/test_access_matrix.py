@@ -98,6 +98,7 @@ EXPECTED: dict[str, dict] = {
     # the chat
     "": row("get", LOGIN, 200, 200, 200, 200, 200),
     "c/new/": row("post", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
+    "c/list/": row("get", LOGIN, 200, 200, 200, 200, 200),
     "c/<int:pk>/": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/<int:pk>/rename/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/delete/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),

@@ -45,6 +45,10 @@ def test_it_renames_and_deletes(client, alice, conversation):
 def test_the_list_is_newest_first_and_paginated(client, alice, settings):
     settings.CONVERSATIONS_PER_PAGE = 3
     made = [lifecycle.conversation_create(owner=alice) for _ in range(5)]
+    for c in made:
+        Message.objects.create(
+            conversation=c, role="user", content=[{"type": "text", "text": "Hi"}]
+        )
     client.force_login(alice)
     first = client.get(reverse("chat:index")).context["conversations"]
     second = client.get(reverse("chat:index") + "?page=2").context["conversations"]
