@@ -32,7 +32,15 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from chat.conversations import lifecycle
-from chat.models import ApiCall, Attachment, Conversation, Message, SystemPrompt, UserBudget
+from chat.models import (
+    ApiCall,
+    Attachment,
+    Conversation,
+    Feedback,
+    Message,
+    SystemPrompt,
+    UserBudget,
+)
 from tests.conftest import make_user, open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,7 +100,15 @@ def model_admin(app_model: str, *, viewer_sees: bool, addable: bool, changeable:
     }
 
 
-CHAT_MODELS = ["conversation", "message", "apicall", "systemprompt", "userbudget", "attachment"]
+CHAT_MODELS = [
+    "conversation",
+    "message",
+    "apicall",
+    "systemprompt",
+    "userbudget",
+    "attachment",
+    "feedback",
+]
 
 EXPECTED: dict[str, dict] = {
     # the chat
@@ -109,6 +125,8 @@ EXPECTED: dict[str, dict] = {
     "c/<int:pk>/archive/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/thinking/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/web-search/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
+    # a reply's rating: the world's message is alice's own question, which takes none (404)
+    "c/<int:pk>/messages/<int:message_id>/feedback/": row("post", LOGIN, 404, 404, 404, 404, 404),
     "c/<int:pk>/export.json": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/<int:pk>/export.md": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/import/": row("post", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
@@ -147,6 +165,7 @@ EXPECTED: dict[str, dict] = {
     **model_admin("chat/systemprompt", viewer_sees=True, addable=True, changeable=True),
     **model_admin("chat/userbudget", viewer_sees=True, addable=True, changeable=True),
     **model_admin("chat/attachment", viewer_sees=True, addable=False, changeable=True),
+    **model_admin("chat/feedback", viewer_sees=True, addable=False, changeable=False),
 }
 
 
@@ -198,6 +217,13 @@ def world(alice, bob, staff, superuser):
         version=1, text="x"
     )
     group = Group.objects.create(name="readers")
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=message,
+        role="assistant",
+        content=[{"type": "text", "text": "hello"}],
+    )
+    rating = Feedback.objects.create(user=alice, message=reply, rating=Feedback.Rating.UP)
     objects = {
         "auth/user": alice.pk,
         "auth/group": group.pk,
@@ -207,6 +233,7 @@ def world(alice, bob, staff, superuser):
         "chat/systemprompt": prompt.pk,
         "chat/userbudget": budget.pk,
         "chat/attachment": attachment.pk,
+        "chat/feedback": rating.pk,
     }
     users = {
         "anon": None,
@@ -233,7 +260,8 @@ def concrete_url(pattern: str, world: dict) -> str:
     if pattern == "attachments/<int:pk>/":
         return f"/attachments/{world['attachment'].pk}/"
     if pattern.startswith("c/<int:pk>/"):
-        return "/" + pattern.replace("<int:pk>", str(world["conversation"].pk))
+        url = pattern.replace("<int:pk>", str(world["conversation"].pk))
+        return "/" + url.replace("<int:message_id>", str(world["objects"]["chat/message"]))
     if pattern == "admin/r/<path:content_type_id>/<path:object_id>/":
         return f"/admin/r/{world['ct']}/{world['conversation'].pk}/"
     if pattern == "admin/^(?P<app_label>auth|chat)/$":

@@ -153,6 +153,16 @@ class FeedbackAdmin(admin.ModelAdmin):
         conversation = obj.message.conversation
         return change_link("chat_conversation", conversation.pk, str(conversation))
 
+    # What users said stays as they said it: nobody adds, edits or deletes a rating here.
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
     def lookup_allowed(self, lookup, value, request=None) -> bool:
         # A conversation's ratings: the link beside the conversation filters by it.
         if lookup == "message__conversation__id__exact":

@@ -11,7 +11,6 @@ import {
 } from "./ui.js";
 import { ThinkingPicker } from "./thinking.js";
 import { WebSearchToggle } from "./websearch.js";
-import { postJson } from "./ui.js";
 
 // A delta that skips ahead waits this long for the missing ones before asking for a replay.
 const GAP_RESUME_DELAY_MS = 700;

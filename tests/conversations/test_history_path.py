@@ -119,7 +119,8 @@ def test_a_page_reads_whole_only_its_own_messages(conversation):
     first = page.messages[0]
     assert (first["text"], first["versions"]) == ("message 20", [made[20].pk])
     whole = [q["sql"] for q in queries.captured_queries if '"content"' in q["sql"]]
-    assert len(queries) == 3 and len(whole) == 1
+    # The tree's ids, the page's messages whole, their usage, the owner's ratings of them.
+    assert len(queries) == 4 and len(whole) == 1
     assert asked_for(whole[0]) == {m.pk for m in made[20:70]}
     assert " IN (" not in whole[0]  # one branch: an id range, not a list of ids
 
