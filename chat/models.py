@@ -387,3 +387,33 @@ class UserSettings(models.Model):
 
     def __str__(self) -> str:
         return f"Settings of {self.user}"
+
+
+class Feedback(models.Model):
+    """A user's rating of a reply: thumbs up or down, with an optional comment (untrusted text,
+    shown to admins as text). One per user and message; rating again changes it."""
+
+    class Rating(models.TextChoices):
+        UP = "up"
+        DOWN = "down"
+
+    COMMENT_MAX_CHARS = 2000
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback"
+    )
+    rating = models.CharField(max_length=4, choices=Rating.choices)
+    comment = models.TextField(max_length=COMMENT_MAX_CHARS, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="feedback_once_per_user"),
+        ]
+        indexes = [models.Index(fields=["updated_at"], name="feedback_updated")]
+        verbose_name_plural = "feedback"
+
+    def __str__(self) -> str:
+        return f"{self.rating} on message #{self.message_id}"

@@ -1,15 +1,17 @@
 from django.urls import path
 
-from chat.views import export, pages, preferences, uploads
+from chat.views import export, feedback, pages, preferences, uploads
 
 app_name = "chat"
 
 urlpatterns = [
     path("", pages.index, name="index"),
     path("c/new/", pages.conversation_new, name="new"),
+    path("c/list/", pages.conversation_list, name="list"),
     path("c/import/", export.import_conversation, name="import"),
     path("c/<int:pk>/", pages.conversation_detail, name="conversation"),
     path("c/<int:pk>/messages/", pages.conversation_messages, name="messages"),
+    path("c/<int:pk>/messages/<int:message_id>/feedback/", feedback.rate, name="message_feedback"),
     path("c/<int:pk>/rename/", pages.conversation_rename, name="rename"),
     path("c/<int:pk>/delete/", pages.conversation_delete, name="delete"),
     path("c/<int:pk>/trash/", pages.conversation_trash, name="trash"),

@@ -200,6 +200,16 @@ $servers        keepalive 32;
             add_header X-Upstream \$upstream_addr always;
         }
 
+        # Probes of load balancers and orchestrators: every few seconds, kept out of the log.
+        location ~ ^/(healthz|readyz)\$ {
+            access_log off;
+            proxy_pass http://claudeweb;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_read_timeout 10s;
+        }
+
         location / {
             proxy_pass http://claudeweb;
             proxy_http_version 1.1;

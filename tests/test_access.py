@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.urls import reverse
 
 from chat.conversations import lifecycle
-from chat.models import Conversation
+from chat.models import Conversation, Message
 from tests.conftest import open_socket, recv
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +41,9 @@ def test_another_users_conversation_is_not_found(client, bob, conversation):
 
 
 def test_it_checks_ownership_of_the_list(client, alice, bob, conversation):
-    lifecycle.conversation_create(owner=bob)
+    Message.objects.create(conversation=conversation, role="user", content=[])
+    theirs = lifecycle.conversation_create(owner=bob)
+    Message.objects.create(conversation=theirs, role="user", content=[])
     client.force_login(bob)
     page = client.get(reverse("chat:index"))
     assert page.status_code == 200

@@ -98,6 +98,7 @@ EXPECTED: dict[str, dict] = {
     # the chat
     "": row("get", LOGIN, 200, 200, 200, 200, 200),
     "c/new/": row("post", LOGIN, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
+    "c/list/": row("get", LOGIN, 200, 200, 200, 200, 200),
     "c/<int:pk>/": row("get", LOGIN, 404, 200, 404, 404, 404),
     "c/<int:pk>/rename/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
     "c/<int:pk>/delete/": row("post", LOGIN, 404, REDIRECT, 404, 404, 404),
@@ -117,6 +118,9 @@ EXPECTED: dict[str, dict] = {
     "attachments/start/": row("post", 401, 201, 201, 201, 201, 201),
     "attachments/<int:pk>/finish/": row("post", 401, 404, 400, 404, 404, 404),
     "attachments/<int:pk>/": row("get", LOGIN, 404, REDIRECT, 404, 404, 404),
+    # probes: anyone, logged in or not (the services the suite runs are all up)
+    "healthz": row("get", 200, 200, 200, 200, 200, 200),
+    "readyz": row("get", 200, 200, 200, 200, 200, 200),
     # logging in and out
     "login/": row("get", 200, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
     "logout/": row("post", LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, LOGIN),

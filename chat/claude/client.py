@@ -143,7 +143,7 @@ async def stream_round(
                 if text:
                     yield text
     except Exception as exc:
-        error = to_claude_error(exc)
+        error = to_claude_error(exc, model=model)
         if error is None:
             raise
         record.error_code = error.code
@@ -159,7 +159,7 @@ async def _open_stream(messages_api: object, record: CallRecord, **request: obje
         return await messages_api.create(stream=True, **request)
     except Exception as exc:
         record.finished = time.monotonic()
-        error = to_claude_error(exc)
+        error = to_claude_error(exc, model=str(request.get("model", "")))
         if error is None:
             raise
         record.error_code = error.code
@@ -193,7 +193,7 @@ async def complete(
             **(thinking or {}),
         )
     except Exception as exc:
-        error = to_claude_error(exc)
+        error = to_claude_error(exc, model=model)
         if error is None:
             raise
         record.error_code = error.code
@@ -232,7 +232,7 @@ async def count_tokens(
             model=model, system=system, messages=messages, **extra
         )
     except Exception as exc:
-        error = to_claude_error(exc)
+        error = to_claude_error(exc, model=model)
         if error is None:
             raise
         raise error from exc

@@ -1,5 +1,9 @@
 """Upstream failures in our terms: one table from what the SDK raises to a code, a message
-for the user and whether trying again can help."""
+for the user and whether trying again can help.
+
+The messages name the model the request went to, by its catalogue label ("Claude Sonnet 4.6
+had a server error"): the same code serves every base URL, so the name comes from the request,
+never from where it was sent."""
 
 from __future__ import annotations
 
@@ -9,7 +13,11 @@ from dataclasses import dataclass
 import anthropic
 import httpx2
 
+from chat.claude import catalogue
 from chat.errors import UserFacingError
+
+# The name used when a failure belongs to no one model (listing the models).
+NO_MODEL_NAME = "the API"
 
 
 class ClaudeError(UserFacingError):
@@ -85,7 +93,8 @@ def _failure(exc: BaseException) -> _Failure:
 @dataclass(frozen=True)
 class _Row:
     """One upstream failure: the first row whose `when` holds gives the code, the user's
-    message (`{wait}` and `{api_detail}` filled from the failure) and whether to retry."""
+    message (`{wait}` and `{api_detail}` filled from the failure, `{model}` / `{Model}` with
+    the model's name, mid-sentence / at its start) and whether to retry."""
 
     when: Callable[[_Failure], bool]
     code: str
@@ -94,7 +103,7 @@ class _Row:
     with_retry_after: bool = False
 
 
-_OVERLOADED = "The model is overloaded right now. Try again in a moment."
+_OVERLOADED = "{Model} is overloaded right now. Try again in a moment."
 _CLIENT_ERROR = range(400, 500)
 
 # Order matters: the first match wins (subclasses before their bases, the stream's 200 first).
@@ -109,7 +118,7 @@ _UPSTREAM: tuple[_Row, ...] = (
     _Row(
         lambda f: f.status == 200,
         "upstream_error",
-        "Claude stopped with an error partway through. Try again.",
+        "{Model} stopped with an error partway through. Try again.",
         retryable=True,
     ),
     _Row(
@@ -124,7 +133,7 @@ _UPSTREAM: tuple[_Row, ...] = (
     _Row(
         lambda f: f.raised(anthropic.RateLimitError),
         "upstream_rate_limited",
-        "Claude's rate limit was reached.{wait}",
+        "The rate limit for {model} was reached.{wait}",
         retryable=True,
         with_retry_after=True,
     ),
@@ -137,58 +146,75 @@ _UPSTREAM: tuple[_Row, ...] = (
     _Row(
         lambda f: f.raised(anthropic.AuthenticationError, anthropic.PermissionDeniedError),
         "upstream_auth",
-        "The server's Claude API key was refused. An admin must check it.",
+        "The server's API key was refused. An admin must check it.",
         retryable=False,
     ),
     _Row(
         lambda f: f.status == 413 or "prompt is too long" in f.detail,
         "context_too_long",
-        "This conversation is too long for the model. Start a new conversation.",
+        "This conversation is too long for {model}. Start a new conversation.",
         retryable=False,
     ),
     _Row(
         lambda f: f.status in _CLIENT_ERROR,
         "upstream_invalid",
-        "Claude rejected the request{api_detail}",
+        "{Model} rejected the request{api_detail}",
         retryable=False,
     ),
     _Row(
         lambda f: f.raised(anthropic.APIStatusError),
         "upstream_error",
-        "Claude had a server error. Try again.",
+        "{Model} had a server error. Try again.",
         retryable=True,
     ),
     _Row(
         lambda f: f.raised(anthropic.APITimeoutError, httpx2.TimeoutException),
         "upstream_timeout",
-        "Claude stopped answering (timed out). Try again.",
+        "{Model} stopped answering (timed out). Try again.",
         retryable=True,
     ),
     _Row(
         lambda f: f.raised(anthropic.APIConnectionError, httpx2.TransportError),
         "upstream_disconnected",
-        "The connection to Claude was lost. Try again.",
+        "The connection to {model} was lost. Try again.",
         retryable=True,
     ),
     _Row(
         lambda f: f.raised(anthropic.APIError),
         "upstream_error",
-        "Claude returned something unexpected. Try again.",
+        "{Model} returned something unexpected. Try again.",
         retryable=True,
     ),
 )
 
 
-def to_claude_error(exc: BaseException) -> ClaudeError | None:
-    """Map an SDK or transport exception to ours; None for anything else (a bug, re-raised)."""
+def model_name(model: str) -> str:
+    """How the messages name a model: its catalogue label, else its id (a model the catalogue
+    no longer lists), else NO_MODEL_NAME."""
+    if not model:
+        return NO_MODEL_NAME
+    found = catalogue.find_model(model)
+    return found.label if found is not None else model
+
+
+def to_claude_error(exc: BaseException, *, model: str = "") -> ClaudeError | None:
+    """Map an SDK or transport exception to ours; None for anything else (a bug, re-raised).
+
+    `model` is the id the request went to: the message names it (see model_name)."""
     if isinstance(exc, ClaudeError):
         return exc
     failure = _failure(exc)
+    name = model_name(model)
     for row in _UPSTREAM:
         if row.when(failure):
             return ClaudeError(
                 row.code,
-                row.message.format(wait=failure.wait, api_detail=failure.api_detail),
+                row.message.format(
+                    wait=failure.wait,
+                    api_detail=failure.api_detail,
+                    model=name,
+                    Model=name[:1].upper() + name[1:],
+                ),
                 retryable=row.retryable,
                 status=failure.status,
                 retry_after=failure.retry_after if row.with_retry_after else None,

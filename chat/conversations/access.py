@@ -4,10 +4,10 @@ so ownership (and soft delete) is checked in one place; and the list's date grou
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import Http404
 
-from chat.models import Conversation
+from chat.models import Conversation, Message
 
 
 def conversations_of(user: AbstractBaseUser) -> QuerySet[Conversation]:
@@ -37,10 +37,23 @@ def get_conversation_for_update(user: AbstractBaseUser, pk: int) -> Conversation
 def visible_conversations(
     user: AbstractBaseUser, *, archived: bool = False
 ) -> QuerySet[Conversation]:
-    """The user's conversations for the list: never deleted ones; pinned first, newest first."""
-    return Conversation.objects.filter(
-        owner=user, deleted_at__isnull=True, archived=archived
-    ).order_by("-pinned", "-updated_at", "-id")
+    """The user's conversations for the list: never deleted ones, never empty ones; pinned
+    first, newest first.
+
+    A conversation is created by its first message, so an empty one is a leftover (made by an
+    older New chat button, or whose first message never arrived): a row for it would open a
+    blank page. It stays reachable by its URL and is not deleted.
+    """
+    return (
+        Conversation.objects.filter(owner=user, deleted_at__isnull=True, archived=archived)
+        .filter(has_messages())
+        .order_by("-pinned", "-updated_at", "-id")
+    )
+
+
+def has_messages() -> Exists:
+    """A filter: the conversation holds at least one message."""
+    return Exists(Message.objects.filter(conversation=OuterRef("pk")))
 
 
 def get_deleted_conversation(user: AbstractBaseUser, pk: int) -> Conversation:

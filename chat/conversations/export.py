@@ -1,8 +1,10 @@
 """Export a conversation (Markdown, or JSON in the Messages API's shape); check such JSON to import.
 
 The JSON is what a Messages API request body would carry: `{"model", "system", "messages":
-[{"role", "content": [blocks]}]}` for the active branch. Images are exported as a text
-placeholder (their bytes stay in our storage); tool_use / tool_result blocks are kept.
+[{"role", "content": [blocks]}]}` for the active branch, plus the conversation's `title` (ours,
+not the API's: drop it before sending the body to the API), so an import keeps it. Images are
+exported as a text placeholder (their bytes stay in our storage); tool_use / tool_result blocks
+are kept.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _image_placeholder(block: dict) -> dict:
 
 
 def export_data(conversation: Conversation) -> dict:
-    """The active branch as a Messages API request body (without max_tokens)."""
+    """The active branch as a Messages API request body (without max_tokens), and the title."""
     path = tree.active_path(conversation)
     turns = [
         context.StoredTurn(id=m.pk, role=m.role, content=m.content, token_count=m.token_count)
@@ -51,6 +53,7 @@ def export_data(conversation: Conversation) -> dict:
     prompt = conversation.system_prompt
     return {
         "model": conversation.model,
+        "title": conversation.title,
         "system": prompt.text if prompt else "",
         "messages": [m for m in messages if m["content"]],
     }

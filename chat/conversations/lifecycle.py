@@ -19,15 +19,36 @@ from chat.models import Conversation
 log = logging.getLogger(__name__)
 
 
-def conversation_create(*, owner: AbstractBaseUser, model: str | None = None) -> Conversation:
-    """A new conversation: the owner's default model and own system prompt when they set them."""
+def conversation_create(
+    *,
+    owner: AbstractBaseUser,
+    model: str | None = None,
+    thinking_effort: str = "",
+    web_search: bool = False,
+) -> Conversation:
+    """A new conversation: the owner's default model and own system prompt when they set them,
+    and the thinking effort and web search chosen before the first message.
+
+    Raises catalogue.UnknownModel, EffortNotTaken (an effort the model does not take) or
+    WebSearchOff (web search where the server allows none).
+    """
     from chat.models import UserSettings
 
     prefs = UserSettings.objects.select_related("system_prompt").filter(user=owner).first()
     model_id = model or default_model(prefs)
-    catalogue.get_model(model_id)  # raises UnknownModel
+    info = catalogue.get_model(model_id)  # raises UnknownModel
+    if thinking_effort:
+        check_effort(model=info, effort=thinking_effort)
+    if web_search and not settings.CLAUDE_WEB_SEARCH:
+        raise WebSearchOff
     prompt = (prefs and prefs.system_prompt) or current_system_prompt()
-    return Conversation.objects.create(owner=owner, model=model_id, system_prompt=prompt)
+    return Conversation.objects.create(
+        owner=owner,
+        model=model_id,
+        system_prompt=prompt,
+        thinking_effort=thinking_effort,
+        web_search=web_search,
+    )
 
 
 def replace_retired_model(*, conversation: Conversation) -> str:

@@ -138,11 +138,16 @@ def page_content(content: list) -> list:
 
 
 def message_to_dict(
-    message: Message, versions: list[int] | None = None, *, usage: dict | None = None
+    message: Message,
+    versions: list[int] | None = None,
+    *,
+    usage: dict | None = None,
+    feedback: dict | None = None,
 ) -> dict:
     """A saved message as the socket and the page send it to the browser.
 
-    `usage` (from usage_by_message) adds the reply's tokens, cost and model under "usage".
+    `usage` (from usage_by_message) adds the reply's tokens, cost and model under "usage";
+    `feedback` the owner's rating of a reply ({"rating", "comment"}) under "feedback".
     """
     out = {
         "id": message.pk,
@@ -162,6 +167,8 @@ def message_to_dict(
     }
     if usage is not None:
         out["usage"] = usage
+    if feedback is not None:
+        out["feedback"] = feedback
     return out
 
 
@@ -212,16 +219,26 @@ def path_page(
 ) -> PathPage:
     """The newest `limit` messages of the active branch before `before_id` (None: the newest).
 
-    Three queries whatever the conversation's length: its tree, the page's messages, their usage.
+    Four queries whatever the conversation's length: its tree, the page's messages, their
+    usage and the owner's ratings of them.
     """
+    from chat.conversations import feedback
+
     nodes = tree(conversation)
     branch = path_to(nodes, conversation.leaf_id)
     chain = branch.ids
     if before_id is not None:
         chain = chain[: chain.index(before_id)] if before_id in chain else []
     page = messages_in_order(conversation, chain[-limit:] if limit > 0 else [], nodes)
-    usage = usage_by_message([m.pk for m in page if m.role == Message.Role.ASSISTANT])
+    replies = [m.pk for m in page if m.role == Message.Role.ASSISTANT]
+    usage = usage_by_message(replies)
+    rated = feedback.by_message(user_id=conversation.owner_id, message_ids=replies)
     return PathPage(
-        messages=[message_to_dict(m, branch.versions[m.pk], usage=usage.get(m.pk)) for m in page],
+        messages=[
+            message_to_dict(
+                m, branch.versions[m.pk], usage=usage.get(m.pk), feedback=rated.get(m.pk)
+            )
+            for m in page
+        ],
         has_more=len(chain) > len(page),
     )

@@ -136,6 +136,43 @@ def regenerate_start(*, conversation: Conversation) -> Message:
         return _open_reply(conversation, parent=leaf.parent)
 
 
+# A reply that may be tried again in place: it ended with an error, or its process stopped.
+RETRYABLE_STATUSES = (Message.Status.ERROR, Message.Status.INTERRUPTED)
+
+
+def retry_start(*, conversation: Conversation, message_id: int) -> Message:
+    """Try a failed reply again in its place: the failed one (the active branch's last message)
+    is deleted and a new reply opens under the same user message, so no version of the failure
+    is kept. Its API calls stay in the ledger (their `message` becomes empty).
+
+    Raises NotRetryable when `message_id` is not the conversation's last reply or did not fail
+    (a forged id, or a stale one: retried or regenerated from another tab), Busy while a reply
+    runs.
+    """
+    failed = Message.objects.filter(conversation=conversation, pk=message_id).first()
+    if failed is not None and failed.status == Message.Status.STREAMING:
+        raise Busy
+    if (
+        failed is None
+        or failed.pk != _leaf_id(conversation)
+        or failed.role != Message.Role.ASSISTANT
+        or failed.status not in RETRYABLE_STATUSES
+        or failed.children.exists()  # deleting it would take a later branch with it
+    ):
+        raise NotRetryable
+    parent = failed.parent
+    with transaction.atomic():
+        failed.delete()
+        return _open_reply(conversation, parent=parent)
+
+
+class NotRetryable(UserFacingError):
+    message = (
+        "Only the last reply, when it failed, can be retried; this one is not (it may have "
+        "been retried already). Nothing was started."
+    )
+
+
 def edit_start(
     *, conversation: Conversation, message_id: int, text: str, client_id: uuid.UUID
 ) -> TurnStart:

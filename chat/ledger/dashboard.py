@@ -38,7 +38,7 @@ from django.utils import timezone
 
 from chat.ledger import entries, usage
 from chat.ledger.chart import COST_SERIES, TOKEN_SERIES, chart
-from chat.models import ApiCall
+from chat.models import ApiCall, Feedback
 
 PERIOD_DAYS = {"today": 1, "7d": 7, "30d": 30}
 DEFAULT_PERIOD = "30d"
@@ -352,6 +352,13 @@ def budget_alerts(now: datetime | None = None) -> tuple[list[dict], int]:
     return alerts, len(everyone)
 
 
+def feedback_counts(*, since: datetime, until: datetime) -> dict[str, int]:
+    """Ratings of replies given (or last changed) in [since, until): {"up": n, "down": n}."""
+    rows = Feedback.objects.filter(updated_at__gte=since, updated_at__lt=until)
+    found = dict(rows.order_by().values_list("rating").annotate(n=Count("id")))
+    return {rating: found.get(rating, 0) for rating in Feedback.Rating.values}
+
+
 # --- The view ---------------------------------------------------------------------------------
 
 
@@ -406,6 +413,13 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "token_chart": chart("Tokens per day", period.days, per_day, TOKEN_SERIES, money=False),
         "alerts": alerts,
         "flagged_count": flagged_count,
+        # Ratings given (or changed) in the period, linked to them in the admin.
+        "feedback": feedback_counts(since=period.start, until=period.end),
+        "feedback_url": _changelist_url(
+            "feedback",
+            updated_at__gte=period.start.isoformat(),
+            updated_at__lt=period.end.isoformat(),
+        ),
         "warn_percent": usage.WARN_PERCENT,
         "calls_url": _calls_url(**in_period),
         "export_url": reverse("admin:chat_apicall_export") + "?" + urlencode(in_period),

@@ -102,15 +102,13 @@ def _user_budgets(user_id: int) -> list[Left]:
     limits = usage.limits_for(UserBudget.objects.filter(user_id=user_id).first())
     if limits.unlimited:
         return []
-    day_start, month_start = usage.period_starts()
+    # Today and this month in one scan of the month's calls.
+    today, month = usage.usage_today_and_month({user_id}).get(user_id, (usage.ZERO, usage.ZERO))
     found = []
-    for scope, since, cost_limit, token_limit in (
-        ("day", day_start, limits.daily_cost, limits.daily_tokens),
-        ("month", month_start, limits.monthly_cost, limits.monthly_tokens),
+    for scope, used, cost_limit, token_limit in (
+        ("day", today, limits.daily_cost, limits.daily_tokens),
+        ("month", month, limits.monthly_cost, limits.monthly_tokens),
     ):
-        if cost_limit is None and token_limit is None:
-            continue
-        used = usage.usage_since([user_id], since)[user_id]
         if cost_limit is not None:
             found.append(Left(scope, "usd", used.cost, Decimal(cost_limit)))
         if token_limit is not None:

@@ -133,7 +133,7 @@ def usage_since(user_ids: Iterable[int], since: datetime) -> dict[int, PeriodUsa
     return result
 
 
-def _usage_today_and_month(
+def usage_today_and_month(
     user_ids: set[int] | None, now: datetime | None = None
 ) -> dict[int, tuple[PeriodUsage, PeriodUsage]]:
     """(today, this month) per user in one scan of the month; None: every user with calls."""
@@ -194,7 +194,7 @@ def budget_percent(users_or_ids, now: datetime | None = None) -> dict[int, int]:
     budgets = {b.user_id: b for b in UserBudget.objects.filter(user_id__in=ids)}
     limits = {user_id: limits_for(budgets.get(user_id)) for user_id in ids}
     limited = {user_id for user_id, lim in limits.items() if not lim.unlimited}
-    usage = _usage_today_and_month(limited, now) if limited else {}
+    usage = usage_today_and_month(limited, now) if limited else {}
     return {
         user_id: percent_used(limits[user_id], *usage.get(user_id, (ZERO, ZERO))) for user_id in ids
     }
@@ -223,9 +223,9 @@ def users_near_limit(
         candidates = {uid for uid, b in budgets.items() if not limits_for(b).unlimited}
         if not candidates:
             return []
-        usage = _usage_today_and_month(candidates, now)
+        usage = usage_today_and_month(candidates, now)
     else:
-        usage = _usage_today_and_month(None, now)
+        usage = usage_today_and_month(None, now)
     flagged = []
     for user_id, (today, month) in usage.items():
         percent = percent_used(limits_for(budgets.get(user_id)), today, month)

@@ -63,6 +63,7 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
                 "resume": self.cmd_resume,
                 "continue": self.cmd_continue,
                 "regenerate": self.cmd_regenerate,
+                "retry": self.cmd_retry,
                 "edit": self.cmd_edit,
                 "switch": self.cmd_switch,
             }.get(frame.get("type"))
@@ -111,6 +112,12 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
 
     async def cmd_regenerate(self, frame: dict) -> None:
         await self._branch("regenerate")
+
+    async def cmd_retry(self, frame: dict) -> None:
+        message_id = frames.message_id(
+            frame, refused="retry needs the message_id of the failed reply."
+        )
+        await self._branch("retry", message_id=message_id)
 
     async def cmd_edit(self, frame: dict) -> None:
         message_id = frames.message_id(

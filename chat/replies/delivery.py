@@ -85,15 +85,19 @@ class Delivery:
             await self.broadcast(
                 {"type": "thinking", "message_id": self.message_id, "text": thinking}
             )
+        delta = self._take_delta()
+        if delta is not None:
+            await self.broadcast(delta)
+
+    def _take_delta(self) -> dict | None:
+        """The pending text as the next delta (numbered and kept for replay), if any."""
         if not self._pending:
-            return
+            return None
         text = "".join(self._pending)
         self._pending.clear()
         self.seq += 1
         self.deltas.append(text)
-        await self.broadcast(
-            {"type": "delta", "message_id": self.message_id, "seq": self.seq, "text": text}
-        )
+        return {"type": "delta", "message_id": self.message_id, "seq": self.seq, "text": text}
 
     # --- frames ------------------------------------------------------------------------------
 
@@ -102,9 +106,19 @@ class Delivery:
         self.final_frame = frame
         await self.broadcast(frame)
 
-    def broadcast_soon(self, frame: dict) -> None:
-        """Send a frame from inside the token loop without waiting for it."""
-        task = asyncio.get_running_loop().create_task(self.broadcast(frame))
+    def step_soon(self, frame: dict) -> None:
+        """A tool step, from inside the token loop: the text before it goes out first (not
+        held back by coalescing), and the frame says after which delta it came (`seq`), so
+        tabs show it in its place among the text."""
+        delta = self._take_delta()
+        frame = {**frame, "seq": self.seq}
+
+        async def send() -> None:
+            if delta is not None:
+                await self.broadcast(delta)
+            await self.broadcast(frame)
+
+        task = asyncio.get_running_loop().create_task(send())
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 

@@ -267,7 +267,7 @@ def _check_request_bytes(messages: list[dict], *, system: list[dict], tools: lis
     if size > limit:
         raise RequestTooLarge(
             f"The files of this conversation make a request of {size / 1e6:.1f} MB; one request "
-            f"to Claude may carry at most {limit / 1e6:.1f} MB. Start a new conversation for "
+            f"to the API may carry at most {limit / 1e6:.1f} MB. Start a new conversation for "
             "more files."
         )
 

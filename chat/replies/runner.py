@@ -272,11 +272,11 @@ class Reply:
         if kind == "server_tool_use":  # a search Anthropic runs: shown like the app's tools
             self._server_uses[block.get("id", "")] = block
         if kind in ("tool_use", "server_tool_use"):
-            self.delivery.broadcast_soon(self._tool_frame(block, None))
+            self.delivery.step_soon(self._tool_frame(block, None))
         elif kind == "web_search_tool_result":
             use = self._server_uses.get(block.get("tool_use_id", ""))
             use = use or {"id": block.get("tool_use_id", ""), "name": "web_search"}
-            self.delivery.broadcast_soon(self._tool_frame(use, search_outcome(block)))
+            self.delivery.step_soon(self._tool_frame(use, search_outcome(block)))
 
     def _tool_frame(self, use: dict, result: tools.ToolResult | None) -> dict:
         """The tool call as tabs show it: storable, as the saved blocks will be."""
@@ -304,7 +304,7 @@ class Reply:
             result = await database_sync_to_async(self.registry.run)(
                 use["name"], use.get("input", {}), ctx
             )
-            await self.delivery.broadcast(self._tool_frame(use, result))
+            await self.delivery.broadcast({**self._tool_frame(use, result), "seq": self.seq})
             results.append(result.block(use["id"]))
         return results
 
@@ -374,7 +374,7 @@ class Reply:
             error = errors.ClaudeError("budget_exceeded", str(exc), retryable=False)
             return Message.Status.ERROR, "", error
         if exc is not None:
-            error = errors.to_claude_error(exc)
+            error = errors.to_claude_error(exc, model=self.plan.model)
             if error is None:
                 log.error("reply %s failed", self.message_id, exc_info=exc)
                 error = errors.ClaudeError(

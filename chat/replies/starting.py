@@ -81,8 +81,8 @@ def branch(
     text: str = "",
     client_id: uuid.UUID | None = None,
 ) -> tuple[dict, planning.TurnPlan | None]:
-    """Regenerate, edit or switch: the new active branch from the changed point (a `history`
-    frame for every tab) and the plan of the reply to run, if any."""
+    """Regenerate, retry, edit or switch: the new active branch from the changed point (a
+    `history` frame for every tab) and the plan of the reply to run, if any."""
     with transaction.atomic():
         conversation = access.get_conversation_for_update(user, conversation_id)
         reply = None
@@ -92,6 +92,9 @@ def branch(
             replaced = lifecycle.replace_retired_model(conversation=conversation)
         if kind == "regenerate":
             reply = turns.regenerate_start(conversation=conversation)
+            changed_parent = reply.parent_id
+        elif kind == "retry":
+            reply = turns.retry_start(conversation=conversation, message_id=message_id)
             changed_parent = reply.parent_id
         elif kind == "edit":
             started = turns.edit_start(

@@ -54,7 +54,7 @@ def bucket() -> str:
 
 def storage_error(exc: Exception) -> AttachmentError:
     log.warning("S3 request failed: %s", exc)
-    return AttachmentError(STORAGE_UNAVAILABLE, "Image storage is not reachable right now.")
+    return AttachmentError(STORAGE_UNAVAILABLE, "File storage is not reachable right now.")
 
 
 def head(key: str) -> dict | None:

@@ -47,9 +47,9 @@ def user_zone(prefs: UserSettings | None) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo("UTC")
 
 
-def _page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
-    prefs = user_prefs(request.user)
-    zone = user_zone(prefs)
+def _list_context(request: HttpRequest, zone: zoneinfo.ZoneInfo) -> dict:
+    """The sidebar's list as `?q=` (a search, with a snippet of each match), `?archived=1` and
+    `?page=` ask for it."""
     query = search.search_query(request.GET.get("q", ""))[:SEARCH_MAX_CHARS]
     archived = request.GET.get("archived") == "1"
     if query:
@@ -58,12 +58,30 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         rows = access.visible_conversations(request.user, archived=archived)
     paginator = Paginator(rows, settings.CONVERSATIONS_PER_PAGE)
     conversations = paginator.get_page(request.GET.get("page"))
-    groups = access.conversation_groups(list(conversations), tz=zone)
+    if query:
+        snippets = search.match_snippets([c.pk for c in conversations], query)
+        for c in conversations:
+            c.snippet = snippets.get(c.pk, [])
+    return {
+        "conversations": conversations,
+        "groups": access.conversation_groups(list(conversations), tz=zone),
+        "query": query,
+        "archived_view": archived,
+    }
+
+
+def _page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
+    prefs = user_prefs(request.user)
+    zone = user_zone(prefs)
     page = tree.path_page(conversation, limit=MESSAGES_PER_PAGE) if conversation else None
-    model = catalogue.find_model(conversation.model) if conversation else None
+    # The first page writes to the user's default model until they pick another.
+    current_model = conversation.model if conversation else preferences.default_model(prefs)
+    model = catalogue.find_model(current_model)
     available = model is not None
     config = {
         "conversation_id": conversation.pk if conversation else None,
+        # The first page creates its conversation here when its first message is sent.
+        "create_url": None if conversation else reverse("chat:new"),
         "ws_path": f"/ws/conversations/{conversation.pk}/" if conversation else None,
         "messages_url": (
             reverse("chat:messages", args=[conversation.pk]) if conversation else None
@@ -80,7 +98,7 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
             reverse("chat:web_search", args=[conversation.pk]) if conversation else None
         ),
         # A retired id is not sent back with the next message: the server picks the default.
-        "model": conversation.model if available else None,
+        "model": current_model if available else None,
         "messages": page.messages if page else [],
         "has_more": page.has_more if page else False,
         "undo_seconds": lifecycle.UNDO_DELETE_SECONDS,
@@ -92,10 +110,11 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
             request,
             "chat/chat.html",
             {
-                "conversations": conversations,
-                "groups": groups,
+                **_list_context(request, zone),
+                "current_id": conversation.pk if conversation else None,
                 "conversation": conversation,
                 "model": model,
+                "current_model": current_model,
                 "model_unavailable": bool(conversation) and not available,
                 "next_model": (
                     catalogue.find_model(preferences.default_model(prefs))
@@ -105,8 +124,6 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
                 "models": catalogue.all_models(),
                 "chat_config": config,
                 "web_search_allowed": settings.CLAUDE_WEB_SEARCH,
-                "query": query,
-                "archived_view": archived,
                 "undo_conversation": undo,
                 "theme": prefs.theme if prefs else UserSettings.Theme.SYSTEM,
             },
@@ -147,6 +164,24 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
+def conversation_list(request: HttpRequest) -> HttpResponse:
+    """The sidebar's list alone (HTML), for searching and paging without leaving the open
+    conversation; `?current=<id>` marks the conversation on screen."""
+    zone = user_zone(user_prefs(request.user))
+    current = request.GET.get("current", "")
+    with timezone.override(zone):
+        return render(
+            request,
+            "chat/conversation_list.html",
+            {
+                **_list_context(request, zone),
+                "current_id": int(current) if current.isdigit() else None,
+            },
+        )
+
+
+@require_GET
+@login_required
 def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _page(request, access.get_conversation(request.user, pk))
 
@@ -170,12 +205,52 @@ def conversation_messages(request: HttpRequest, pk: int) -> JsonResponse:
 @require_POST
 @login_required
 def conversation_new(request: HttpRequest) -> HttpResponse:
-    model = request.POST.get("model") or None
-    try:
-        conversation = lifecycle.conversation_create(owner=request.user, model=model)
-    except catalogue.UnknownModel:
-        return HttpResponseBadRequest("Unknown model")
+    """Create a conversation with the choices made on the first page (`model`, `effort`,
+    `web_search`). The page calls it when its first message is sent, so no conversation is
+    stored before there is something to put in it; JSON answers carry the new page's URLs."""
+    effort = request.POST.get("effort", "")
+    web_search = _flag(request, "web_search") if request.POST.get("web_search") else False
+    error, status = "", 400
+    if effort and effort not in catalogue.EFFORT_LEVELS:
+        error = f"effort is blank or one of {', '.join(catalogue.EFFORT_LEVELS)}"
+    elif web_search is None:
+        error = "web_search is 1 or 0"
+    else:
+        try:
+            conversation = lifecycle.conversation_create(
+                owner=request.user,
+                model=request.POST.get("model") or None,
+                thinking_effort=effort,
+                web_search=web_search,
+            )
+        except catalogue.UnknownModel:
+            error = "Unknown model"
+        except (lifecycle.EffortNotTaken, lifecycle.WebSearchOff) as exc:
+            error, status = exc.message, (403 if exc.code == "forbidden" else 400)
+    if error:
+        if wants_json(request):
+            return JsonResponse({"error": error}, status=status)
+        return HttpResponseBadRequest(error, content_type="text/plain; charset=utf-8")
+    if wants_json(request):
+        return JsonResponse(_conversation_urls(conversation), status=201)
     return redirect("chat:conversation", pk=conversation.pk)
+
+
+def _conversation_urls(conversation: Conversation) -> dict:
+    """What the first page needs to become the new conversation's page."""
+    pk = conversation.pk
+    return {
+        "id": pk,
+        "url": reverse("chat:conversation", args=[pk]),
+        "ws_path": f"/ws/conversations/{pk}/",
+        "messages_url": reverse("chat:messages", args=[pk]),
+        "thinking_url": reverse("chat:thinking", args=[pk]),
+        "web_search_url": reverse("chat:web_search", args=[pk]),
+        "rename_url": reverse("chat:rename", args=[pk]),
+        "trash_url": reverse("chat:trash", args=[pk]),
+        "export_md_url": reverse("chat:export_md", args=[pk]),
+        "export_json_url": reverse("chat:export_json", args=[pk]),
+    }
 
 
 def _done(request: HttpRequest, conversation: Conversation, payload: dict, to: str) -> HttpResponse:

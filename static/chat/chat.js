@@ -5,7 +5,10 @@ import { ChatSocket, socketUrl } from "./socket.js";
 import { MessageList, withRetryHint } from "./messages.js";
 import { installCopyHandler } from "./render.js";
 import { AttachmentTray } from "./attachments.js";
-import { setupSidebar, setupShortcuts, applyTheme, autoGrow } from "./ui.js";
+import {
+  setupSidebar, setupShortcuts, applyTheme, autoGrow, postJson, refreshList, setupSearch, setupMenus,
+  setupImport, setupUndoToast,
+} from "./ui.js";
 import { ThinkingPicker } from "./thinking.js";
 import { WebSearchToggle } from "./websearch.js";
 import { setupScrollButton } from "./scrolldown.js";
@@ -148,13 +151,67 @@ class ChatPage {
       this.announce(`The next message goes to ${this.modelPicker.selectedOptions[0]?.textContent || this.model}.`);
     });
 
-    this.socket = new ChatSocket(socketUrl(config.ws_path), {
+    // The first page has no conversation: its first message creates one (startConversation).
+    this.socket = config.ws_path ? this.makeSocket() : null;
+    this.creating = false;
+    this.bindComposer();
+    if (this.socket) {
+      this.updateControls();
+      this.socket.start();
+    } else {
+      this.showConnection("new", 0);
+      this.input.focus();
+    }
+  }
+
+  makeSocket() {
+    return new ChatSocket(socketUrl(this.config.ws_path), {
       onOpen: () => this.onOpen(),
       onFrame: (frame) => this.onFrame(frame),
       onState: (state, delay) => this.showConnection(state, delay),
     });
-    this.bindComposer();
+  }
+
+  /**
+   * The first message of the first page: create the conversation with the model, thinking and
+   * web search chosen here, become its page (/c/<id>/), and send over its socket (onOpen sends
+   * the pending message). Nothing is stored before there is a message to store.
+   */
+  async startConversation() {
+    if (this.creating) return;
+    this.creating = true;
     this.updateControls();
+    const choices = {};
+    if (this.model) choices.model = this.model;
+    if (this.thinking.effort) choices.effort = this.thinking.effort;
+    if (this.webSearch.available) choices.web_search = this.webSearch.enabled ? "1" : "0";
+    try {
+      this.becomeConversation(await postJson(this.config.create_url, choices));
+    } catch (error) {
+      this.pending = null;
+      this.notice(`The conversation could not be started: ${error.message}`);
+    } finally {
+      this.creating = false;
+      this.updateControls();
+    }
+  }
+
+  becomeConversation(created) {
+    Object.assign(this.config, {
+      conversation_id: created.id,
+      ws_path: created.ws_path,
+      messages_url: created.messages_url,
+      thinking_url: created.thinking_url,
+      web_search_url: created.web_search_url,
+      create_url: null,
+    });
+    const configNode = document.getElementById("chat-config");
+    if (configNode) configNode.textContent = JSON.stringify(this.config);
+    this.thinking.url = created.thinking_url;
+    this.webSearch.url = created.web_search_url;
+    history.replaceState(null, "", created.url);
+    showConversationActions(created);
+    this.socket = this.makeSocket();
     this.socket.start();
   }
 
@@ -218,6 +275,10 @@ class ChatPage {
       this.pending = { clientId: newClientId(), raw, text, attachments, transmitted: false };
     }
     this.notice("");
+    if (!this.socket) {
+      this.startConversation();
+      return;
+    }
     this.transmitPending();
   }
 
@@ -258,13 +319,22 @@ class ChatPage {
     }
     this.attachments.clearAttachments(this.pending.attachments);
     this.pending = null;
+    this.showInList();
     this.list.scrollToBottom();
     this.notice("");
     this.updateControls();
   }
 
+  /** A conversation's first message puts it in the list (which leaves empty ones out). */
+  showInList() {
+    if (this.listChecked) return;
+    this.listChecked = true;
+    const id = CSS.escape(String(this.config.conversation_id));
+    if (!document.querySelector(`.conversation-item[data-conversation-id="${id}"]`)) refreshList();
+  }
+
   stop() {
-    if (this.socket.send({ type: "stop" })) {
+    if (this.socket?.send({ type: "stop" })) {
       this.stopping = true;
       this.updateControls();
     } else {
@@ -285,8 +355,9 @@ class ChatPage {
     this.stopButton.disabled = this.stopping;
     this.stopButton.textContent = this.stopping ? "Stopping…" : "Stop";
     this.sendButton.disabled =
-      streaming || this.connectionState === "not_found" || Boolean(this.attachments?.hasUploadsInFlight());
-    this.sendButton.textContent = this.pending?.transmitted ? "Sending…" : "Send";
+      streaming || this.creating || this.connectionState === "not_found"
+      || Boolean(this.attachments?.hasUploadsInFlight());
+    this.sendButton.textContent = this.pending?.transmitted || this.creating ? "Sending…" : "Send";
     this.input.disabled = this.connectionState === "not_found";
   }
 
@@ -301,6 +372,7 @@ class ChatPage {
     };
     this.statusEl.textContent = labels[state] || state;
     this.statusEl.dataset.state = state;
+    this.statusEl.hidden = state === "new"; // no connection before the first message
     if (this.reconnectButton) this.reconnectButton.hidden = !(state === "reconnecting" && delayMs > 0);
     if (state === "unauthorized") {
       const next = encodeURIComponent(location.pathname + location.search);
@@ -342,6 +414,10 @@ class ChatPage {
   // --- message actions: continue, regenerate, edit, switch versions ------------------------------
 
   onAction(action, m, target) {
+    if (action === "feedback") {
+      this.sendFeedback(m, target);
+      return;
+    }
     if (this.list.streaming) {
       this.notice("A reply is still being written. Wait for it to finish, or press Stop.");
       return;
@@ -353,6 +429,7 @@ class ChatPage {
     };
     if (action === "continue") sent({ type: "continue" });
     else if (action === "regenerate") sent({ type: "regenerate" });
+    else if (action === "retry") sent({ type: "retry", message_id: m.id });
     else if (action === "switch") sent({ type: "switch", message_id: Number(target) });
     else if (action === "edit") {
       this.list.startEdit(m, (text) => {
@@ -362,6 +439,18 @@ class ChatPage {
         }
         return sent({ type: "edit", message_id: m.id, text, client_id: newClientId() });
       });
+    }
+  }
+
+  /** A thumb up or down (rating "" takes it back) and its comment, saved for this reply. */
+  async sendFeedback(m, { rating, comment }) {
+    if (!this.config.messages_url) return;
+    try {
+      const saved = await postJson(`${this.config.messages_url}${m.id}/feedback/`, { rating, comment });
+      this.list.setFeedback(m, saved.feedback);
+      if (comment) this.notice("Thanks for the feedback.");
+    } catch (error) {
+      this.notice(`The rating was not saved: ${error.message}`, "feedback");
     }
   }
 
@@ -507,6 +596,7 @@ class ChatPage {
     // Seq 1 starts the reply's text afresh: it replaces a checkpoint loaded with the page.
     m.text = (seq === 1 ? m.baseText : m.text) + (frame.text || "");
     m.lastSeq = seq;
+    m.seqLength.set(seq, m.text.length); // where a tool step after this delta goes
     this.list.endThinking(m);
     this.list.scheduleBody(m);
     if (m.pendingDone && m.lastSeq >= m.maxSeenSeq) this.onDone(m.pendingDone);
@@ -617,16 +707,20 @@ class ChatPage {
 
   onTool(frame) {
     const m = this.list.ensureStreaming(frame.message_id);
-    const prev = m.tools.get(frame.id) || { id: frame.id };
-    const tool = { ...prev, name: frame.name ?? prev.name, input: frame.input ?? prev.input };
-    if (frame.result !== undefined && frame.result !== null) {
-      tool.result = frame.result;
-      tool.isError = Boolean(frame.is_error);
-    }
-    m.tools.set(frame.id, tool);
-    this.list.endThinking(m);
-    this.list.renderExtras(m);
+    this.list.toolStep(m, frame);
   }
+}
+
+/** The header's actions (export, rename, delete) of a conversation the first page created. */
+function showConversationActions(created) {
+  const actions = document.querySelector('[data-testid="chat-actions"]');
+  if (!actions) return;
+  actions.querySelector('[data-testid="export-md"]')?.setAttribute("href", created.export_md_url);
+  actions.querySelector('[data-testid="export-json"]')?.setAttribute("href", created.export_json_url);
+  actions.querySelector('[data-testid="rename-form"]')?.setAttribute("action", created.rename_url);
+  actions.querySelector('[data-testid="delete-form"]')?.setAttribute("action", created.trash_url);
+  actions.hidden = false;
+  document.querySelector('[data-testid="meters"]')?.removeAttribute("hidden");
 }
 
 function compact(n) {
@@ -638,12 +732,16 @@ function compact(n) {
 
 applyTheme();
 setupConfirmForms();
+setupMenus();
 setupSidebarToggle();
 setupSidebar();
+setupSearch();
+setupImport();
 const config = readConfig();
+setupUndoToast(Number(config?.undo_seconds) || 0);
 const root = document.getElementById("chat");
 let chatPage = null;
-if (root && config && config.conversation_id !== null && config.ws_path) {
+if (root && config && (config.ws_path || config.create_url)) {
   chatPage = new ChatPage(root, config);
 }
 setupShortcuts({

@@ -123,7 +123,8 @@ function withToken(text, token) {
  * {markdown, sentinel, indexFirst, blocks: [{numbers, citations: [{number, citation}]}],
  *  sources: [{number, kind, title, url, pageAge, location}]}.
  * `markdown` is the text blocks joined as the API means them (directly; a new paragraph after a
- * tool step), with a token after each cited block.
+ * tool step), with a token after each cited block; `offsets[i]` is where block i's part of it
+ * begins (`offsets[content.length]`: its end), so a run of blocks can be rendered apart.
  */
 export function citationsOf(content) {
   if (!Array.isArray(content)) return null;
@@ -139,7 +140,9 @@ export function citationsOf(content) {
   const cited = [];
   let markdown = "";
   let breakBefore = false;
+  const offsets = [];
   for (const block of content) {
+    offsets.push(markdown.length);
     if (!block || typeof block !== "object") continue;
     if (block.type === "continuation") {
       breakBefore = false;
@@ -177,12 +180,14 @@ export function citationsOf(content) {
     cited.push(entry);
   }
   if (!sources.length) return null;
-  return { markdown, sentinel, indexFirst, blocks: cited, sources };
+  offsets.push(markdown.length);
+  return { markdown, offsets, sentinel, indexFirst, blocks: cited, sources };
 }
 
 /** Replaces the tokens in `root`'s text by `makeMarkers(blockIndex)` (an array of nodes); a
- * block whose token did not survive as text gets its markers at the end of the body. */
-export function placeMarkers(root, cited, makeMarkers) {
+ * block whose token did not survive as text gets its markers at the end of the body. Text
+ * inside `skip` elements (a CSS selector: tool steps among the text) is left alone. */
+export function placeMarkers(root, cited, makeMarkers, { skip = "" } = {}) {
   const first = String.fromCharCode(cited.indexFirst);
   const last = String.fromCharCode(cited.indexFirst + Math.max(0, cited.blocks.length - 1));
   const token = new RegExp(` ?${cited.sentinel}([${first}-${last}])`, "g");
@@ -190,7 +195,9 @@ export function placeMarkers(root, cited, makeMarkers) {
   const stray = new RegExp(strayChars, "g");
   const hasStray = new RegExp(strayChars);
   const placed = new Set();
-  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+    acceptNode: (node) => (skip && node.parentElement?.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+  });
   const nodes = [];
   while (walker.nextNode()) if (hasStray.test(walker.currentNode.data)) nodes.push(walker.currentNode);
   for (const node of nodes) {

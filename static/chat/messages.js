@@ -3,6 +3,7 @@
 
 import { renderInto, StreamingMarkdown } from "./render.js";
 import { citationsOf, placeMarkers, sourceDetails, sourceTitle, textWithoutMarkers } from "./citations.js";
+import { blocksText, flowOf, splitsOf, streamedFlow } from "./steps.js";
 
 const RENDER_INTERVAL_MS = 100; // at most ~10 Markdown renders a second while streaming
 const PIN_THRESHOLD_PX = 48;
@@ -23,6 +24,35 @@ const STOP_NOTES = {
 };
 
 const ATTACHMENT_URL = "/attachments/";
+const COPIED_FEEDBACK_MS = 1500;
+const FEEDBACK_COMMENT_MAX_CHARS = 2000; // Feedback.COMMENT_MAX_CHARS on the server
+// Replies that can be tried again in place (docs/protocol.md, `retry`).
+const RETRY_STATUSES = new Set(["error", "interrupted"]);
+
+/** Puts `text` on the clipboard: the Clipboard API, else a selected textarea and the copy
+ * command (a page served over plain HTTP has no Clipboard API). */
+async function copyToClipboard(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.append(area);
+    area.select();
+    let done = false;
+    try {
+      done = document.execCommand("copy");
+    } catch {
+      done = false;
+    }
+    area.remove();
+    return done;
+  }
+}
 
 /** The id of an image block stored by us ({type: "image", attachment_id, …}), else 0. */
 function attachmentId(block) {
@@ -272,12 +302,116 @@ export class MessageList {
     };
     if (m.role === "assistant" && m.status !== "streaming") {
       if (isLast && m.stopReason === "max_tokens") button("Continue", "continue", "continue");
-      if (isLast) button("Regenerate", "regenerate", "regenerate");
+      // A failed reply is tried again in its place; a finished one gets a new version.
+      if (isLast && RETRY_STATUSES.has(m.status)) button("Retry", "retry", "retry");
+      else if (isLast) button("Regenerate", "regenerate", "regenerate");
+      buttons.push(...this.replyTools(m));
     } else if (m.role === "user") {
       button("Edit", "edit", "edit");
     }
     m.actionsEl.replaceChildren(...buttons);
+    if (m.feedbackForm && m.feedbackForm.parentNode !== m.footEl) m.footEl.append(m.feedbackForm);
     this.renderVersions(m, busy);
+  }
+
+  /** Copy, thumbs up and down, and the toggle of the reply's details (time, model, tokens,
+   * cost): on a touch screen, where nothing hovers, the toggle is the way to them. */
+  replyTools(m) {
+    const copy = el("button", "button button-quiet button-small", "Copy");
+    copy.type = "button";
+    copy.dataset.testid = "copy-reply";
+    copy.setAttribute("aria-label", "Copy the reply as Markdown");
+    copy.addEventListener("click", () => this.copyReply(m, copy));
+    const rating = (value, label, symbol) => {
+      const b = el("button", "button button-quiet button-small feedback-button", symbol);
+      b.type = "button";
+      b.dataset.testid = `feedback-${value}`;
+      b.setAttribute("aria-label", label);
+      b.setAttribute("aria-pressed", String(m.feedback?.rating === value));
+      b.addEventListener("click", () => this.rate(m, value));
+      return b;
+    };
+    const details = el("button", "button button-quiet button-small meta-toggle", "Details");
+    details.type = "button";
+    details.dataset.testid = "meta-toggle";
+    details.setAttribute("aria-expanded", String(m.metaOpen));
+    details.setAttribute("aria-controls", `meta-${m.id}`);
+    details.addEventListener("click", () => {
+      m.metaOpen = !m.metaOpen;
+      details.setAttribute("aria-expanded", String(m.metaOpen));
+      m.metaEl.dataset.open = String(m.metaOpen);
+    });
+    return [copy, rating("up", "Good reply", "👍"), rating("down", "Bad reply", "👎"), details];
+  }
+
+  /** The reply's Markdown as saved (no citation markers: they are the page's) to the clipboard. */
+  async copyReply(m, button) {
+    const text = m.content.some((b) => b?.type === "text") ? blocksText(m.content) : m.text;
+    const copied = await copyToClipboard(text);
+    button.textContent = copied ? "Copied" : "Copy failed";
+    this.announce(copied ? "Reply copied." : "The reply could not be copied.");
+    clearTimeout(button.resetTimer);
+    button.resetTimer = setTimeout(() => {
+      button.textContent = "Copy";
+    }, COPIED_FEEDBACK_MS);
+  }
+
+  /** A thumb: sent at once (the same thumb again takes it back), then an optional comment. */
+  rate(m, value) {
+    const rating = m.feedback?.rating === value ? "" : value;
+    this.onAction("feedback", m, { rating, comment: "" });
+    if (rating) this.startFeedbackComment(m, rating);
+    else this.closeFeedbackComment(m);
+  }
+
+  startFeedbackComment(m, rating) {
+    const form = el("form", "feedback-form");
+    form.dataset.testid = "feedback-form";
+    const label = el("label", "feedback-label", rating === "up" ? "What was good? (optional)" : "What went wrong? (optional)");
+    const area = el("textarea", "feedback-comment");
+    area.id = `feedback-${m.id}`;
+    area.rows = 2;
+    area.maxLength = FEEDBACK_COMMENT_MAX_CHARS;
+    area.value = m.feedback?.comment || "";
+    area.dataset.testid = "feedback-comment";
+    label.htmlFor = area.id;
+    const send = el("button", "button button-primary button-small", "Send");
+    send.type = "submit";
+    send.dataset.testid = "feedback-send";
+    const skip = el("button", "button button-quiet button-small", "Skip");
+    skip.type = "button";
+    skip.addEventListener("click", () => this.closeFeedbackComment(m));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.onAction("feedback", m, { rating, comment: area.value.trim() });
+      this.closeFeedbackComment(m);
+    });
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.stopPropagation();
+        this.closeFeedbackComment(m);
+      }
+    });
+    const bar = el("div", "edit-bar");
+    bar.append(skip, send);
+    form.append(label, area, bar);
+    m.feedbackForm?.remove();
+    m.feedbackForm = form;
+    this.refreshActions();
+    area.focus();
+  }
+
+  closeFeedbackComment(m) {
+    if (!m.feedbackForm) return;
+    m.feedbackForm.remove();
+    m.feedbackForm = null;
+    this.refreshActions();
+  }
+
+  /** The rating the server saved (null: none). */
+  setFeedback(m, feedback) {
+    m.feedback = feedback && typeof feedback === "object" ? feedback : null;
+    this.refreshActions();
   }
 
   renderVersions(m, busy) {
@@ -368,7 +502,11 @@ export class MessageList {
     if (!(live && stillStreaming)) {
       m.text = dict.text || "";
       m.content = Array.isArray(dict.content) ? dict.content : [];
+      m.splits = splitsOf(m.content);
+      m.seqLength = new Map();
+      if (Number.isInteger(dict.seq)) m.seqLength.set(dict.seq, m.text.length);
     }
+    if ("feedback" in dict) m.feedback = dict.feedback && typeof dict.feedback === "object" ? dict.feedback : null;
     m.status = dict.status || "done";
     m.stopReason = dict.stop_reason || "";
     m.errorCode = dict.error_code || "";
@@ -457,6 +595,10 @@ export class MessageList {
       note: "", renderTimer: null, lastRenderAt: 0, clientId: null, parentId: null, versions: [Number(id)],
       createdAt: null, model: null, streamer: null, editing: false, content: [], documents: [],
       documentsKey: "",
+      // Tool steps among the text: where each came ({id, at} or {id, seq}), the text's length
+      // after each delta, and the body's parts (text runs and step groups) in order.
+      splits: [], seqLength: new Map(), parts: [],
+      feedback: null, feedbackForm: null, metaOpen: false,
     };
     const article = el("article", `message message-${role}`);
     article.dataset.testid = "message";
@@ -486,6 +628,7 @@ export class MessageList {
     m.actionsEl = el("div", "message-actions");
     m.actionsEl.dataset.testid = "message-actions";
     m.metaEl = el("div", "message-meta");
+    m.metaEl.id = `meta-${m.id}`;
     m.metaEl.dataset.testid = "message-meta";
     m.footEl.append(m.versionsEl, m.actionsEl, m.metaEl);
     article.tabIndex = -1;
@@ -541,12 +684,7 @@ export class MessageList {
         m.streamer = null;
         this.renderCited(m);
       } else {
-        if (!m.streamer) {
-          m.streamer = new StreamingMarkdown(m.bodyEl, {
-            onFrozen: (chunk) => this.announce(chunk.textContent),
-          });
-        }
-        m.streamer.update(m.text);
+        this.renderStreaming(m);
       }
     } else {
       m.bodyEl.textContent = m.text;
@@ -557,20 +695,116 @@ export class MessageList {
     if (keepPinned) this.scrollToBottom();
   }
 
-  /** The reply's text, with citation markers and a Sources list when its blocks cite anything. */
+  /** The reply being written: its text runs and tool steps in the order they came. Only the
+   * last run is re-rendered as text streams (incrementally); earlier runs once each. */
+  renderStreaming(m) {
+    const items = streamedFlow(m.text, m.splits, m.seqLength);
+    this.syncParts(m, items);
+    items.forEach((item, index) => {
+      const part = m.parts[index];
+      if (item.kind === "steps") return;
+      if (index === items.length - 1) {
+        if (m.streamer?.target !== part.el) {
+          m.streamer = new StreamingMarkdown(part.el, {
+            onFrozen: (chunk) => this.announce(chunk.textContent),
+          });
+        }
+        m.streamer.update(item.text);
+        part.text = null;
+      } else if (part.text !== item.text) {
+        renderInto(part.el, item.text, { final: false });
+        part.text = item.text;
+      }
+    });
+  }
+
+  /** The body's parts for `items`, in order: a part of the same kind at the same place is kept
+   * (its text and open steps stay), others are made anew; step groups are filled. */
+  syncParts(m, items) {
+    m.parts = items.map((item, index) => {
+      const old = m.parts[index];
+      const part = old && old.kind === item.kind ? old : this.makePart(item.kind);
+      if (item.kind === "steps") {
+        part.ids = item.ids;
+        this.fillSteps(m, part);
+      }
+      return part;
+    });
+    const els = m.parts.map((part) => part.el);
+    if (els.length !== m.bodyEl.children.length || els.some((e, i) => m.bodyEl.children[i] !== e)) {
+      m.bodyEl.replaceChildren(...els);
+    }
+  }
+
+  makePart(kind) {
+    if (kind === "steps") {
+      const group = el("div", "message-steps");
+      group.dataset.testid = "tool-steps";
+      return { kind, el: group, ids: [] };
+    }
+    const part = el("div", "message-part");
+    part.dataset.testid = "message-part";
+    return { kind, el: part, text: null };
+  }
+
+  /** The group's steps, rebuilt only when one changed (so a focused step keeps focus while
+   * text streams). */
+  fillSteps(m, part) {
+    const tools = part.ids.map((id) => m.tools.get(id)).filter(Boolean);
+    const key = JSON.stringify([m.status, tools.map((t) => [t.id, t.name, t.input, t.result, t.isError])]);
+    if (key === part.key) return;
+    part.key = key;
+    part.el.replaceChildren(...tools.map((tool) => this.toolElement(m, tool)));
+  }
+
+  /** A finished reply's parts: from its saved blocks (the order they have), else from where
+   * its steps came while it streamed. */
+  finalItems(m, cited) {
+    const flow = flowOf(m.content);
+    let items;
+    if (flow.some((item) => item.kind === "steps")) {
+      items = flow.map((item) => {
+        if (item.kind === "steps") return item;
+        const text = cited
+          ? cited.markdown.slice(cited.offsets[item.start], cited.offsets[item.end])
+          : blocksText(m.content.slice(item.start, item.end));
+        return { kind: "text", text };
+      });
+    } else if (m.splits.length) {
+      items = streamedFlow(m.text, m.splits, m.seqLength);
+    } else {
+      items = [{ kind: "text", text: cited ? cited.markdown : m.text }];
+    }
+    // A step known only from a frame, with no place: before the text, as it came first.
+    const placed = new Set(items.flatMap((item) => (item.kind === "steps" ? item.ids : [])));
+    const unplaced = [...m.tools.keys()].filter((id) => !placed.has(id));
+    if (unplaced.length) items.unshift({ kind: "steps", ids: unplaced });
+    return items;
+  }
+
+  /** The reply's text and tool steps in order, with citation markers and a Sources list when
+   * its blocks cite anything. */
   renderCited(m) {
     if (this.openCitation?.m === m) this.closeCitation({ focus: false });
     const cited = m.role === "assistant" && m.status !== "streaming" ? citationsOf(m.content) : null;
     m.cited = cited;
+    const items = this.finalItems(m, cited);
+    this.syncParts(m, items);
+    items.forEach((item, index) => {
+      if (item.kind !== "text") return;
+      renderInto(m.parts[index].el, item.text, { final: true });
+      m.parts[index].text = null; // a final render: a later streaming one starts afresh
+    });
     if (!cited) {
-      renderInto(m.bodyEl, m.text, { final: true });
       m.sourcesEl.replaceChildren();
       m.sourcesEl.hidden = true;
       return;
     }
-    renderInto(m.bodyEl, cited.markdown, { final: true });
-    placeMarkers(m.bodyEl, cited, (index) =>
-      cited.blocks[index].numbers.map((number) => this.citationMarker(m, cited, index, number)),
+    placeMarkers(
+      m.bodyEl,
+      cited,
+      (index) => cited.blocks[index].numbers.map((number) => this.citationMarker(m, cited, index, number)),
+      { skip: ".message-steps" },
     );
     this.renderSources(m, cited);
   }
@@ -709,10 +943,11 @@ export class MessageList {
     m.imagesEl.hidden = links.length === 0;
   }
 
+  /** Thinking above the reply; tool steps are in the body, among the text (renderBody). */
   renderExtras(m) {
     const nodes = [];
     if (m.thinking || m.thinkingRedacted) nodes.push(this.renderThinking(m, { place: false }));
-    for (const tool of m.tools.values()) nodes.push(this.toolElement(m, tool));
+    for (const part of m.parts) if (part.kind === "steps") this.fillSteps(m, part);
     m.extrasEl.replaceChildren(...nodes);
     m.extrasEl.hidden = nodes.length === 0;
     if (this.pinned) this.scrollToBottom();
@@ -767,8 +1002,25 @@ export class MessageList {
     return m.thinkingEl;
   }
 
+  /** A `tool` frame: the step is shown where it came, after the text streamed before it. */
+  toolStep(m, frame) {
+    const known = m.tools.get(frame.id);
+    const prev = known || { id: frame.id };
+    const tool = { ...prev, name: frame.name ?? prev.name, input: frame.input ?? prev.input };
+    if (frame.result !== undefined && frame.result !== null) {
+      tool.result = frame.result;
+      tool.isError = Boolean(frame.is_error);
+    }
+    m.tools.set(frame.id, tool);
+    if (!known && !m.splits.some((split) => split.id === frame.id)) {
+      m.splits.push(Number.isInteger(frame.seq) ? { id: frame.id, seq: frame.seq } : { id: frame.id, at: m.text.length });
+    }
+    this.endThinking(m);
+    this.renderBody(m, { final: m.status !== "streaming" });
+  }
+
   toolElement(m, tool) {
-    const previous = [...m.extrasEl.querySelectorAll("details.tool")].find((d) => d.dataset.toolId === String(tool.id));
+    const previous = [...m.bodyEl.querySelectorAll("details.tool")].find((d) => d.dataset.toolId === String(tool.id));
     const wasOpen = previous?.open;
     const details = el("details", `tool${tool.isError ? " tool-error" : ""}`);
     details.dataset.testid = "tool";

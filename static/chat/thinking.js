@@ -66,6 +66,8 @@ export class ThinkingPicker {
   async choose(effort) {
     const previous = this.wanted;
     this.wanted = effort;
+    // The first page has no conversation yet: the choice goes with the one its message creates.
+    if (!this.url) return;
     const model = this.model?.id;
     this.saving = postJson(this.url, model ? { effort, model } : { effort });
     try {

@@ -1,6 +1,7 @@
 // Page furniture shared by the chat pages: the conversation list's actions (rename inline, pin,
-// archive, delete with undo), keyboard shortcuts with their help dialog, the theme, and the
-// auto-growing composer. Every action is a plain form post first; this only makes it smoother.
+// archive, delete with undo), search in place, menus, import, keyboard shortcuts with their help
+// dialog, the theme, and the auto-growing composer. Every action is a plain form post or link
+// first; this only makes it smoother.
 
 const COMPOSER_MAX_PX = 320;
 
@@ -105,9 +106,8 @@ async function trash(form, item) {
     },
   });
   if (leaving) {
-    // The open conversation is gone: show the empty page, keeping the undo for a moment.
-    document.getElementById("chat")?.setAttribute("hidden", "");
-    history.replaceState(null, "", "/");
+    // The open conversation is gone: the first page, which offers the undo as a toast.
+    location.assign(`/?undo=${id}`);
   }
 }
 
@@ -145,6 +145,7 @@ function startRename(item, url) {
       if (Number(item.dataset.conversationId) === currentConversationId()) {
         const heading = document.getElementById("conversation-title");
         if (heading) heading.textContent = answer.title;
+        document.title = `${answer.title} · claudeweb`;
       }
       close();
       link.focus();
@@ -235,4 +236,142 @@ export function setupShortcuts({ stop }) {
       search.focus();
     }
   });
+}
+
+// --- the list in place: search and paging without leaving the open conversation -------------------
+
+const SEARCH_DELAY_MS = 250; // typing pauses this long before the list asks the server
+let listParams = new URLSearchParams();
+let listRequest = null;
+
+/**
+ * Show the list for `params` (q, archived, page) from chat:list, the conversation on screen
+ * marked. The answer is the server's own template, escaped there; it is parsed inertly and
+ * moved in, so nothing in it runs.
+ */
+export async function refreshList(params = listParams) {
+  const region = document.getElementById("conversation-list");
+  if (!region) return;
+  listParams = new URLSearchParams(params);
+  const query = new URLSearchParams(listParams);
+  const current = currentConversationId();
+  if (current !== null) query.set("current", String(current));
+  listRequest?.abort();
+  const request = new AbortController();
+  listRequest = request;
+  try {
+    const response = await fetch(`${region.dataset.listUrl}?${query}`, {
+      credentials: "same-origin", signal: request.signal,
+    });
+    if (!response.ok) throw new Error(`The server answered ${response.status}.`);
+    const html = await response.text();
+    if (listRequest !== request) return; // a newer search is on its way
+    const parsed = new DOMParser().parseFromString(html, "text/html");
+    region.replaceChildren(...parsed.body.childNodes);
+  } catch (error) {
+    if (error.name !== "AbortError") toast(`The list could not be loaded: ${error.message}`);
+  }
+}
+
+export function setupSearch() {
+  const form = document.querySelector('[data-testid="search-form"]');
+  const input = document.getElementById("search-input");
+  const region = document.getElementById("conversation-list");
+  if (!form || !input || !region) return;
+  let timer = null;
+  const search = () => {
+    clearTimeout(timer);
+    const q = input.value.trim();
+    refreshList(q ? new URLSearchParams({ q }) : new URLSearchParams());
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    search();
+  });
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(search, SEARCH_DELAY_MS);
+  });
+  // Clear, Archived, Back and the page links change the list, not the page.
+  region.addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-list-link]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+    event.preventDefault();
+    const params = new URL(link.href).searchParams;
+    params.delete("current");
+    if (!params.get("q")) input.value = "";
+    refreshList(params);
+  });
+}
+
+// --- menus: the list's ⋯ and the header's Export close on Esc and on a click outside ----------------
+
+const MENUS = "details.item-menu[open], details.export-menu[open]";
+
+export function setupMenus() {
+  // Capture: the menu closes before the page's own Esc (stop a reply, close the drawer) runs.
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    const open = document.querySelector(MENUS);
+    if (!open) return;
+    event.preventDefault();
+    event.stopPropagation();
+    open.removeAttribute("open");
+    open.querySelector("summary")?.focus();
+  }, true);
+  document.addEventListener("click", (event) => {
+    for (const menu of document.querySelectorAll(MENUS)) {
+      if (!menu.contains(event.target)) menu.removeAttribute("open");
+    }
+  });
+}
+
+// --- import: a button that opens the file picker; a file chosen is imported at once --------------
+
+export function setupImport() {
+  const form = document.querySelector('[data-testid="import-form"]');
+  const input = document.getElementById("import-file");
+  const error = document.getElementById("import-error");
+  const label = form?.querySelector(".import-button");
+  if (!form || !input || !error || !label) return;
+  const idle = label.textContent;
+  const fail = (text) => {
+    error.textContent = `Import failed: ${text}`;
+    error.hidden = false;
+  };
+  input.addEventListener("change", async () => {
+    const file = input.files?.[0];
+    if (!file) return;
+    error.hidden = true;
+    label.textContent = "Importing…";
+    try {
+      const body = new FormData(form);
+      const response = await fetch(form.action, {
+        method: "POST", body, credentials: "same-origin",
+        headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+      });
+      let answer = {};
+      try {
+        answer = await response.json();
+      } catch {
+        // not JSON: a login redirect or a server error page
+      }
+      if (!response.ok || !answer.url) {
+        fail(answer.error || `the server answered ${response.status}.`);
+        return;
+      }
+      location.assign(answer.url);
+    } catch {
+      fail("the server could not be reached. Try again.");
+    } finally {
+      label.textContent = idle;
+      input.value = ""; // the same file may be chosen again after a fix
+    }
+  });
+}
+
+/** The undo of a delete the server rendered (a page load after Delete) lasts as long as undo does. */
+export function setupUndoToast(seconds) {
+  const form = document.querySelector('[data-testid="undo-form"]');
+  if (form && seconds > 0) setTimeout(() => form.remove(), seconds * 1000);
 }

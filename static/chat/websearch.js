@@ -17,7 +17,7 @@ export class WebSearchToggle {
 
   /** Whether the page offers the switch at all. */
   get available() {
-    return Boolean(this.input && this.url);
+    return Boolean(this.input);
   }
 
   get enabled() {
@@ -25,6 +25,8 @@ export class WebSearchToggle {
   }
 
   async save(enabled) {
+    // The first page has no conversation yet: the choice goes with the one its message creates.
+    if (!this.url) return;
     this.saving = postJson(this.url, { enabled: enabled ? "1" : "0" });
     try {
       await this.saving;

@@ -100,3 +100,27 @@ def logged_in(page, app_server):
     page.get_by_test_id("login-submit").click()
     page.wait_for_url(app_server + "/")
     return page
+
+
+def open_empty_conversation(page) -> int:
+    """The page of a conversation before its first message, its socket connected, for tests of
+    that page's controls. Made as the first page makes one when its first message is sent
+    (POST chat:new with the page's CSRF token), then opened. Starting a chat from the first
+    page itself is tested in test_starting_browser.py."""
+    from urllib.parse import urljoin
+
+    from playwright.sync_api import expect
+
+    created = page.evaluate(
+        """async () => {
+            const token = document.querySelector('meta[name="csrf-token"]').content;
+            const response = await fetch("/c/new/", {
+                method: "POST", credentials: "same-origin",
+                headers: {Accept: "application/json", "X-CSRFToken": token},
+            });
+            return await response.json();
+        }"""
+    )
+    page.goto(urljoin(page.url, created["url"]))
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    return created["id"]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from playwright.sync_api import expect
+
+from tests.e2e.conftest import open_empty_conversation
 
 WORDS = 600  # ~9 s at 15 ms a token: still streaming when the page reloads
 
 
 def new_chat(page):
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
-    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    open_empty_conversation(page)
 
 
 def send(page, text: str) -> None:

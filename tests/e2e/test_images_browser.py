@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 
 import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
+from tests.e2e.conftest import open_empty_conversation
+
 UPLOAD_BYTES_PER_S = 40_000
 
 
 def new_chat(page):
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
-    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    open_empty_conversation(page)
 
 
 def png(size: tuple[int, int]) -> bytes:

@@ -7,13 +7,12 @@ static files). Screenshots at 390, 820 and 1440 px in light and dark go to test-
 from __future__ import annotations
 
 import gzip
-import re
 import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, open_empty_conversation
 from tests.e2e.test_dashboard_browser import admin_login
 from tests.e2e.test_images_browser import png
 from tests.e2e.test_ui_a11y_browser import AXE
@@ -56,12 +55,7 @@ def open_page(browser, app_server, user, width, scheme="light"):
 
 
 def new_chat(page):
-    toggle = page.get_by_test_id("sidebar-toggle")
-    if toggle.is_visible():  # a drawer on small screens
-        toggle.click()
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
-    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    open_empty_conversation(page)
 
 
 def send(page, text: str, count: int) -> None:

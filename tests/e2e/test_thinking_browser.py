@@ -7,6 +7,8 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.e2e.conftest import open_empty_conversation
+
 ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 EFFORTS = [
     "Low effort",
@@ -18,9 +20,7 @@ EFFORTS = [
 
 
 def new_chat(page):
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
-    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    open_empty_conversation(page)
 
 
 def option_labels(select) -> list[str]:

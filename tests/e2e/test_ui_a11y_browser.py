@@ -43,12 +43,13 @@ def test_login_chat_and_settings_pages_pass_axe(browser, app_server, app_env, sc
     assert serious_violations(page) == []
 
     login(page, app_server, make_user(app_env))
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    expect(page.get_by_test_id("composer")).to_be_focused()  # the first page: write at once
+    assert serious_violations(page) == []
     page.get_by_test_id("composer").fill(
         "Please calculate 2+2 [[offline call=calculator pace_ms=1]]"
     )
     page.get_by_test_id("composer").press("Enter")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
     expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
     page.get_by_test_id("composer").fill(
         "[[offline reply pace_ms=1]]\n| a | b |\n|---|---|\n| 1 | $x^2$ |"
@@ -62,6 +63,9 @@ def test_login_chat_and_settings_pages_pass_axe(browser, app_server, app_env, sc
     page.get_by_test_id("composer").press("Enter")
     expect(page.locator(ASSISTANT)).to_have_count(3)
     expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
+    # search in place: results with a snippet of the match beside the open conversation
+    page.get_by_test_id("search-input").fill("calculate")
+    expect(page.get_by_test_id("conversation-snippet").first).to_contain_text("calculate")
     page.locator(ASSISTANT).last.get_by_test_id("cite-marker").first.click()
     expect(page.get_by_test_id("cite-popover")).to_be_visible()
     assert serious_violations(page) == []

@@ -12,7 +12,7 @@ import sys
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ARTIFACTS, ROOT
+from tests.e2e.conftest import ARTIFACTS, ROOT, open_empty_conversation
 
 ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 USER = '[data-testid="message"][data-role="user"]'
@@ -60,9 +60,7 @@ def logged_in(page, app_server, app_env):
 
 
 def new_chat(page):
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
-    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    open_empty_conversation(page)
 
 
 def send(page, text: str) -> None:
@@ -248,10 +246,11 @@ def test_shortcuts_and_help_dialog(logged_in):
     page.locator("body").click()
     page.keyboard.press("/")
     expect(page.get_by_test_id("search-input")).to_be_focused()
-    url = page.url
     page.locator("body").click()
-    page.keyboard.press("Alt+N")
-    page.wait_for_url(lambda u: u != url and re.search(r"/c/\d+/$", u) is not None)
+    with page.expect_navigation():
+        page.keyboard.press("Alt+N")  # New chat: the first page, the message box focused
+    assert re.search(r"/c/\d+/$", page.url) is None
+    expect(page.get_by_test_id("composer")).to_be_focused()
 
 
 def test_a_dropped_connection_shows_reconnecting_and_recovers(logged_in):

@@ -9,7 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, open_empty_conversation
 from tests.e2e.test_ui_browser import login, make_user, manage_shell
 
 ASSISTANT = '[data-testid="message"][data-role="assistant"]'
@@ -23,18 +23,19 @@ def logged_in(page, app_server, app_env):
 
 
 def new_chat(page):
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
-    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
-    return int(re.search(r"/c/(\d+)/$", page.url).group(1))
+    """New chat: the first page, nothing stored yet, the message box focused."""
+    with page.expect_navigation():
+        page.get_by_test_id("new-chat").click()
+    expect(page.get_by_test_id("composer")).to_be_focused()
 
 
 def chat_once(page, text: str) -> int:
-    pk = new_chat(page)
+    new_chat(page)
     page.get_by_test_id("composer").fill(text + " [[offline words=6 pace_ms=1]]")
     page.get_by_test_id("composer").press("Enter")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
     expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
-    return pk
+    return int(re.search(r"/c/(\d+)/$", page.url).group(1))
 
 
 def item(page, pk: int):
@@ -94,7 +95,7 @@ def test_search_rename_pin_archive_and_delete_with_undo(logged_in):
 
 def test_a_long_conversation_loads_older_messages_on_scroll(logged_in, app_env, app_server):
     page = logged_in
-    pk = new_chat(page)
+    pk = open_empty_conversation(page)
     manage_shell(
         app_env,
         "from chat.models import Conversation, Message\n"
@@ -134,8 +135,7 @@ def test_export_and_import(logged_in, tmp_path):
         page.get_by_test_id("export-md").click()
     assert md.value.suggested_filename.endswith(".md")
 
-    page.get_by_test_id("import-file").set_input_files(str(path))
-    page.get_by_test_id("import-form").locator("button").click()
+    page.get_by_test_id("import-file").set_input_files(str(path))  # chosen: imported at once
     page.wait_for_url(re.compile(r"/c/\d+/$"))
     expect(page.get_by_test_id("message")).to_have_count(2)
     expect(page.get_by_test_id("message").first).to_contain_text("Something worth keeping")
@@ -185,11 +185,11 @@ def test_phone_layout_drawer_and_chat(browser, app_server, app_env):
     expect(toggle).to_have_attribute("aria-expanded", "true")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-phone-drawer.png"))
-    page.get_by_test_id("new-chat").click()
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    new_chat(page)
     expect(sidebar).not_to_be_in_viewport()
     page.get_by_test_id("composer").fill("Hello from a phone [[offline pace_ms=1]]")
     page.get_by_test_id("send").click()
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
     expect(page.locator(ASSISTANT).last).to_have_attribute("data-status", "done", timeout=15000)
     page.screenshot(path=str(ARTIFACTS / "ui-phone-chat.png"))
     wide = page.evaluate(

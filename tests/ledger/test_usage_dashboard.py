@@ -523,9 +523,9 @@ def test_the_dashboard_query_count(admin_client, settings):
     settings.USER_MONTHLY_TOKEN_BUDGET = 50
     seed(1000, users=50)
     # session, user; the rollup; per user and their names; budgets, month usage and the names
-    # of the flagged users
-    assert count_queries(admin_client, reverse(DASHBOARD)) == 8
-    assert count_queries(admin_client, reverse(DASHBOARD), {"users_sort": "user"}) == 7
+    # of the flagged users; the ratings of replies
+    assert count_queries(admin_client, reverse(DASHBOARD)) == 9
+    assert count_queries(admin_client, reverse(DASHBOARD), {"users_sort": "user"}) == 8
 
 
 def test_the_export_runs_a_constant_number_of_queries(admin_client):

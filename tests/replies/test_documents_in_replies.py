@@ -174,6 +174,6 @@ async def test_files_past_the_request_size_are_refused_before_the_call(
     assert ok[-1]["type"] == "done", ok[-1]
     error = refused[-1]
     assert error["type"] == "error" and error["code"] == "attachment_invalid", error
-    assert "one request to Claude may carry at most 1.0 MB" in error["message"]
+    assert "one request to the API may carry at most 1.0 MB" in error["message"]
     assert len(offline_requests.all()) == 1
     assert await sync_to_async(Message.objects.filter(conversation=conversation).count)() == 2

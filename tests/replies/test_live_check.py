@@ -145,7 +145,9 @@ def test_a_model_the_api_does_not_serve_fails_every_capability_with_exit_code_1(
     assert list(rows) == list(live_check.CAPABILITIES)
     for name in ("streamed reply", "tool loop + thinking", "continue", "count_tokens"):
         assert rows[name][1] == "FAILED", rows[name]
-        assert "upstream_invalid (HTTP 404): Claude rejected the request" in rows[name][-1]
+        assert (
+            "upstream_invalid (HTTP 404): A model the API does not serve rejected" in rows[name][-1]
+        )
         assert UNSERVED in rows[name][-1]
     assert rows["models"][1] == "FAILED"
     assert f"{UNSERVED} is not among the" in rows["models"][-1]

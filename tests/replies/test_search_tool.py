@@ -67,7 +67,7 @@ def test_another_users_conversations_are_not_returned(alice, bob, here):
 @pytest.mark.parametrize("query", ["sourdough", "starter", "lisbon", "baking", "Lisb", "nothing"])
 def test_the_tools_results_are_the_search_boxs_conversations(client, alice, bob, here, query):
     chat(alice, "Bread", "How do I bake sourdough bread?", "Feed the starter the night before.")
-    chat(alice, "Trip to Lisbon")
+    chat(alice, "Trip to Lisbon", "Where should we stay?")
     shelved = chat(alice, "Shelved loaf", "sourdough, archived")
     Conversation.objects.filter(pk=shelved.pk).update(archived=True)
     chat(alice, "Plain", "nothing about bread")
@@ -81,7 +81,7 @@ def test_the_tools_results_are_the_search_boxs_conversations(client, alice, bob,
 
 
 def test_the_current_conversation_is_left_out_and_a_title_match_says_so(alice, here):
-    chat(alice, "Sourdough notes")
+    chat(alice, "Sourdough notes", "Which flour?")
     answer = ask_tool(alice, "sourdough", here=here)
     assert titles_in(answer) == ["Sourdough notes"]
     assert "the title matches" in answer and "right here" not in answer

@@ -108,6 +108,8 @@ def test_posts_need_a_csrf_token(alice, conversation):
 
 def test_pin_and_archive(client, alice, conversation):
     other = lifecycle.conversation_create(owner=alice)
+    say(conversation, "user", "Pin me")
+    say(other, "user", "Leave me")
     client.force_login(alice)
     response = client.post(reverse("chat:pin", args=[conversation.pk]), {"pinned": "1"}, **JSON)
     assert response.json() == {"id": conversation.pk, "pinned": True}
@@ -177,11 +179,13 @@ def test_the_list_is_grouped_by_date(client, alice):
     made = {}
     for name, age in [("old", 30), ("week", 3), ("today", 0)]:
         c = lifecycle.conversation_create(owner=alice)
+        say(c, "user", name)
         Conversation.objects.filter(pk=c.pk).update(
             updated_at=now - timedelta(days=age), title=name
         )
         made[name] = c
     pinned = lifecycle.conversation_create(owner=alice)
+    say(pinned, "user", "pinned")
     lifecycle.conversation_set_flags(conversation=pinned, pinned=True)
     client.force_login(alice)
     groups = client.get(reverse("chat:index")).context["groups"]
@@ -195,6 +199,7 @@ def test_the_list_is_grouped_by_date(client, alice):
 
 def test_search_finds_titles_and_message_text_of_own_conversations(client, alice, bob):
     trip = lifecycle.conversation_create(owner=alice)
+    say(trip, "user", "Where should we stay?")
     Conversation.objects.filter(pk=trip.pk).update(title="Trip to Lisbon")
     recipes = lifecycle.conversation_create(owner=alice)
     say(recipes, "user", "How do I bake sourdough bread?")
@@ -361,7 +366,7 @@ def test_export_json_is_a_messages_api_body(client, alice):
     response = client.get(reverse("chat:export_json", args=[conversation.pk]))
     assert "attachment" in response["Content-Disposition"]
     data = response.json()
-    assert set(data) == {"model", "system", "messages"}
+    assert set(data) == {"model", "title", "system", "messages"}
     assert data["model"] == conversation.model and data["system"] == conversation.system_prompt.text
     assert data["messages"] == [
         {
