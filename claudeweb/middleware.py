@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.gzip import GZipMiddleware
 
 
 def storage_origins(
@@ -72,3 +73,19 @@ class ContentSecurityPolicyMiddleware:
             admin = request.path.startswith("/" + settings.ADMIN_URL_PREFIX)
             response["Content-Security-Policy"] = admin_csp if admin else app_csp
         return response
+
+
+class DebugStaticGzipMiddleware(GZipMiddleware):
+    """Static files gzipped on the fly when DEBUG serves them (`make run`).
+
+    Outside DEBUG, `collectstatic` writes compressed copies and whitenoise serves those
+    (claudeweb/storage.py). In DEBUG whitenoise serves static/ through the finders and has no
+    compressed copy to send: 1.1 MB of scripts and styles went uncompressed to every new tab.
+    Only static paths: pages carry CSRF tokens next to text users control, which compression
+    can leak (BREACH); static files hold neither.
+    """
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if not request.path.startswith(settings.STATIC_URL):
+            return response
+        return super().process_response(request, response)

@@ -95,6 +95,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+if DEBUG:
+    # Static files from the finders are served uncompressed: gzip them (see the middleware).
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware"),
+        "claudeweb.middleware.DebugStaticGzipMiddleware",
+    )
 
 ROOT_URLCONF = "claudeweb.urls"
 ADMIN_URL_PREFIX = "admin/"

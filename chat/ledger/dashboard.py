@@ -366,7 +366,11 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Staff with chat.view_apicall (or superusers) only; admin_view sends others to login."""
     if not request.user.has_perm("chat.view_apicall"):
         raise PermissionDenied
-    form = PeriodForm(request.GET or None)
+    # The menu shows the period on screen: the default one when the query names none.
+    data = request.GET.copy()
+    if not data.get("period"):
+        data["period"] = DEFAULT_PERIOD
+    form = PeriodForm(data)
     period = period_from(form)
     calls = ApiCall.objects.filter(created_at__gte=period.start, created_at__lt=period.end)
     summary = rollup(calls)

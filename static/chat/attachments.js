@@ -108,7 +108,8 @@ async function prepare(file, longEdgePx) {
   }
   try {
     const size = fitWithin(bitmap.width, bitmap.height, longEdgePx);
-    if (!size.scaled) return { blob: file, width: bitmap.width, height: bitmap.height };
+    const original = { width: bitmap.width, height: bitmap.height };
+    if (!size.scaled) return { blob: file, width: bitmap.width, height: bitmap.height, original };
     const canvas = document.createElement("canvas");
     canvas.width = size.width;
     canvas.height = size.height;
@@ -120,7 +121,7 @@ async function prepare(file, longEdgePx) {
     const type = file.type === "image/gif" ? "image/png" : file.type;
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, type, LOSSY_QUALITY));
     if (!blob) throw new Error("This image could not be resized.");
-    return { blob, width: size.width, height: size.height };
+    return { blob, width: size.width, height: size.height, original };
   } finally {
     bitmap.close();
   }
@@ -186,6 +187,10 @@ export class AttachmentTray {
   /** Ids of the verified attachments, in the order they were attached. */
   pendingAttachmentIds() {
     return this.items.filter((item) => item.state === "ready").map((item) => item.id);
+  }
+
+  hasFailed() {
+    return this.items.some((item) => item.state === "failed");
   }
 
   hasUploadsInFlight() {
@@ -288,6 +293,7 @@ export class AttachmentTray {
       if (!result) return;
       item.width = result.width;
       item.height = result.height;
+      item.original = prepared.original;
       item.tokens = result.token_estimate ?? tokenEstimate(result.width, result.height);
       this.setState(item, "ready");
     } catch (error) {
@@ -376,7 +382,18 @@ export class AttachmentTray {
 
   showThumb(item, blob) {
     item.blobUrl = URL.createObjectURL(blob);
+    item.thumb.addEventListener("error", () => this.placeholderThumb(item), { once: true });
     item.thumb.src = item.blobUrl;
+  }
+
+  /** An image that cannot be shown (refused, unreadable) gets its kind, never a broken image. */
+  placeholderThumb(item) {
+    if (item.thumb.tagName !== "IMG") return;
+    const label = node("span", "attachment-doc-icon", "attachment-doc-icon");
+    label.textContent = (item.name.match(/\.([a-z0-9]+)$/i)?.[1] || "image").toUpperCase().slice(0, 5);
+    label.setAttribute("aria-hidden", "true");
+    item.thumb.replaceWith(label);
+    item.thumb = label;
   }
 
   setProgress(item, fraction) {
@@ -399,7 +416,10 @@ export class AttachmentTray {
     };
     item.caption.textContent = captions[state];
     item.el.classList.toggle("is-failed", state === "failed");
-    if (state === "failed") item.el.setAttribute("role", "alert");
+    if (state === "failed") {
+      item.el.setAttribute("role", "alert");
+      if (!item.thumb.complete || !item.thumb.naturalWidth) this.placeholderThumb(item);
+    }
     this.changed();
   }
 
@@ -410,7 +430,14 @@ export class AttachmentTray {
       if (item.tokens !== null) parts.push(`≈ ${compactTokens(item.tokens)} tokens`);
       return parts.join(" · ") || "Ready";
     }
-    return item.width ? `${item.width}×${item.height} · ≈${(item.tokens || 0).toLocaleString()} tokens` : "Ready";
+    if (!item.width) return "Ready";
+    // Shrunk on the way (here or by the server): say so, since the model sees the smaller copy.
+    const from = item.original;
+    const scaled = from && from.width * from.height > item.width * item.height;
+    const size = scaled
+      ? `${from.width}×${from.height} scaled to ${item.width}×${item.height}`
+      : `${item.width}×${item.height}`;
+    return `${size} · ≈${(item.tokens || 0).toLocaleString()} tokens`;
   }
 
   /** The user removes an attachment: stop its upload and delete what the server has. */

@@ -11,6 +11,7 @@ import {
 } from "./ui.js";
 import { ThinkingPicker } from "./thinking.js";
 import { WebSearchToggle } from "./websearch.js";
+import { setupScrollButton } from "./scrolldown.js";
 
 // A delta that skips ahead waits this long for the missing ones before asking for a replay.
 const GAP_RESUME_DELAY_MS = 700;
@@ -93,18 +94,22 @@ class ChatPage {
     this.reconnectButton = root.querySelector("#reconnect");
     this.noticeEl = root.querySelector("#composer-notice");
     this.attachments = new AttachmentTray(root, {
-      onChange: () => this.updateControls(),
+      onChange: () => {
+        this.updateControls();
+        this.sendAfterUploads();
+      },
       notice: (text) => this.notice(text),
     });
     // The message being sent: kept until its ack so nothing typed is lost while offline.
     this.pending = null;
+    // Enter pressed while attachments upload: send when they are ready.
+    this.sendWhenUploaded = false;
     this.gapTimer = null;
     this.stopping = false;
     this.connectionState = "connecting";
 
     this.model = config.model || null;
     this.modelPicker = document.getElementById("model-picker");
-    this.modelIdEl = document.querySelector('[data-testid="model-id"]');
     this.announcer = root.querySelector("#announcer");
     this.hasMore = Boolean(config.has_more);
     this.loadingOlder = false;
@@ -120,6 +125,7 @@ class ChatPage {
       timeZone: config.time_zone || undefined,
     });
     this.list.load(config.messages || []);
+    setupScrollButton(messagesEl, root.querySelector("#scroll-bottom"));
     this.showMeters(config.meters);
     this.bindOlder(messagesEl);
     this.thinking = new ThinkingPicker({
@@ -140,7 +146,7 @@ class ChatPage {
     });
     this.modelPicker?.addEventListener("change", () => {
       this.model = this.modelPicker.value;
-      if (this.modelIdEl) this.modelIdEl.textContent = this.model;
+      this.modelPicker.title = this.model;
       this.thinking.setModel(this.model);
       this.announce(`The next message goes to ${this.modelPicker.selectedOptions[0]?.textContent || this.model}.`);
     });
@@ -258,7 +264,9 @@ class ChatPage {
       return;
     }
     if (this.attachments.hasUploadsInFlight()) {
-      this.notice("Attachments are still uploading. Send when they are ready.", "info");
+      // Enter while files upload: the message goes as soon as they are ready.
+      this.sendWhenUploaded = true;
+      this.notice("Your message will be sent when the attachments have uploaded.", "waiting-uploads");
       return;
     }
     const attachments = this.attachments.pendingAttachmentIds();
@@ -272,6 +280,17 @@ class ChatPage {
       return;
     }
     this.transmitPending();
+  }
+
+  /** A send asked for during uploads goes once they are all ready; not when one failed. */
+  sendAfterUploads() {
+    if (!this.sendWhenUploaded || this.attachments.hasUploadsInFlight()) return;
+    this.sendWhenUploaded = false;
+    if (this.attachments.hasFailed()) {
+      this.notice("An attachment could not be uploaded. Remove it, then send again.");
+      return;
+    }
+    this.submit();
   }
 
   transmitPending() {
@@ -447,7 +466,7 @@ class ChatPage {
       this.model = frame.model;
       this.thinking.setModel(frame.model);
       if (this.modelPicker) this.modelPicker.value = frame.model;
-      if (this.modelIdEl) this.modelIdEl.textContent = frame.model;
+      if (this.modelPicker) this.modelPicker.title = frame.model;
       document.querySelector('[data-testid="model-unavailable"]')?.remove();
     }
   }

@@ -95,10 +95,7 @@ def test_on_a_touch_screen_the_replys_details_open_with_a_tap(browser, app_serve
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
         login(page, app_server, make_user(app_env))
-        # New chat sits in the closed drawer at this width: its form is submitted as is.
-        page.get_by_test_id("new-chat").evaluate("button => button.form.requestSubmit(button)")
-        page.wait_for_url(re.compile(r"/c/\d+/$"))
-        expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+        new_chat(page)
         assert page.evaluate("matchMedia('(hover: none)').matches")
         send(page, "Hello [[offline words=5 pace_ms=1]]")
         reply = finished(page)

@@ -168,6 +168,16 @@ def test_custom_dates(admin_client, ledger):
     assert len(response.context["period"].days) == 31
 
 
+@pytest.mark.parametrize("query", [{}, {"users_sort": "-requests"}, {"period": ""}])
+def test_the_period_menu_names_the_period_shown_when_none_is_asked(admin_client, ledger, query):
+    response = admin_client.get(reverse(DASHBOARD), query)
+    assert len(response.context["period"].days) == 30
+    assert totals_of(response)["requests"] == 6
+    html = response.content.decode()
+    assert '<option value="30d" selected>Last 30 days</option>' in html
+    assert '<option value="today" selected>' not in html
+
+
 def test_a_bad_custom_period_shows_the_default_and_says_why(admin_client, ledger):
     t = today()
     response = admin_client.get(
