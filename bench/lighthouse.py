@@ -123,12 +123,11 @@ def seed_conversation(app: str, port: int) -> str:
         page.get_by_test_id("login-password").fill(PASSWORD)
         page.get_by_test_id("login-submit").click()
         page.wait_for_url(app + "/")
-        page.get_by_test_id("new-chat").click()
-        page.wait_for_url("**/c/*/")
-        page.wait_for_selector('[data-testid="connection-status"][data-state="open"]')
+        # The first page has the message box; the first send creates the conversation.
         page.get_by_test_id("composer").fill("How do I add up a CSV column?\n" + REPLY)
         page.get_by_test_id("send").click()
         page.wait_for_selector('[data-role="assistant"][data-status="done"]', timeout=30_000)
+        page.wait_for_url("**/c/*/", wait_until="commit")
         path = page.url.removeprefix(app)
         page.close()
     return path
