@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import Count, Q
 
-from chat.admin.links import change_link, changelist_link
+from chat.admin.links import ReadOnlyAdmin, change_link, changelist_link
 from chat.models import Conversation, Feedback, Message, SystemPrompt
 
 
@@ -121,8 +121,9 @@ class SystemPromptAdmin(admin.ModelAdmin):
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(admin.ModelAdmin):
-    """Ratings of replies, read-only: what users said, as they said it (escaped)."""
+class FeedbackAdmin(ReadOnlyAdmin):
+    """Ratings of replies, read-only (nobody adds, edits or deletes one here): what users
+    said, as they said it (escaped)."""
 
     list_display = (
         "id",
@@ -153,24 +154,8 @@ class FeedbackAdmin(admin.ModelAdmin):
         conversation = obj.message.conversation
         return change_link("chat_conversation", conversation.pk, str(conversation))
 
-    # What users said stays as they said it: nobody adds, edits or deletes a rating here.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
     def lookup_allowed(self, lookup, value, request=None) -> bool:
         # A conversation's ratings: the link beside the conversation filters by it.
         if lookup == "message__conversation__id__exact":
             return True
         return super().lookup_allowed(lookup, value, request)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False

@@ -16,14 +16,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import path
 from django.utils.html import format_html
 
-from chat.admin.links import USAGE_CSS, change_link
+from chat.admin.links import USAGE_CSS, ReadOnlyAdmin, change_link
 from chat.ledger import usage
 from chat.ledger.csv_export import csv_response
 from chat.models import ApiCall, UserBudget
 
 
 @admin.register(ApiCall)
-class ApiCallAdmin(admin.ModelAdmin):
+class ApiCallAdmin(ReadOnlyAdmin):
     """The ledger is append-only: admins read it, nobody edits it."""
 
     change_list_template = "admin/chat/apicall/change_list.html"
@@ -74,15 +74,6 @@ class ApiCallAdmin(admin.ModelAdmin):
         except IncorrectLookupParameters:
             return HttpResponseBadRequest("These filters are not valid.")
         return csv_response(request, changelist.get_queryset(request))
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class BudgetChangeList(ChangeList):
