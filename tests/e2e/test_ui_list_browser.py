@@ -4,6 +4,7 @@ long conversations loading on scroll, export / import, settings, and the phone l
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 
 import pytest
@@ -134,9 +135,14 @@ def test_export_and_import(logged_in, tmp_path):
     with page.expect_download() as md:
         page.get_by_test_id("export-md").click()
     assert md.value.suggested_filename.endswith(".md")
+    assert "Something worth keeping" in pathlib.Path(md.value.path()).read_text()
 
+    exported_from = page.url
     page.get_by_test_id("import-file").set_input_files(str(path))  # chosen: imported at once
-    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    # The import is a new conversation: wait for its page, not the one already open
+    # (which has the same two messages and would pass the checks below at once).
+    page.wait_for_url(lambda url: re.search(r"/c/\d+/$", url) and url != exported_from)
+    page.wait_for_load_state()
     expect(page.get_by_test_id("message")).to_have_count(2)
     expect(page.get_by_test_id("message").first).to_contain_text("Something worth keeping")
 
