@@ -113,9 +113,8 @@ class Streaming(Protocol):
     """What the checkpoint loop needs of a reply (chat/replies/runner.py's Reply)."""
 
     message_id: int
-    seq: int
 
-    def content(self) -> list[dict]: ...
+    def checkpoint(self) -> tuple[list[dict], int]: ...
 
     def checkpoint_due(self, now: float) -> bool: ...
 
@@ -162,7 +161,7 @@ class Checkpoints:
         due = [r for r in list(self.replies.values()) if r.checkpoint_due(now)]
         if not due:
             return 0
-        items = [Checkpoint(r.message_id, r.content(), r.seq) for r in due]
+        items = [Checkpoint(r.message_id, *r.checkpoint()) for r in due]
         try:
             await database_sync_to_async(checkpoint_many)(items)
         except DatabaseError:

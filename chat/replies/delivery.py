@@ -36,6 +36,9 @@ class Delivery:
         self.message_id = message_id
         self.seq_base = self.seq = seq_base
         self.deltas: list[str] = []  # every delta sent, for replay
+        # Called with each new seq the moment its delta is numbered, before anything else runs:
+        # the reply notes what its text was then, for a checkpoint that agrees with the deltas.
+        self.on_numbered: Callable[[int], None] | None = None
         self.final_frame: dict | None = None
         self._pending: list[str] = []
         self._pending_thinking: list[str] = []
@@ -48,6 +51,11 @@ class Delivery:
     def text(self, text: str) -> None:
         self._pending.append(text)
         self._has_text.set()
+
+    @property
+    def text_pending(self) -> bool:
+        """Text came that no delta holds yet (it waits to be coalesced)."""
+        return bool(self._pending)
 
     def thinking(self, text: str) -> None:
         """Thinking text goes to tabs beside the reply (never into its deltas, no seq), storable
@@ -97,6 +105,8 @@ class Delivery:
         self._pending.clear()
         self.seq += 1
         self.deltas.append(text)
+        if self.on_numbered is not None:
+            self.on_numbered(self.seq)
         return {"type": "delta", "message_id": self.message_id, "seq": self.seq, "text": text}
 
     # --- frames ------------------------------------------------------------------------------

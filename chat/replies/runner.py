@@ -92,6 +92,11 @@ class Reply:
         self._stream_task: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
         self._saved_seq, self._saved_at = self.seq, time.monotonic()  # the last checkpoint
+        # The turn as it stood when its last delta was numbered: text still waiting to be
+        # coalesced into the next delta is left out, so a tab that loads a checkpoint and
+        # resumes after its seq gets that text once, from the delta (docs/protocol.md).
+        self._numbered = (self.content(), self.seq)
+        self.delivery.on_numbered = self._note_numbered
 
     # --- public -------------------------------------------------------------------------------
 
@@ -123,6 +128,16 @@ class Reply:
     @property
     def text(self) -> str:
         return Message(content=self.content()).text
+
+    def checkpoint(self) -> tuple[list[dict], int]:
+        """What a checkpoint saves: the turn's blocks and the seq of the last delta they hold
+        (the turn as it stands when no text waits for its delta, tool steps included)."""
+        if not self.delivery.text_pending:
+            return self.content(), self.seq
+        return self._numbered
+
+    def _note_numbered(self, seq: int) -> None:
+        self._numbered = (self.content(), seq)
 
     def replay_frames(self, after_seq: int) -> list[dict]:
         """What a socket that applied deltas up to `after_seq` missed, then the final frame."""

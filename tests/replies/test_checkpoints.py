@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 
 from chat.conversations import lifecycle, turns
 from chat.models import Message
-from chat.replies import checkpoints
+from chat.replies import checkpoints, runner
 from tests.conftest import open_socket, recv_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +96,7 @@ import uuid
 from django.contrib.auth import get_user_model
 from chat.conversations import lifecycle
 from chat.conversations import turns
-from chat.replies import checkpoints
+from chat.replies import checkpoints, runner
 from chat.models import Message
 user = get_user_model().objects.create_user("cp")
 conversation = lifecycle.conversation_create(owner=user)
@@ -124,3 +124,44 @@ print("ok", reply.updated_at.isoformat())
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("ok 20")
+
+
+async def test_a_checkpoint_holds_the_text_of_its_deltas_and_no_more(alice, settings):
+    """A tab that reloads shows the last checkpoint and resumes after its `stream_seq`: the
+    checkpoint's text must be exactly the deltas up to that seq, or text that was still waiting
+    to be coalesced would show twice (once saved, once in the next delta)."""
+    settings.STREAM_CHECKPOINT_S = 3600  # the test takes the checkpoints itself
+    settings.STREAM_COALESCE_MS = 1500  # after the first delta, the rest waits: text pending
+    conversation = await sync_to_async(lifecycle.conversation_create)(owner=alice)
+    async with open_socket(conversation.pk, alice) as ws:
+        await ws.send_json_to(
+            {
+                "type": "send",
+                "client_id": str(uuid.uuid4()),
+                "text": "[[offline words=40 pace_ms=5]] go",
+            }
+        )
+        first = await recv_until(ws, "delta")
+        delta = first[-1]
+        reply = runner.local_reply(conversation.pk)
+        # Wait (on the condition, bounded) until more text came than the first delta holds.
+        for _ in range(2000):
+            if len(reply.text) > len(delta["text"]):
+                break
+            await asyncio.sleep(0.005)
+        assert len(reply.text) > len(delta["text"])
+
+        assert await checkpoints.CHECKPOINTS.save_due() == 1
+        saved = await Message.objects.aget(pk=delta["message_id"])
+        assert (saved.stream_seq, saved.text) == (delta["seq"], delta["text"])
+
+        frames = await recv_until(ws, "done", "error")
+
+    assert frames[-1]["type"] == "done"
+    streamed = delta["text"] + "".join(f["text"] for f in frames if f["type"] == "delta")
+    final = await Message.objects.aget(pk=delta["message_id"])
+    # What a tab resuming after the checkpoint gets: the saved text, then the later deltas.
+    later = "".join(
+        f["text"] for f in frames if f["type"] == "delta" and f["seq"] > saved.stream_seq
+    )
+    assert saved.text + later == streamed == final.text
