@@ -104,3 +104,20 @@ def test_changelists_run_a_constant_number_of_queries(client, superuser, alice, 
         return len(ctx.captured_queries)
 
     assert queries_with(2) == queries_with(30)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/admin/login/",
+        "/admin/chat/conversation/",
+        "/admin/chat/conversation/add/",
+    ],
+)
+def test_admin_pages_name_the_site_icon(client, superuser, url):
+    """Without an icon link the browser asks for /favicon.ico, which is a 404."""
+    if url != "/admin/login/":
+        client.force_login(superuser)
+    html = client.get(url).content.decode()
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in html
