@@ -36,6 +36,7 @@ class Delivery:
         self.message_id = message_id
         self.seq_base = self.seq = seq_base
         self.deltas: list[str] = []  # every delta sent, for replay
+        self.steps: list[dict] = []  # every tool frame sent (each names its delta), for replay
         # Called with each new seq the moment its delta is numbered, before anything else runs:
         # the reply notes what its text was then, for a checkpoint that agrees with the deltas.
         self.on_numbered: Callable[[int], None] | None = None
@@ -122,6 +123,7 @@ class Delivery:
         tabs show it in its place among the text."""
         delta = self._take_delta()
         frame = {**frame, "seq": self.seq}
+        self.steps.append(frame)
 
         async def send() -> None:
             if delta is not None:
@@ -131,6 +133,12 @@ class Delivery:
         task = asyncio.get_running_loop().create_task(send())
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+
+    async def step(self, frame: dict) -> None:
+        """A tool step from outside the token loop (a tool's result), after the deltas so far."""
+        frame = {**frame, "seq": self.seq}
+        self.steps.append(frame)
+        await self.broadcast(frame)
 
     async def broadcast(self, frame: dict) -> None:
         """Send a frame to every tab; a channel-layer failure (Redis away) is logged, not fatal:
@@ -163,12 +171,15 @@ class Delivery:
                 }
             )
             after_seq = self.seq_base
-        frames += [
-            {"type": "delta", "message_id": self.message_id, "seq": seq, "text": text}
-            for seq, text in enumerate(
-                self.deltas[after_seq - self.seq_base :], start=after_seq + 1
+        # Tool steps are shown by id (a second frame of a step updates it), so every step from
+        # the delta the socket has on is sent again, each after its delta.
+        steps = [step for step in self.steps if step["seq"] >= after_seq]
+        frames += [step for step in steps if step["seq"] == after_seq]
+        for seq, text in enumerate(self.deltas[after_seq - self.seq_base :], start=after_seq + 1):
+            frames.append(
+                {"type": "delta", "message_id": self.message_id, "seq": seq, "text": text}
             )
-        ]
+            frames += [step for step in steps if step["seq"] == seq]
         if self.final_frame is not None:
             frames.append(self.final_frame)
         return frames

@@ -319,7 +319,7 @@ class Reply:
             result = await database_sync_to_async(self.registry.run)(
                 use["name"], use.get("input", {}), ctx
             )
-            await self.delivery.broadcast({**self._tool_frame(use, result), "seq": self.seq})
+            await self.delivery.step(self._tool_frame(use, result))
             results.append(result.block(use["id"]))
         return results
 

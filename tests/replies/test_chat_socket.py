@@ -416,3 +416,34 @@ async def test_a_frame_for_the_tab_waits_until_the_command_in_hand_is_done(
         )
         assert await recv(ws) == {"type": "notice", "text": "x"}
     assert order == ["stop begins", "stop ends", "forward notice"]
+
+
+async def test_a_tab_joining_after_a_tool_step_gets_the_step_in_its_replay(alice, conversation):
+    """Tool steps are replayed with the deltas, each after the delta it names: a tab that joins
+    (or reloads) mid-reply sees the steps taken so far, not only at the end."""
+    async with open_socket(conversation.pk, alice) as a:
+        await a.send_json_to(
+            send_frame("What is 6*7? [[offline call=calculator words=200 pace_ms=10]]")
+        )
+        live = await recv_until(a, "tool")
+        while not (live[-1]["type"] == "tool" and live[-1]["result"] is not None):
+            live += await recv_until(a, "tool")
+        live += await recv_until(a, "delta")  # the answer after the step has begun
+        async with open_socket(conversation.pk, alice) as b:
+            await b.send_json_to({"type": "resume", "after_seq": 0})
+            frames_b = await recv_until(b, "done", "error")
+        frames_a = live + await recv_until(a, "done", "error")
+    assert frames_b[-1]["type"] == frames_a[-1]["type"] == "done"
+
+    def steps_in_place(frames):
+        seen, placed = 0, []
+        for frame in frames:
+            if frame["type"] == "delta":
+                seen = frame["seq"]
+            elif frame["type"] == "tool":
+                placed.append((frame["id"], frame["result"] is not None, frame["seq"], seen))
+        return placed
+
+    replayed = steps_in_place(frames_b)
+    assert replayed == steps_in_place(frames_a)  # the same steps, in the same places
+    assert [(done, seq == seen) for _, done, seq, seen in replayed] == [(False, True), (True, True)]
