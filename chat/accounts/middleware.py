@@ -10,11 +10,15 @@ re-checked, and nothing happens while SSO is off.
 
 from __future__ import annotations
 
+import logging
+
 from django.urls import reverse
 from django.utils.functional import cached_property
 from mozilla_django_oidc.middleware import SessionRefresh
 
 from chat.accounts import discovery
+
+log = logging.getLogger(__name__)
 
 
 class SsoSessionRefresh(SessionRefresh):
@@ -59,6 +63,7 @@ class SsoSessionRefresh(SessionRefresh):
     def process_request(self, request):
         try:
             return super().process_request(request)
-        except discovery.SsoUnavailable:
+        except discovery.SsoUnavailable as exc:
             # The provider is down: the session goes on until it answers again.
+            log.warning("single sign-on re-check skipped: %s", exc)
             return None
