@@ -203,3 +203,12 @@ def test_a_user_disabled_at_the_provider_cannot_sign_in(browser, sso):
         assert not browser.user().is_authenticated
     finally:
         sso.set_account("sub-carol", disabled=False)
+
+
+def test_the_logout_form_may_continue_to_the_provider_only_when_sso_is_on(client, settings):
+    """CSP form-action: the logout form's redirect goes on to the provider's logout."""
+    policy = client.get("/login/")["Content-Security-Policy"]
+    assert "form-action 'self';" in policy
+    settings.OIDC_ISSUER = "https://sso.example.com/realms/staff"
+    policy = client.get("/login/")["Content-Security-Policy"]
+    assert "form-action 'self' https://sso.example.com;" in policy
