@@ -212,3 +212,30 @@ def test_the_logout_form_may_continue_to_the_provider_only_when_sso_is_on(client
     settings.OIDC_ISSUER = "https://sso.example.com/realms/staff"
     policy = client.get("/login/")["Content-Security-Policy"]
     assert "form-action 'self' https://sso.example.com;" in policy
+
+
+# --- who reaches the new routes while single sign-on is on (the access matrix runs with it off) --
+
+
+@pytest.mark.parametrize("role", ["anon", "user", "superuser"])
+def test_with_sso_on_anyone_may_start_a_sign_in_and_a_bare_callback_signs_nobody_in(
+    sso, client, role, superuser
+):
+    user = {"anon": None, "user": make_user("dora"), "superuser": superuser}[role]
+    if user is not None:
+        client.force_login(user)
+    start = client.get("/oidc/authenticate/")
+    assert start.status_code == 302 and start["Location"].startswith(sso.issuer + "/auth?")
+    callback = client.get("/oidc/callback/")
+    assert callback.status_code == 302 and callback["Location"] == "/login/"
+    assert client.session.get("_auth_user_id") == (str(user.pk) if user else None)
+
+
+def test_the_user_admin_shows_the_identity_read_only(browser, superuser):
+    browser.sign_in("sub-carol")
+    carol = browser.user()
+    admin = type(browser)().app
+    admin.force_login(superuser)
+    page = admin.get(f"/admin/auth/user/{carol.pk}/change/").content.decode()
+    assert "Single sign-on identities" in page and "sub-carol" in page
+    assert 'name="identities-0-subject"' not in page  # shown, not editable
