@@ -246,3 +246,55 @@ def _web_search() -> list[CheckMessage]:
             )
         )
     return errors
+
+
+@register(Tags.security)
+def check_sso_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """Single sign-on is all or nothing: half a configuration is refused."""
+    issuer, client_id, secret = (
+        settings.OIDC_ISSUER,
+        settings.OIDC_RP_CLIENT_ID,
+        settings.OIDC_RP_CLIENT_SECRET,
+    )
+    errors: list[CheckMessage] = []
+    if issuer and not (client_id and secret):
+        missing = " and ".join(
+            name
+            for name, v in (("OIDC_CLIENT_ID", client_id), ("OIDC_CLIENT_SECRET", secret))
+            if not v
+        )
+        errors.append(
+            Error(
+                f"OIDC_ISSUER is set but {missing} is not.",
+                hint="Set both to the client registered at the provider (docs/admin.md, "
+                "Single sign-on), or unset OIDC_ISSUER to turn single sign-on off.",
+                id="claudeweb.E030",
+            )
+        )
+    if not issuer and (client_id or secret):
+        errors.append(
+            Error(
+                "OIDC_CLIENT_ID or OIDC_CLIENT_SECRET is set but OIDC_ISSUER is not.",
+                hint="Set OIDC_ISSUER to the provider's issuer URL (its discovery document is "
+                "<issuer>/.well-known/openid-configuration), or unset the client settings.",
+                id="claudeweb.E031",
+            )
+        )
+    if issuer and not issuer.startswith(("https://", "http://")):
+        errors.append(
+            Error(
+                f"OIDC_ISSUER is {issuer!r}.",
+                hint="The issuer is an https:// URL, e.g. https://sso.example.com/realms/staff.",
+                id="claudeweb.E032",
+            )
+        )
+    if not settings.PASSWORD_LOGIN and not issuer:
+        errors.append(
+            Error(
+                "PASSWORD_LOGIN is off and single sign-on is not configured: nobody could sign in.",
+                hint="Set OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET, or turn "
+                "PASSWORD_LOGIN back on.",
+                id="claudeweb.E033",
+            )
+        )
+    return errors

@@ -417,3 +417,45 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rating} on message #{self.message_id}"
+
+
+class Identity(models.Model):
+    """A user's account at a single sign-on provider: the (issuer, sub) pair the provider
+    promises never to reassign. Users are found by it, never by their (mutable) email."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identities"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)  # the `sub` claim
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="identity_issuer_subject"),
+        ]
+        verbose_name_plural = "identities"
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"
+
+
+class SsoGroupMembership(models.Model):
+    """A group membership that single sign-on made (the group was in the user's groups claim
+    and the user was not in it yet). Only these are removed when the claim stops naming the
+    group; memberships an admin set by hand are never touched."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_group_memberships"
+    )
+    group = models.ForeignKey("auth.Group", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "group"], name="sso_membership_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.group} (from single sign-on)"

@@ -27,8 +27,13 @@ def storage_origins(
     return [f"https://{bucket}.s3.amazonaws.com", f"https://{bucket}.s3.{region}.amazonaws.com"]
 
 
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 @lru_cache(maxsize=4)
-def _policies(s3_origins: tuple[str, ...]) -> tuple[str, str]:
+def _policies(s3_origins: tuple[str, ...], sso_origin: str) -> tuple[str, str]:
     s3 = " ".join(s3_origins)
     # Scripts and styles only from this origin, no inline script; the socket to this host;
     # presigned uploads and images from the bucket.
@@ -42,7 +47,8 @@ def _policies(s3_origins: tuple[str, ...]) -> tuple[str, str]:
             "font-src 'self'",
             "object-src 'none'",
             "base-uri 'self'",
-            "form-action 'self'",
+            # The logout form's redirect goes on to the single sign-on provider's logout.
+            f"form-action 'self' {sso_origin}".rstrip(),
             "frame-ancestors 'none'",
         ]
     )
@@ -59,7 +65,8 @@ def content_security_policies() -> tuple[str, str]:
         settings.AWS_S3_REGION_NAME,
         settings.AWS_S3_ADDRESSING_STYLE,
     )
-    return _policies(tuple(origins))
+    sso_origin = origin_of(settings.OIDC_ISSUER) if settings.OIDC_ISSUER else ""
+    return _policies(tuple(origins), sso_origin)
 
 
 class ContentSecurityPolicyMiddleware:

@@ -94,6 +94,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Re-checks a single sign-on session with the provider once its ID token has expired
+    # (does nothing when SSO is off or for password sessions).
+    "chat.accounts.middleware.SsoSessionRefresh",
 ]
 if DEBUG:
     # Static files from the finders are served uncompressed: gzip them (see the middleware).
@@ -167,6 +170,33 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "chat.accounts.backend.SsoBackend",
+]
+
+# --- Single sign-on (OpenID Connect, docs/admin.md) ------------------------------------------
+# Off while OIDC_ISSUER is empty. The provider's endpoints come from its discovery document
+# (<issuer>/.well-known/openid-configuration), fetched on first use and cached.
+OIDC_ISSUER = env("OIDC_ISSUER").rstrip("/")
+OIDC_RP_CLIENT_ID = env("OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env("OIDC_CLIENT_SECRET")
+OIDC_RP_SCOPES = env("OIDC_SCOPES", "openid email profile groups")
+OIDC_GROUPS_CLAIM = env("OIDC_GROUPS_CLAIM", "groups")
+OIDC_USERNAME_CLAIM = env("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_PROVIDER_NAME = env("OIDC_PROVIDER_NAME", "single sign-on")
+# Seconds to wait for the provider (discovery, tokens, keys, user info).
+OIDC_TIMEOUT = envfloat("OIDC_TIMEOUT_S", 10.0)
+# The password form on /login/ and /admin/login/; off: single sign-on only (check E033).
+PASSWORD_LOGIN = envbool("PASSWORD_LOGIN", True)
+# mozilla-django-oidc's own settings: the authorization-code flow with PKCE and a nonce, ID
+# tokens signed with RS256 (every provider of docs/admin.md signs so), the ID token kept in the
+# session for the provider's logout (id_token_hint).
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = True
+OIDC_CREATE_USER = True
+LOGIN_REDIRECT_URL_FAILURE = "login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -8,7 +8,8 @@
 #   scripts/services.sh status   one line per service
 #
 # PostgreSQL 15 listens on a unix socket only (fsync off: test data is disposable), Redis and the
-# local S3 (moto, scripts/s3_local.py) on free 127.0.0.1 ports. Chromium is installed, not
+# local S3 (moto, scripts/s3_local.py) on free 127.0.0.1 ports. Chromium and the test OpenID
+# provider's npm packages (tests/oidc_provider/, `npm ci`) are installed, not
 # started. `start` writes the export lines to .run/services/env as well:
 #
 #   scripts/services.sh start && . .run/services/env
@@ -366,6 +367,20 @@ chromium_env() {
 	printf 'export CHROMIUM_PATH=%q\n' "$path"
 }
 
+# --- the test OpenID provider (tests/oidc_provider/, started by the tests themselves) ------------
+
+# node_modules from package-lock.json, reinstalled only when the lock changed since the last run.
+oidc_provider_install() {
+	local dir="$ROOT/tests/oidc_provider" stamp="$ROOT/tests/oidc_provider/node_modules/.lock-installed"
+	command -v npm >/dev/null 2>&1 || die "npm not found: the single sign-on tests need Node.js 20+"
+	if [[ -f $stamp ]] && cmp -s "$dir/package-lock.json" "$stamp"; then
+		return 0
+	fi
+	log "npm ci in tests/oidc_provider/ (the test OpenID provider)"
+	(cd "$dir" && npm ci --no-audit --no-fund --silent) || die "npm ci failed in tests/oidc_provider/"
+	cp "$dir/package-lock.json" "$stamp"
+}
+
 # --- commands -----------------------------------------------------------------------------------
 
 all_env() {
@@ -395,6 +410,7 @@ cmd_start() {
 	with_lock
 	# Installs first (one apt-get update at most), then the servers.
 	chromium_install
+	oidc_provider_install
 	s3_launch
 	pg_start
 	redis_start

@@ -10,7 +10,7 @@ from django.utils.html import format_html
 
 from chat.admin.ledger import BudgetUsedMixin
 from chat.admin.links import USAGE_CSS, changelist_link
-from chat.models import UserBudget
+from chat.models import Identity, UserBudget
 
 
 class UserBudgetInline(admin.StackedInline):
@@ -20,6 +20,23 @@ class UserBudgetInline(admin.StackedInline):
     fields = ("daily_tokens", "monthly_tokens", "daily_cost", "monthly_cost", "alerted_level")
     readonly_fields = ("alerted_level",)
     verbose_name_plural = "Budget (an empty limit: the default from settings; 0: no limit)"
+
+
+class IdentityInline(admin.TabularInline):
+    """The user's single sign-on accounts, read-only: they are made and matched by sign-in."""
+
+    model = Identity
+    fields = ("issuer", "subject", "created_at", "last_login_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Single sign-on identities"
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 User = get_user_model()
@@ -39,7 +56,7 @@ class UserAdmin(BudgetUsedMixin, auth_admin.UserAdmin):
         return obj.pk
 
     def get_inlines(self, request: HttpRequest, obj=None) -> list:
-        return [UserBudgetInline] if obj is not None else []
+        return [UserBudgetInline, IdentityInline] if obj is not None else []
 
     @admin.display(description="usage")
     def usage_links(self, obj) -> str:

@@ -118,8 +118,9 @@ class AppServer:
         """Run Python in `manage.py shell`; its last printed line, as JSON."""
         return json.loads(self.manage("shell", code=code).strip().splitlines()[-1])
 
-    def start(self) -> None:
-        self.port = free_port()
+    def start(self, port: int = 0) -> None:
+        """`port`: one picked beforehand (e.g. registered at the test OpenID provider)."""
+        self.port = port or free_port()
         log = self.tmp / f"daphne-{len(self.logs)}.log"
         self.logs.append(log)
         with log.open("w") as out:
