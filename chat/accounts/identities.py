@@ -8,7 +8,7 @@ import re
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat.models import Identity, SsoGroupMembership
@@ -24,16 +24,34 @@ class ClaimsError(ValueError):
     """The claims cannot make a user (no `sub`)."""
 
 
-@transaction.atomic
+SIGN_IN_ATTEMPTS = 3
+
+
 def sign_in(*, issuer: str, claims: dict) -> AbstractUser:
     """The user of (issuer, claims["sub"]): created on first sign-in, else updated from the
     claims (username, email, names); then their groups are synced from the groups claim.
+
+    Two first sign-ins of one account at once (two tabs, a double click) both find no identity
+    and both create one; the second insert waits for the first transaction and then fails on
+    the unique (issuer, sub) or username: it is tried again and finds the user the first made.
 
     Raises ClaimsError when `sub` is missing.
     """
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise ClaimsError("the provider sent no sub claim")
+    attempt = 1
+    while True:
+        try:
+            with transaction.atomic():
+                return _sign_in(issuer=issuer, subject=subject, claims=claims)
+        except IntegrityError:
+            if attempt == SIGN_IN_ATTEMPTS:
+                raise
+            attempt += 1
+
+
+def _sign_in(*, issuer: str, subject: str, claims: dict) -> AbstractUser:
     identity = (
         Identity.objects.select_for_update()
         .select_related("user")

@@ -120,3 +120,59 @@ def test_the_groups_claim_is_configurable(browser, sso, settings):
         assert groups_of(browser.user()) == {"from-roles"}
     finally:
         sso.set_account("sub-carol", groups=[], roles=[])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_first_sign_ins_at_once_make_one_user(sso):
+    """The second first sign-in waits on the first's insert, fails on the unique (issuer, sub),
+    and is tried again: both get the same user, and nobody gets an error."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    from chat.accounts import identities
+
+    claims = {"sub": "sub-race", "preferred_username": "racer", "groups": ["researchers"]}
+    first_done, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():  # holds its new rows uncommitted until released
+                results["first"] = identities.sign_in(issuer=sso.issuer, claims=claims).pk
+                first_done.set()
+                assert release.wait(30)
+        finally:
+            connections.close_all()
+
+    def second() -> None:
+        try:
+            results["second"] = identities.sign_in(issuer=sso.issuer, claims=claims).pk
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            results["second"] = exc
+        finally:
+            connections.close_all()
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert first_done.wait(30)
+    b = threading.Thread(target=second)
+    b.start()
+    # Wait until the second sign-in is blocked on the first's uncommitted rows.
+    with connection.cursor() as cursor:
+        for _ in range(3000):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            threading.Event().wait(0.01)
+        else:
+            pytest.fail("the second sign-in never waited on the first")
+    release.set()
+    a.join(30)
+    b.join(30)
+    assert results["second"] == results["first"], results
+    assert User.objects.filter(username__startswith="racer").count() == 1
+    assert Identity.objects.filter(subject="sub-race").count() == 1
