@@ -150,6 +150,10 @@ def turn_effort(
         return requested
     info = catalogue.find_model(conversation.model)
     effort = catalogue.nearest_effort(info, conversation.thinking_effort) if info else ""
+    if not effort and info and info.thinking == "always":
+        # Asking nothing of a model that always thinks means its default effort: the policy
+        # bounds that one too.
+        effort = "" if policy.allows_effort(info.default_effort) else info.default_effort
     if effort and not policy.allows_effort(effort):
         allowed = policy.allowed_efforts(catalogue.efforts_of(info))
         effort = allowed[-1] if allowed else ""

@@ -150,13 +150,19 @@ async def test_a_stored_model_no_longer_allowed_is_replaced_before_the_next_repl
     assert {r["body"]["model"] for r in offline_requests.all()} == {"claude-haiku-4-5"}
 
 
+@pytest.mark.parametrize(
+    ("model", "stored"),
+    [("claude-opus-5", "max"), ("claude-sonnet-5-5", "")],
+    ids=["stored effort", "default effort of a model that always thinks"],
+)
 async def test_a_stored_effort_and_search_toggle_are_kept_within_the_policy(
-    alice, titled_conversation, offline_requests
+    alice, titled_conversation, offline_requests, model, stored
 ):
     """Settings saved before a policy changed are lowered, not refused: the effort to the
-    highest allowed, web search off."""
+    highest allowed (also the default effort, high, of a model that always thinks), web search
+    off."""
     conversation = titled_conversation
-    conversation.model, conversation.thinking_effort = "claude-opus-5", "max"
+    conversation.model, conversation.thinking_effort = model, stored
     conversation.web_search = True
     await sync_to_async(conversation.save)()
     await sync_to_async(group_policy)("careful", alice, max_effort="medium", web_search=False)

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from chat.conversations import lifecycle
-from chat.models import Attachment, Conversation
+from chat.models import Attachment, Conversation, UserSettings
 from tests.support.uploads import image_bytes, started, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -167,3 +167,16 @@ def test_an_upload_finished_after_the_policy_changed_is_refused(client, alice, m
     assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
     attachment.refresh_from_db()
     assert attachment.state == Attachment.State.PENDING
+
+
+def test_the_settings_page_offers_only_the_allowed_models(client, alice, make_policy):
+    make_policy("interns", alice, allowed_models=["claude-haiku-5-5"])
+    html = client.get("/settings/").content.decode()
+    select = re.search(r'<select name="default_model".*?</select>', html, re.S)[0]
+    assert re.findall(r'<option value="([^"]*)"', select) == ["", "claude-haiku-5-5"]
+    response = client.post(
+        "/settings/",
+        {"default_model": "claude-opus-5", "time_zone": "UTC", "theme": "system"},
+    )
+    assert response.status_code == 200  # the form refuses it
+    assert not UserSettings.objects.filter(user=alice).exists()
