@@ -459,3 +459,54 @@ class SsoGroupMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.group} (from single sign-on)"
+
+
+class GroupPolicy(models.Model):
+    """What the members of a group may use; a user in several groups gets the most generous of
+    each field (chat/policies.py). A blank field means no restriction of that kind: the
+    server's own limit or default applies."""
+
+    class Effort(models.TextChoices):
+        LOW = "low"
+        MEDIUM = "medium"
+        HIGH = "high"
+        XHIGH = "xhigh"
+        MAX = "max"
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="chat_policy")
+    # Model ids of the catalogue (chat/claude/models.json); empty: every model.
+    allowed_models = models.JSONField(default=list, blank=True)
+    max_effort = models.CharField(
+        "highest thinking effort", max_length=10, choices=Effort.choices, blank=True
+    )
+    web_search = models.BooleanField("web search allowed", default=True)
+    documents = models.BooleanField("documents (PDF and text) allowed", default=True)
+    max_files_per_message = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    max_file_bytes = models.PositiveBigIntegerField(
+        "max bytes per file", null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    daily_cost = models.DecimalField(
+        "daily cost (USD)",
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    monthly_cost = models.DecimalField(
+        "monthly cost (USD)",
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+
+    class Meta:
+        verbose_name = "group policy"
+        verbose_name_plural = "group policies"
+
+    def __str__(self) -> str:
+        return f"Policy of {self.group}"

@@ -37,6 +37,7 @@ from chat.models import (
     Attachment,
     Conversation,
     Feedback,
+    GroupPolicy,
     Message,
     SystemPrompt,
     UserBudget,
@@ -155,7 +156,7 @@ EXPECTED: dict[str, dict] = {
     "admin/autocomplete/": admin_row(403, 403, 403),
     "admin/jsi18n/": admin_row(200, 200, 200),
     "admin/r/<path:content_type_id>/<path:object_id>/": admin_row(404, 404, 404),
-    "admin/^(?P<app_label>auth|chat)/$": admin_row(404, 200, 200),
+    "admin/^(?P<app_label>chat|auth)/$": admin_row(404, 200, 200),
     "admin/(?P<url>.*)$": admin_row(404, 404, 404),
     "admin/usage/": admin_row(403, 200, 200),
     "admin/chat/apicall/export/": admin_row(403, 200, 200),
@@ -220,6 +221,8 @@ def world(alice, bob, staff, superuser):
         version=1, text="x"
     )
     group = Group.objects.create(name="readers")
+    # The group's page edits its policy too (chat/admin/policies.py): the matrix reaches it.
+    GroupPolicy.objects.create(group=group, allowed_models=[conversation.model], web_search=False)
     reply = Message.objects.create(
         conversation=conversation,
         parent=message,
@@ -267,7 +270,7 @@ def concrete_url(pattern: str, world: dict) -> str:
         return "/" + url.replace("<int:message_id>", str(world["objects"]["chat/message"]))
     if pattern == "admin/r/<path:content_type_id>/<path:object_id>/":
         return f"/admin/r/{world['ct']}/{world['conversation'].pk}/"
-    if pattern == "admin/^(?P<app_label>auth|chat)/$":
+    if pattern == "admin/^(?P<app_label>chat|auth)/$":
         return "/admin/chat/"
     if pattern == "admin/(?P<url>.*)$":
         return "/admin/no-such-page/"

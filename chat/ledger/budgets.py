@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from chat import policies
 from chat.claude import catalogue
 from chat.claude.records import CallRecord
 from chat.errors import UserFacingError
@@ -97,11 +98,16 @@ def _fmt_tokens(n: int) -> str:
     return f"{n:,}"
 
 
-def reserve(*, user_id: int, conversation_id: int, need: Estimate) -> int:
-    """Hold `need` against the conversation's and the user's budgets; the reservation's id.
+def reserve(
+    *, user_id: int, conversation_id: int, need: Estimate, policy: policies.Policy | None = None
+) -> int:
+    """Hold `need` against the conversation's and the user's budgets (their own, else their
+    groups' policy — `policy`, read when not given — else settings); the reservation's id.
 
     Raises BudgetExceeded (with a message for the user) when a limit would be passed.
     """
+    if policy is None:
+        policy = policies.policy_for_user_id(user_id)
     # No savepoint: when the caller's transaction holds the turn, a refusal rolls all of it
     # back anyway (a refused send stores nothing).
     with transaction.atomic(savepoint=False):
@@ -111,7 +117,7 @@ def reserve(*, user_id: int, conversation_id: int, need: Estimate) -> int:
             budget = UserBudget.objects.select_for_update().get(user_id=user_id)
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         _check_conversation_limit(conversation, need)
-        _check_user_limits(budget, need)
+        _check_user_limits(budget, need, policy)
         return BudgetReservation.objects.create(
             user_id=user_id, conversation_id=conversation_id, tokens=need.tokens, cost=need.cost
         ).pk
@@ -131,8 +137,8 @@ def _check_conversation_limit(conversation: Conversation, need: Estimate) -> Non
         )
 
 
-def _check_user_limits(budget: UserBudget, need: Estimate) -> None:
-    limits = usage.limits_for(budget)
+def _check_user_limits(budget: UserBudget, need: Estimate, policy: policies.Policy) -> None:
+    limits = usage.limits_for(budget, policy)
     if not any(
         (limits.daily_tokens, limits.monthly_tokens, limits.daily_cost, limits.monthly_cost)
     ):

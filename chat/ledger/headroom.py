@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
+from chat import policies
 from chat.ledger import budgets, usage
 from chat.models import Conversation, UserBudget
 
@@ -99,7 +100,9 @@ def token_pair(left: int, limit: int) -> tuple[str, str]:
 
 
 def _user_budgets(user_id: int) -> list[Left]:
-    limits = usage.limits_for(UserBudget.objects.filter(user_id=user_id).first())
+    limits = usage.limits_for(
+        UserBudget.objects.filter(user_id=user_id).first(), policies.policy_for_user_id(user_id)
+    )
     if limits.unlimited:
         return []
     # Today and this month in one scan of the month's calls.

@@ -18,7 +18,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from chat.models import ApiCall, UserBudget
+from chat import policies
+from chat.models import ApiCall, GroupPolicy, UserBudget
 
 TOKEN_COLUMNS = (
     "input_tokens",
@@ -78,22 +79,32 @@ def default_limits() -> Limits:
     )
 
 
-def limits_for(budget: UserBudget | None) -> Limits:
-    """A user's limits: each null field of their budget falls back to settings; 0 → no limit."""
+def limits_for(
+    budget: UserBudget | None, policy: policies.Policy = policies.UNRESTRICTED
+) -> Limits:
+    """A user's limits. Precedence, field by field: the user's own budget (an override set by
+    an admin), then their groups' policies (money only: the most generous group,
+    chat/policies.py), then settings. 0 → no limit."""
     defaults = default_limits()
-    if budget is None:
-        return defaults
 
-    def pick(own, default):
-        if own is None:
-            return default
-        return own or None
+    def pick(own, group, default):
+        if own is not None:
+            return own or None
+        if group is not policies.SERVER_DEFAULT:
+            return group
+        return default
 
     return Limits(
-        daily_tokens=pick(budget.daily_tokens, defaults.daily_tokens),
-        monthly_tokens=pick(budget.monthly_tokens, defaults.monthly_tokens),
-        daily_cost=pick(budget.daily_cost, defaults.daily_cost),
-        monthly_cost=pick(budget.monthly_cost, defaults.monthly_cost),
+        daily_tokens=pick(
+            budget and budget.daily_tokens, policies.SERVER_DEFAULT, defaults.daily_tokens
+        ),
+        monthly_tokens=pick(
+            budget and budget.monthly_tokens, policies.SERVER_DEFAULT, defaults.monthly_tokens
+        ),
+        daily_cost=pick(budget and budget.daily_cost, policy.daily_cost, defaults.daily_cost),
+        monthly_cost=pick(
+            budget and budget.monthly_cost, policy.monthly_cost, defaults.monthly_cost
+        ),
     )
 
 
@@ -186,13 +197,15 @@ def _ids(users_or_ids) -> set[int]:
 def budget_percent(users_or_ids, now: datetime | None = None) -> dict[int, int]:
     """Per user: the largest share used of their four limits, in %; 0 when they have none.
 
-    Two queries whatever the number of users: their budgets, then their usage.
+    Three queries whatever the number of users: their budgets, their groups' policies, then
+    their usage.
     """
     ids = _ids(users_or_ids)
     if not ids:
         return {}
     budgets = {b.user_id: b for b in UserBudget.objects.filter(user_id__in=ids)}
-    limits = {user_id: limits_for(budgets.get(user_id)) for user_id in ids}
+    group_policies = policies.policies_for(ids)
+    limits = {user_id: limits_for(budgets.get(user_id), group_policies[user_id]) for user_id in ids}
     limited = {user_id for user_id, lim in limits.items() if not lim.unlimited}
     usage = usage_today_and_month(limited, now) if limited else {}
     return {
@@ -205,8 +218,8 @@ def users_near_limit(
 ) -> list[tuple[int, int]]:
     """(user id, percent) of users at or above `threshold` % of a limit, highest first.
 
-    Two queries: budgets, then the month's usage of the users that have limits (all users with
-    calls this month when settings set a default limit).
+    Three queries: budgets, then the month's usage of the users that have limits (all users with
+    calls this month when settings set a default limit), then their groups' policies.
     """
     defaults = default_limits()
     budgets = {
@@ -219,16 +232,23 @@ def users_near_limit(
         )
     }
     if defaults.unlimited:
-        # Only users with their own limits can be near one.
-        candidates = {uid for uid, b in budgets.items() if not limits_for(b).unlimited}
+        # Only users with their own limits, or in a group with a money budget, can be near one.
+        candidates = set(budgets) | set(
+            GroupPolicy.objects.filter(Q(daily_cost__isnull=False) | Q(monthly_cost__isnull=False))
+            .values_list("group__user__id", flat=True)
+            .exclude(group__user__id=None)
+        )
         if not candidates:
             return []
         usage = usage_today_and_month(candidates, now)
     else:
         usage = usage_today_and_month(None, now)
+    group_policies = policies.policies_for(usage)
     flagged = []
     for user_id, (today, month) in usage.items():
-        percent = percent_used(limits_for(budgets.get(user_id)), today, month)
+        percent = percent_used(
+            limits_for(budgets.get(user_id), group_policies[user_id]), today, month
+        )
         if percent >= threshold:
             flagged.append((user_id, percent))
     flagged.sort(key=lambda item: (-item[1], item[0]))

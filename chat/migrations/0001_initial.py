@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,119 +14,231 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(blank=True, default='', max_length=200)),
-                ('model', models.CharField(max_length=100)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('archived', models.BooleanField(default=False)),
-                ('pinned', models.BooleanField(default=False)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cache_creation_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cache_read_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=8, default=0, max_digits=14)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(blank=True, default="", max_length=200)),
+                ("model", models.CharField(max_length=100)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("archived", models.BooleanField(default=False)),
+                ("pinned", models.BooleanField(default=False)),
+                ("input_tokens", models.PositiveBigIntegerField(default=0)),
+                ("output_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cache_creation_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cache_read_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost", models.DecimalField(decimal_places=8, default=0, max_digits=14)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at', '-id'],
+                "ordering": ["-updated_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('user', 'User'), ('assistant', 'Assistant')], max_length=16)),
-                ('content', models.JSONField(default=list)),
-                ('status', models.CharField(choices=[('streaming', 'Streaming'), ('done', 'Done'), ('interrupted', 'Interrupted'), ('error', 'Error')], default='done', max_length=16)),
-                ('stop_reason', models.CharField(blank=True, default='', max_length=32)),
-                ('error_code', models.CharField(blank=True, default='', max_length=40)),
-                ('error_message', models.CharField(blank=True, default='', max_length=500)),
-                ('token_count', models.PositiveIntegerField(blank=True, null=True)),
-                ('client_id', models.UUIDField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='chat.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("user", "User"), ("assistant", "Assistant")], max_length=16
+                    ),
+                ),
+                ("content", models.JSONField(default=list)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("streaming", "Streaming"),
+                            ("done", "Done"),
+                            ("interrupted", "Interrupted"),
+                            ("error", "Error"),
+                        ],
+                        default="done",
+                        max_length=16,
+                    ),
+                ),
+                ("stop_reason", models.CharField(blank=True, default="", max_length=32)),
+                ("error_code", models.CharField(blank=True, default="", max_length=40)),
+                ("error_message", models.CharField(blank=True, default="", max_length=500)),
+                ("token_count", models.PositiveIntegerField(blank=True, null=True)),
+                ("client_id", models.UUIDField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="chat.conversation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='ApiCall',
+            name="ApiCall",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('purpose', models.CharField(choices=[('reply', 'Reply'), ('tool_round', 'Tool Round'), ('continuation', 'Continuation'), ('title', 'Title'), ('summary', 'Summary')], default='reply', max_length=20)),
-                ('model', models.CharField(max_length=100)),
-                ('request_id', models.CharField(blank=True, default='', max_length=100)),
-                ('round', models.PositiveSmallIntegerField(default=0)),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('cache_write_5m_tokens', models.PositiveIntegerField(default=0)),
-                ('cache_write_1h_tokens', models.PositiveIntegerField(default=0)),
-                ('cache_read_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('stop_reason', models.CharField(blank=True, default='', max_length=32)),
-                ('ttft_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('prices', models.JSONField(default=dict)),
-                ('cost', models.DecimalField(decimal_places=8, default=0, max_digits=14)),
-                ('error_code', models.CharField(blank=True, default='', max_length=40)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='api_calls', to=settings.AUTH_USER_MODEL)),
-                ('conversation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='api_calls', to='chat.conversation')),
-                ('message', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='api_calls', to='chat.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "purpose",
+                    models.CharField(
+                        choices=[
+                            ("reply", "Reply"),
+                            ("tool_round", "Tool Round"),
+                            ("continuation", "Continuation"),
+                            ("title", "Title"),
+                            ("summary", "Summary"),
+                        ],
+                        default="reply",
+                        max_length=20,
+                    ),
+                ),
+                ("model", models.CharField(max_length=100)),
+                ("request_id", models.CharField(blank=True, default="", max_length=100)),
+                ("round", models.PositiveSmallIntegerField(default=0)),
+                ("input_tokens", models.PositiveIntegerField(default=0)),
+                ("cache_write_5m_tokens", models.PositiveIntegerField(default=0)),
+                ("cache_write_1h_tokens", models.PositiveIntegerField(default=0)),
+                ("cache_read_tokens", models.PositiveIntegerField(default=0)),
+                ("output_tokens", models.PositiveIntegerField(default=0)),
+                ("stop_reason", models.CharField(blank=True, default="", max_length=32)),
+                ("ttft_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("prices", models.JSONField(default=dict)),
+                ("cost", models.DecimalField(decimal_places=8, default=0, max_digits=14)),
+                ("error_code", models.CharField(blank=True, default="", max_length=40)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="api_calls",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="api_calls",
+                        to="chat.conversation",
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="api_calls",
+                        to="chat.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='SystemPrompt',
+            name="SystemPrompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(default='default', max_length=100)),
-                ('version', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(default="default", max_length=100)),
+                ("version", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name', '-version'],
-                'constraints': [models.UniqueConstraint(fields=('name', 'version'), name='system_prompt_name_version')],
+                "ordering": ["name", "-version"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("name", "version"), name="system_prompt_name_version"
+                    )
+                ],
             },
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='system_prompt',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='chat.systemprompt'),
+            model_name="conversation",
+            name="system_prompt",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="chat.systemprompt",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['conversation', 'id'], name='message_history'),
+            model_name="message",
+            index=models.Index(fields=["conversation", "id"], name="message_history"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('status', 'streaming')), fields=['status'], name='message_status'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("status", "streaming")),
+                fields=["status"],
+                name="message_status",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'streaming')), fields=('conversation',), name='one_streaming_reply_per_conversation'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "streaming")),
+                fields=("conversation",),
+                name="one_streaming_reply_per_conversation",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(condition=models.Q(('client_id__isnull', False)), fields=('conversation', 'client_id'), name='message_client_id_once'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("client_id__isnull", False)),
+                fields=("conversation", "client_id"),
+                name="message_client_id_once",
+            ),
         ),
         migrations.AddIndex(
-            model_name='apicall',
-            index=models.Index(fields=['created_at'], name='apicall_created'),
+            model_name="apicall",
+            index=models.Index(fields=["created_at"], name="apicall_created"),
         ),
         migrations.AddIndex(
-            model_name='apicall',
-            index=models.Index(fields=['user', 'created_at'], name='apicall_user_created'),
+            model_name="apicall",
+            index=models.Index(fields=["user", "created_at"], name="apicall_user_created"),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['owner', '-updated_at', '-id'], name='conversation_list'),
+            model_name="conversation",
+            index=models.Index(fields=["owner", "-updated_at", "-id"], name="conversation_list"),
         ),
     ]

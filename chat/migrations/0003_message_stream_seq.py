@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0002_attachments_budgets_settings'),
+        ("chat", "0002_attachments_budgets_settings"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='stream_seq',
+            model_name="message",
+            name="stream_seq",
             field=models.PositiveIntegerField(default=0),
         ),
     ]

@@ -6,25 +6,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0010_merge_documents_and_web_search'),
+        ("chat", "0010_merge_documents_and_web_search"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='conversation',
-            name='token_budget',
-            field=models.PositiveIntegerField(blank=True, help_text='Tokens this conversation may use (at least 1,000); empty: the default.', null=True, validators=[django.core.validators.MinValueValidator(1000)]),
+            model_name="conversation",
+            name="token_budget",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Tokens this conversation may use (at least 1,000); empty: the default.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1000)],
+            ),
         ),
         migrations.AlterField(
-            model_name='userbudget',
-            name='daily_cost',
-            field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True, validators=[django.core.validators.MinValueValidator(Decimal('0'))], verbose_name='daily cost (USD)'),
+            model_name="userbudget",
+            name="daily_cost",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=4,
+                max_digits=12,
+                null=True,
+                validators=[django.core.validators.MinValueValidator(Decimal("0"))],
+                verbose_name="daily cost (USD)",
+            ),
         ),
         migrations.AlterField(
-            model_name='userbudget',
-            name='monthly_cost',
-            field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True, validators=[django.core.validators.MinValueValidator(Decimal('0'))], verbose_name='monthly cost (USD)'),
+            model_name="userbudget",
+            name="monthly_cost",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=4,
+                max_digits=12,
+                null=True,
+                validators=[django.core.validators.MinValueValidator(Decimal("0"))],
+                verbose_name="monthly cost (USD)",
+            ),
         ),
     ]

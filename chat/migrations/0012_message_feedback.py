@@ -6,28 +6,53 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0011_budget_validators'),
+        ("chat", "0011_budget_validators"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Feedback',
+            name="Feedback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rating', models.CharField(choices=[('up', 'Up'), ('down', 'Down')], max_length=4)),
-                ('comment', models.TextField(blank=True, default='', max_length=2000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to='chat.message')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "rating",
+                    models.CharField(choices=[("up", "Up"), ("down", "Down")], max_length=4),
+                ),
+                ("comment", models.TextField(blank=True, default="", max_length=2000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="feedback",
+                        to="chat.message",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="feedback",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'feedback',
-                'indexes': [models.Index(fields=['updated_at'], name='feedback_updated')],
-                'constraints': [models.UniqueConstraint(fields=('message', 'user'), name='feedback_once_per_user')],
+                "verbose_name_plural": "feedback",
+                "indexes": [models.Index(fields=["updated_at"], name="feedback_updated")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("message", "user"), name="feedback_once_per_user"
+                    )
+                ],
             },
         ),
     ]

@@ -149,7 +149,7 @@ def model_replaced(plan: TurnPlan) -> dict:
     return {
         "type": "notice",
         "code": "model_replaced",
-        "message": f"{plan.replaced_model} is no longer available; this conversation "
+        "message": f"{plan.replaced_model} is no longer available to you; this conversation "
         f"now uses {label}.",
         "model": plan.model,
         "previous_model": plan.replaced_model,

@@ -1,5 +1,6 @@
-"""Starting a reply from the socket's commands: save the turn, plan its request and reserve its
-budget, all in one transaction, so a refusal at any step leaves nothing behind.
+"""Starting a reply from the socket's commands: check the user's policy (chat/policies.py),
+save the turn, plan its request and reserve its budget, all in one transaction, so a refusal at
+any step leaves nothing behind.
 
 Sync functions (the consumer wraps them with database_sync_to_async). Each raises a
 UserFacingError subclass, or Http404 for a conversation that is not the user's (any more).
@@ -14,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import limits
+from chat import limits, policies
 from chat.claude import catalogue, context
 from chat.conversations import access, lifecycle, tree, turns
 from chat.ledger import budgets
@@ -41,14 +42,28 @@ def send(
         if existing is not None:  # a resend: ack it again, start nothing
             return turns.TurnStart(existing, None, duplicate=True), None
         limits.check_reply_start(user_id=user.pk, sending=True)
-        replaced = "" if model else lifecycle.replace_retired_model(conversation=conversation)
-        if effort is not None:  # the model this message goes to must take it
+        policy = policies.policy_for(user)
+        if model:
+            info = catalogue.find_model(model)
+            policy.check_model(model, info.label if info else "")
+        replaced = (
+            ""
+            if model
+            else lifecycle.replace_retired_model(conversation=conversation, policy=policy)
+        )
+        if effort is not None:  # the policy must allow it, the model this message goes to take it
+            policy.check_effort(effort)
             lifecycle.check_effort(
                 model=catalogue.get_model(model or conversation.model), effort=effort
             )
-        searching = lifecycle.turn_web_search(conversation=conversation, requested=web_search)
+        searching = lifecycle.turn_web_search(
+            conversation=conversation, requested=web_search, policy=policy
+        )
         files = attachments.verified_for_send(
-            owner=user, ids=attachment_ids, kinds=(Attachment.Kind.IMAGE, Attachment.Kind.DOCUMENT)
+            owner=user,
+            ids=attachment_ids,
+            kinds=(Attachment.Kind.IMAGE, Attachment.Kind.DOCUMENT),
+            policy=policy,
         )
         started = turns.turn_start(
             conversation=conversation,
@@ -66,10 +81,12 @@ def send(
             reply_message_id=started.assistant_message.pk,
             conversation=conversation,
             reply=started.assistant_message,
-            effort=lifecycle.turn_effort(conversation=conversation, requested=effort),
+            effort=lifecycle.turn_effort(
+                conversation=conversation, requested=effort, policy=policy
+            ),
             web_search=searching,
         )
-        return started, _reserved(plan, replaced=replaced, user_id=user.pk)
+        return started, _reserved(plan, replaced=replaced, user_id=user.pk, policy=policy)
 
 
 def branch(
@@ -87,9 +104,11 @@ def branch(
         conversation = access.get_conversation_for_update(user, conversation_id)
         reply = None
         replaced = ""
+        policy = policies.UNRESTRICTED
         if kind != "switch":
             limits.check_reply_start(user_id=user.pk, sending=kind == "edit")
-            replaced = lifecycle.replace_retired_model(conversation=conversation)
+            policy = policies.policy_for(user)
+            replaced = lifecycle.replace_retired_model(conversation=conversation, policy=policy)
         if kind == "regenerate":
             reply = turns.regenerate_start(conversation=conversation)
             changed_parent = reply.parent_id
@@ -111,10 +130,10 @@ def branch(
         plan = planning.plan_turn(
             conversation_id=conversation_id,
             reply_message_id=reply.pk,
-            effort=lifecycle.turn_effort(conversation=conversation),
-            web_search=lifecycle.turn_web_search(conversation=conversation),
+            effort=lifecycle.turn_effort(conversation=conversation, policy=policy),
+            web_search=lifecycle.turn_web_search(conversation=conversation, policy=policy),
         )
-        return frame, _reserved(plan, replaced=replaced, user_id=user.pk)
+        return frame, _reserved(plan, replaced=replaced, user_id=user.pk, policy=policy)
 
 
 def _history_frame(conversation: Conversation, changed_parent: int | None) -> dict:
@@ -134,19 +153,22 @@ def continuation(*, user, conversation_id: int) -> planning.TurnPlan:
     with transaction.atomic():
         conversation = access.get_conversation_for_update(user, conversation_id)
         limits.check_reply_start(user_id=user.pk, sending=False)
-        replaced = lifecycle.replace_retired_model(conversation=conversation)
+        policy = policies.policy_for(user)
+        replaced = lifecycle.replace_retired_model(conversation=conversation, policy=policy)
         reply = turns.continue_start(conversation=conversation)
         plan = planning.plan_turn(
             conversation_id=conversation_id,
             reply_message_id=reply.pk,
             purpose=ApiCall.Purpose.CONTINUATION,
-            effort=lifecycle.turn_effort(conversation=conversation),
-            web_search=lifecycle.turn_web_search(conversation=conversation),
+            effort=lifecycle.turn_effort(conversation=conversation, policy=policy),
+            web_search=lifecycle.turn_web_search(conversation=conversation, policy=policy),
         )
-        return _reserved(plan, replaced=replaced, user_id=user.pk)
+        return _reserved(plan, replaced=replaced, user_id=user.pk, policy=policy)
 
 
-def _reserved(plan: planning.TurnPlan, *, replaced: str, user_id: int) -> planning.TurnPlan:
+def _reserved(
+    plan: planning.TurnPlan, *, replaced: str, user_id: int, policy: policies.Policy
+) -> planning.TurnPlan:
     """The plan with the retired model it replaced, if any, and its budget reservation."""
     fit_limit = int(catalogue.get_model(plan.model).context_window * context.FOLD_THRESHOLD)
     need = budgets.estimate(
@@ -157,7 +179,7 @@ def _reserved(plan: planning.TurnPlan, *, replaced: str, user_id: int) -> planni
     )
     plan.replaced_model = replaced
     plan.reservation_id = budgets.reserve(
-        user_id=user_id, conversation_id=plan.conversation_id, need=need
+        user_id=user_id, conversation_id=plan.conversation_id, need=need, policy=policy
     )
     return plan
 

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import limits
+from chat import limits, policies
 from chat.models import Attachment, Message
 from chat.uploads import storage
 from chat.uploads.errors import INVALID, NOT_FOUND, RATE_LIMITED, AttachmentError, invalid
@@ -66,16 +66,26 @@ def start_upload(*, owner, content_type: str, byte_size: int, name: str) -> tupl
     Returns the row and {"url": …, "fields": …}. The policy pins the bucket, the exact key, the
     exact Content-Type, a content-length-range of 1..the kind's limit (IMAGE_UPLOAD_MAX_BYTES,
     DOCUMENT_MAX_BYTES for a PDF, TEXT_DOCUMENT_MAX_BYTES for text) and an expiry of
-    PRESIGN_POST_EXPIRY_SECONDS. Raises AttachmentError (attachment_invalid, rate_limited,
-    storage_unavailable).
+    PRESIGN_POST_EXPIRY_SECONDS — the owner's policy may lower that limit and refuse
+    documents. Raises AttachmentError (attachment_invalid, rate_limited, storage_unavailable) or
+    policies.Forbidden (a document or a size the policy does not allow).
     """
     kind = kind_of(content_type)
-    limit = max_bytes(kind)
+    server_limit = max_bytes(kind)
     if isinstance(byte_size, bool) or not isinstance(byte_size, int) or byte_size < 1:
         raise invalid("byte_size must be the file's size in bytes.")
-    if byte_size > limit:
+    if byte_size > server_limit:
         raise invalid(
-            f"The {noun(kind)} is {size_text(byte_size)}; the limit is {size_text(limit)}."
+            f"The {noun(kind)} is {size_text(byte_size)}; the limit is {size_text(server_limit)}."
+        )
+    policy = policies.policy_for(owner)
+    if attachment_kind(kind) == Attachment.Kind.DOCUMENT:
+        policy.check_documents()
+    limit = policy.file_bytes(server_limit)
+    if byte_size > limit:
+        raise policies.Forbidden(
+            f"The {noun(kind)} is {size_text(byte_size)}; you may upload files of at most "
+            f"{size_text(limit)}."
         )
     try:
         limits.check_upload_start(user_id=owner.pk)
@@ -139,7 +149,9 @@ def _settle(attachment: Attachment, **outcome) -> None:
 
 def finish_upload(*, owner, attachment_id: int) -> Attachment:
     """Verifies the owner's pending upload; returns it verified, with size, sha256, and pixels
-    (an image) or pages and text layer (a PDF).
+    (an image) or pages and text layer (a PDF). The owner's policy is checked again (it may
+    have changed since the start): a document where none is allowed, or an upload larger than
+    the policy's limit, raises policies.Forbidden and the upload stays pending.
 
     Raises AttachmentError: not_found (missing or someone else's), attachment_invalid (already
     finished, or the file is refused: the row is then rejected with the reason and the object
@@ -154,6 +166,12 @@ def finish_upload(*, owner, attachment_id: int) -> Attachment:
     if not attachment.key.startswith(f"{UPLOAD_PREFIX}{owner.pk}/"):
         # Keys are made by start_upload; another shape is someone else's object: leave it.
         raise invalid("This upload does not belong to you.")
+    policy = policies.policy_for(owner)
+    if attachment.kind == Attachment.Kind.DOCUMENT:
+        policy.check_documents()
+    limit = policy.file_bytes(attachment.max_upload_bytes)
+    if attachment.byte_size > limit:
+        raise policies.Forbidden(f"You may upload files of at most {size_text(limit)}.")
     try:
         clean = verify_upload(attachment)
     except AttachmentError as exc:
@@ -246,7 +264,11 @@ def cleanup_orphan_uploads(*, now: datetime | None = None) -> int:
 
 
 def verified_for_send(
-    *, owner, ids: list, kinds: tuple[str, ...] = (Attachment.Kind.IMAGE,)
+    *,
+    owner,
+    ids: list,
+    kinds: tuple[str, ...] = (Attachment.Kind.IMAGE,),
+    policy: policies.Policy = policies.UNRESTRICTED,
 ) -> list[Attachment]:
     """The owner's verified, unsent attachments with these ids, in the order given.
 
@@ -254,7 +276,8 @@ def verified_for_send(
     AttachmentError("attachment_invalid", …) otherwise; someone else's id gets the same answer
     as a missing one. Inside a transaction the rows are locked until it ends. `kinds` is images
     alone unless the caller sends documents as well (Attachment.Kind.DOCUMENT): a caller that
-    makes image blocks of what it gets must never get a document.
+    makes image blocks of what it gets must never get a document. `policy` (the owner's) may
+    allow fewer files or no documents: policies.Forbidden.
     """
     if not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
         raise invalid("attachments must be a list of attachment ids.")
@@ -263,6 +286,7 @@ def verified_for_send(
     limit = settings.IMAGE_MAX_PER_MESSAGE
     if len(ids) > limit:
         raise invalid(f"At most {limit} files can be sent with one message.")
+    policy.check_file_count(len(ids))
     if not ids:
         return []
     queryset = Attachment.objects.filter(
@@ -280,6 +304,8 @@ def verified_for_send(
             "An attached file cannot be used: it is missing, not verified yet, or already "
             "sent. Attach it again."
         )
+    if any(a.kind == Attachment.Kind.DOCUMENT for a in found.values()):
+        policy.check_documents()
     return [found[i] for i in ids]
 
 

@@ -19,8 +19,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from chat import policies
 from chat.claude import catalogue
-from chat.conversations import access, lifecycle, preferences, search, tree
+from chat.conversations import access, lifecycle, search, tree
 from chat.models import Conversation, UserSettings
 from chat.replies import meters
 from chat.text import has_unstorable
@@ -73,11 +74,19 @@ def _list_context(request: HttpRequest, zone: zoneinfo.ZoneInfo) -> dict:
 def _page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
     prefs = user_prefs(request.user)
     zone = user_zone(prefs)
+    policy = policies.policy_for(request.user)
     page = tree.path_page(conversation, limit=MESSAGES_PER_PAGE) if conversation else None
-    # The first page writes to the user's default model until they pick another.
-    current_model = conversation.model if conversation else preferences.default_model(prefs)
+    # The pickers offer only what the user's policy allows.
+    models = [m for m in catalogue.all_models() if policy.allows_model(m.id)]
+    try:
+        next_model_id = lifecycle.allowed_default_model(prefs, policy)
+    except policies.Forbidden:
+        next_model_id = ""
+    # The first page writes to the user's (allowed) default model until they pick another.
+    current_model = conversation.model if conversation else next_model_id
     model = catalogue.find_model(current_model)
-    available = model is not None
+    available = model is not None and policy.allows_model(current_model)
+    search_allowed = policy.allows_web_search
     config = {
         "conversation_id": conversation.pk if conversation else None,
         # The first page creates its conversation here when its first message is sent.
@@ -88,16 +97,19 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
         ),
         "max_chars": settings.MESSAGE_MAX_CHARS,
         "meters": meters.conversation_meters(conversation) if conversation else None,
-        "models": [_model_config(m) for m in catalogue.all_models()],
+        "models": [_model_config(m, policy) for m in models],
         "thinking_effort": conversation.thinking_effort if conversation else "",
         "thinking_url": reverse("chat:thinking", args=[conversation.pk]) if conversation else None,
-        # The toggle shows only where the server allows search; left on from before, it is off.
-        "web_search_allowed": settings.CLAUDE_WEB_SEARCH,
-        "web_search": bool(conversation and conversation.web_search and settings.CLAUDE_WEB_SEARCH),
+        # The toggle shows only where the server and the user's policy allow search; left on
+        # from before, it is off.
+        "web_search_allowed": search_allowed,
+        "web_search": bool(conversation and conversation.web_search and search_allowed),
+        "documents_allowed": policy.documents,
         "web_search_url": (
             reverse("chat:web_search", args=[conversation.pk]) if conversation else None
         ),
-        # A retired id is not sent back with the next message: the server picks the default.
+        # A retired or no longer allowed id is not sent back with the next message: the page
+        # sends the model its picker shows, an allowed one.
         "model": current_model if available else None,
         "messages": page.messages if page else [],
         "has_more": page.has_more if page else False,
@@ -116,27 +128,26 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
                 "model": model,
                 "current_model": current_model,
                 "model_unavailable": bool(conversation) and not available,
-                "next_model": (
-                    catalogue.find_model(preferences.default_model(prefs))
-                    if not available
-                    else None
-                ),
-                "models": catalogue.all_models(),
+                # Listed, but the user's policy does not allow it (else it was retired).
+                "model_allowed_elsewhere": model is not None and not available,
+                "next_model": catalogue.find_model(next_model_id) if not available else None,
+                "models": models,
                 "chat_config": config,
-                "web_search_allowed": settings.CLAUDE_WEB_SEARCH,
+                "web_search_allowed": search_allowed,
+                "documents_allowed": policy.documents,
                 "undo_conversation": undo,
                 "theme": prefs.theme if prefs else UserSettings.Theme.SYSTEM,
             },
         )
 
 
-def _model_config(model: catalogue.ModelInfo) -> dict:
-    """What the page's pickers need of a model: its thinking efforts, and whether thinking is
-    always on (then blank means the model's default effort, not off)."""
+def _model_config(model: catalogue.ModelInfo, policy: policies.Policy) -> dict:
+    """What the page's pickers need of a model: its thinking efforts the user's policy allows,
+    and whether thinking is always on (then blank means the model's default effort, not off)."""
     return {
         "id": model.id,
         "label": model.label,
-        "efforts": list(catalogue.efforts_of(model)),
+        "efforts": policy.allowed_efforts(catalogue.efforts_of(model)),
         "always_thinks": model.thinking == "always",
         "default_effort": model.default_effort,
     }
@@ -225,7 +236,7 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
             )
         except catalogue.UnknownModel:
             error = "Unknown model"
-        except (lifecycle.EffortNotTaken, lifecycle.WebSearchOff) as exc:
+        except (lifecycle.EffortNotTaken, lifecycle.WebSearchOff, policies.Forbidden) as exc:
             error, status = exc.message, (403 if exc.code == "forbidden" else 400)
     if error:
         if wants_json(request):
@@ -318,20 +329,25 @@ def conversation_thinking(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = access.get_conversation(request.user, pk)
     effort = request.POST.get("effort", "")
     model = request.POST.get("model") or None
-    error = ""
+    error, status = "", 400
     if effort and effort not in catalogue.EFFORT_LEVELS:
         error = f"effort is blank or one of {', '.join(catalogue.EFFORT_LEVELS)}"
     else:
         try:
             lifecycle.conversation_set_thinking(
-                conversation=conversation, effort=effort, model=model
+                conversation=conversation,
+                effort=effort,
+                model=model,
+                policy=policies.policy_for(request.user),
             )
         except catalogue.UnknownModel:
             error = "Unknown model"
         except lifecycle.EffortNotTaken as exc:
             error = exc.message
+        except policies.Forbidden as exc:
+            error, status = exc.message, 403
     if error:
-        return JsonResponse({"error": error}, status=400)
+        return JsonResponse({"error": error}, status=status)
     to = reverse("chat:conversation", args=[pk])
     return _done(request, conversation, {"thinking_effort": conversation.thinking_effort}, to)
 
@@ -344,14 +360,17 @@ def _flag(request: HttpRequest, name: str) -> bool | None:
 @require_POST
 @login_required
 def conversation_web_search(request: HttpRequest, pk: int) -> HttpResponse:
-    """The owner's web search toggle (`enabled`: 1 or 0); 403 where the server allows none."""
+    """The owner's web search toggle (`enabled`: 1 or 0); 403 where the server or the owner's
+    policy allows none."""
     conversation = access.get_conversation(request.user, pk)
     enabled = _flag(request, "enabled")
     if enabled is None:
         return JsonResponse({"error": "enabled is 1 or 0"}, status=400)
     try:
-        lifecycle.conversation_set_web_search(conversation=conversation, enabled=enabled)
-    except lifecycle.WebSearchOff as exc:
+        lifecycle.conversation_set_web_search(
+            conversation=conversation, enabled=enabled, policy=policies.policy_for(request.user)
+        )
+    except (lifecycle.WebSearchOff, policies.Forbidden) as exc:
         return JsonResponse({"error": exc.message}, status=403)
     to = reverse("chat:conversation", args=[pk])
     return _done(request, conversation, {"web_search": conversation.web_search}, to)

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from chat import policies
 from chat.claude import catalogue
 from chat.conversations import preferences
 from chat.models import UserSettings
@@ -30,10 +31,11 @@ class SettingsForm(forms.Form):
     time_zone = forms.CharField(label="Time zone", max_length=64, initial="UTC")
     theme = forms.ChoiceField(label="Theme", choices=UserSettings.Theme.choices)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, policy: policies.Policy = policies.UNRESTRICTED, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # Only the models the user's group policy allows.
         self.fields["default_model"].choices = [("", "Site default")] + [
-            (m.id, m.label) for m in catalogue.all_models()
+            (m.id, m.label) for m in catalogue.all_models() if policy.allows_model(m.id)
         ]
         for name, field in self.fields.items():
             field.widget.attrs["data-testid"] = f"settings-{name}"
@@ -54,20 +56,22 @@ class SettingsForm(forms.Form):
 @login_required
 def settings_page(request: HttpRequest) -> HttpResponse:
     prefs = UserSettings.objects.select_related("system_prompt").filter(user=request.user).first()
+    policy = policies.policy_for(request.user)
     if request.method == "POST":
-        form = SettingsForm(request.POST)
+        form = SettingsForm(request.POST, policy=policy)
         if form.is_valid():
             prefs = preferences.settings_save(user=request.user, **form.cleaned_data)
             flash.success(request, "Settings saved.")
             return redirect("chat:settings")
     else:
         form = SettingsForm(
+            policy=policy,
             initial={
                 "default_model": prefs.default_model if prefs else "",
                 "system_prompt": prefs.system_prompt.text if prefs and prefs.system_prompt else "",
                 "time_zone": prefs.time_zone if prefs else "UTC",
                 "theme": prefs.theme if prefs else UserSettings.Theme.SYSTEM,
-            }
+            },
         )
     context = {
         "form": form,

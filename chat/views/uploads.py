@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from chat import policies
 from chat.models import Attachment
 from chat.uploads import attachments, documents, errors, images, storage
 from chat.uploads.errors import AttachmentError
@@ -71,16 +72,20 @@ def attachment_dict(attachment: Attachment) -> dict:
 @require_GET
 @json_login_required
 def limits(request: HttpRequest) -> JsonResponse:
+    """The server's limits as the user's policy narrows them (chat/policies.py)."""
+    policy = policies.policy_for(request.user)
     return JsonResponse(
         {
             "content_types": list(images.KINDS),
-            "max_bytes": settings.IMAGE_UPLOAD_MAX_BYTES,
+            "max_bytes": policy.file_bytes(settings.IMAGE_UPLOAD_MAX_BYTES),
             "browser_long_edge_px": settings.IMAGE_BROWSER_LONG_EDGE_PX,
-            "max_per_message": settings.IMAGE_MAX_PER_MESSAGE,
-            # Apart from content_types, which the page's picker filters images with.
-            "document_types": list(documents.KINDS),
-            "document_max_bytes": settings.DOCUMENT_MAX_BYTES,
-            "text_document_max_bytes": settings.TEXT_DOCUMENT_MAX_BYTES,
+            "max_per_message": policy.files_per_message(),
+            "documents_allowed": policy.documents,
+            # Apart from content_types, which the page's picker filters images with; empty
+            # where the policy allows no documents.
+            "document_types": list(documents.KINDS) if policy.documents else [],
+            "document_max_bytes": policy.file_bytes(settings.DOCUMENT_MAX_BYTES),
+            "text_document_max_bytes": policy.file_bytes(settings.TEXT_DOCUMENT_MAX_BYTES),
             "document_max_pages": settings.DOCUMENT_MAX_PAGES,
         }
     )
@@ -104,6 +109,8 @@ def start(request: HttpRequest) -> JsonResponse:
         )
     except AttachmentError as exc:
         return _from_error(exc)
+    except policies.Forbidden as exc:
+        return error_response(exc.code, exc.message, 403)
     return JsonResponse(
         {
             "id": attachment.pk,
@@ -122,6 +129,8 @@ def finish(request: HttpRequest, pk: int) -> JsonResponse:
         attachment = attachments.finish_upload(owner=request.user, attachment_id=pk)
     except AttachmentError as exc:
         return _from_error(exc)
+    except policies.Forbidden as exc:
+        return error_response(exc.code, exc.message, 403)
     return JsonResponse(attachment_dict(attachment))
 
 

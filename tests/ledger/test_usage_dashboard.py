@@ -522,10 +522,10 @@ def test_pages_run_a_constant_number_of_queries(admin_client, settings, name):
 def test_the_dashboard_query_count(admin_client, settings):
     settings.USER_MONTHLY_TOKEN_BUDGET = 50
     seed(1000, users=50)
-    # session, user; the rollup; per user and their names; budgets, month usage and the names
-    # of the flagged users; the ratings of replies
-    assert count_queries(admin_client, reverse(DASHBOARD)) == 9
-    assert count_queries(admin_client, reverse(DASHBOARD), {"users_sort": "user"}) == 8
+    # session, user; the rollup; per user and their names; budgets, month usage, the group
+    # policies and the names of the flagged users; the ratings of replies
+    assert count_queries(admin_client, reverse(DASHBOARD)) == 10
+    assert count_queries(admin_client, reverse(DASHBOARD), {"users_sort": "user"}) == 9
 
 
 def test_the_export_runs_a_constant_number_of_queries(admin_client):
@@ -660,7 +660,7 @@ def test_budget_percent(settings, django_assert_num_queries, alice, bob, staff, 
     UserBudget.objects.create(user=bob, daily_cost=Decimal("0.0100"))
     record(bob, SONNET, now, cost="0.015")  # 150 % of the daily cost
     UserBudget.objects.create(user=superuser, monthly_tokens=0)  # own 0: no monthly limit
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):  # budgets, group policies, usage
         percents = usage.budget_percent([alice, bob.pk, staff, superuser], now=now)
     assert percents == {alice.pk: 80, bob.pk: 150, staff.pk: 0, superuser.pk: 0}
 

@@ -502,6 +502,7 @@ def test_limits_and_the_page_policy(client, alice):
         "max_bytes": settings.IMAGE_UPLOAD_MAX_BYTES,
         "browser_long_edge_px": settings.IMAGE_BROWSER_LONG_EDGE_PX,
         "max_per_message": settings.IMAGE_MAX_PER_MESSAGE,
+        "documents_allowed": True,
         "document_types": ["application/pdf", "text/plain", "text/markdown"],
         "document_max_bytes": settings.DOCUMENT_MAX_BYTES,
         "text_document_max_bytes": settings.TEXT_DOCUMENT_MAX_BYTES,
