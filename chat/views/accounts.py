@@ -41,6 +41,9 @@ def client_address(request: HttpRequest) -> str | None:
 
 def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
     """The login page again, saying why no password is checked now (HTTP 429)."""
+    if credentials is None and isinstance(original_response, dict):
+        # axes' async middleware (the path under Daphne) passes the credentials second.
+        credentials = original_response
     minutes = settings.LOGIN_COOLOFF_MINUTES
     if minutes:
         wait = f"Try again in {minutes} minute{'s' if minutes != 1 else ''}"

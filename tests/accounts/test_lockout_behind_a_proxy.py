@@ -18,8 +18,8 @@ LIMIT = 5
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def log_in(url: str, username: str, password: str, *, forwarded_for: str) -> int:
-    """POST the login form as a browser behind a proxy would; the HTTP status."""
+def log_in(url: str, username: str, password: str, *, forwarded_for: str) -> tuple[int, str]:
+    """POST the login form as a browser behind a proxy would; the HTTP status and the page."""
     host = urlsplit(url).netloc
     conn = http.client.HTTPConnection(host, timeout=10)
     conn.request("GET", "/login/", headers={"X-Forwarded-For": forwarded_for})
@@ -38,9 +38,9 @@ def log_in(url: str, username: str, password: str, *, forwarded_for: str) -> int
         },
     )
     response = conn.getresponse()
-    response.read()
+    page = response.read().decode()
     conn.close()
-    return response.status
+    return response.status, page
 
 
 def test_failures_count_against_the_forwarded_address_under_daphne(app_factory):
@@ -48,11 +48,12 @@ def test_failures_count_against_the_forwarded_address_under_daphne(app_factory):
     app.daphne_args = ("--proxy-headers",)
     app.start()
     for name in ["amy", "ben", "cat", "dan"]:
-        assert log_in(app.url, name, "wrong", forwarded_for="203.0.113.5") == 200
-    assert log_in(app.url, "eve", "wrong", forwarded_for="203.0.113.5") == 429
+        assert log_in(app.url, name, "wrong", forwarded_for="203.0.113.5")[0] == 200
+    status, page = log_in(app.url, "eve", "wrong", forwarded_for="203.0.113.5")
+    assert status == 429 and "Too many failed logins" in page and 'value="eve"' in page
     # Every request came from 127.0.0.1: only the forwarded address tells these two apart.
-    assert log_in(app.url, "fay", "fay-password-123", forwarded_for="203.0.113.5") == 429
-    assert log_in(app.url, "fay", "fay-password-123", forwarded_for="203.0.113.6") == 302
+    assert log_in(app.url, "fay", "fay-password-123", forwarded_for="203.0.113.5")[0] == 429
+    assert log_in(app.url, "fay", "fay-password-123", forwarded_for="203.0.113.6")[0] == 302
 
 
 def test_the_demo_proxy_overwrites_the_forwarded_address():
