@@ -3,6 +3,34 @@
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+from django.utils import timezone
+
+
+def map_existing_sessions(apps, schema_editor):
+    """Sessions logged in before the map existed: read each one's user once, here."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    Session = apps.get_model("sessions", "Session")
+    UserSession = apps.get_model("chat", "UserSession")
+    User = apps.get_model(*settings.AUTH_USER_MODEL.split("."))
+    store = SessionStore()
+    live = Session.objects.filter(expire_date__gt=timezone.now())
+    batch = []
+    for key, data in live.values_list("session_key", "session_data").iterator(chunk_size=2000):
+        user_id = store.decode(data).get("_auth_user_id")
+        if user_id is not None:
+            batch.append((key, user_id))
+    known = set(
+        User.objects.filter(pk__in={user_id for _, user_id in batch}).values_list("pk", flat=True)
+    )
+    UserSession.objects.bulk_create(
+        [
+            UserSession(session_id=key, user_id=int(user_id))
+            for key, user_id in batch
+            if int(user_id) in known
+        ],
+        batch_size=2000,
+    )
 
 
 class Migration(migrations.Migration):
@@ -22,4 +50,5 @@ class Migration(migrations.Migration):
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='login_sessions', to=settings.AUTH_USER_MODEL)),
             ],
         ),
+        migrations.RunPython(map_existing_sessions, migrations.RunPython.noop),
     ]
