@@ -10,9 +10,9 @@ session, for a logout whose session Django itself deletes.
 Finding a user's sessions: the database session backend keeps the user inside the signed session
 data, so a lookup by user would decode every row. `UserSession` maps each session key to its user:
 written at login (`record_login`, on `user_logged_in`), deleted with its session (a cascade).
-A session made without a login (a key cycled by another page, a session written by hand) is not
-in the map; it still cannot be used once its user is inactive or its password changed: Django
-checks both on every request, and a socket checks its session at every frame (`session_is_live`).
+A session made without a login (written by hand) is not in the map; it still cannot be used
+once its user is inactive or its password changed: Django checks both on every request, and a
+socket checks its session at every frame (`session_is_live`).
 
 Sockets: every chat socket joins its user's group, `user.<id>` (`user_group`). Ending sessions
 sends that group one `session.end` message once the transaction commits; a socket closes (code

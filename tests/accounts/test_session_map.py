@@ -57,3 +57,22 @@ def test_a_deleted_session_takes_its_map_row_with_it(alice, client):
     assert UserSession.objects.filter(session_id=key, user=alice).exists()
     Session.objects.filter(session_key=key).delete()  # as clearsessions does
     assert not UserSession.objects.filter(session_id=key).exists()
+
+
+def test_the_admins_own_password_page_keeps_its_session_mapped(superuser, client):
+    other = type(client)()
+    other.force_login(superuser)
+    client.force_login(superuser)
+    response = client.post(
+        "/admin/password_change/",
+        {
+            "old_password": "root-password-123",
+            "new_password1": "a-new-long-passphrase",
+            "new_password2": "a-new-long-passphrase",
+        },
+    )
+    assert response.status_code == 302
+    key = client.cookies["sessionid"].value
+    assert UserSession.objects.filter(session_id=key, user=superuser).exists()
+    assert not Session.objects.filter(session_key=other.cookies["sessionid"].value).exists()
+    assert client.get("/admin/").status_code == 200
