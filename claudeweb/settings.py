@@ -178,9 +178,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 
 # --- Login throttling (django-axes) -----------------------------------------------------------
-# After LOGIN_FAILURE_LIMIT failed logins a username is locked (whatever the address tried
-# from), and so is an address (whatever the usernames tried from it), for LOGIN_COOLOFF_MINUTES
-# (0: until an admin unlocks it). A successful login before the limit clears the failures
+# The LOGIN_FAILURE_LIMIT-th failed login locks its username (whatever the address tried from)
+# and its address (whatever the usernames tried from it) for LOGIN_COOLOFF_MINUTES (0: until an
+# admin unlocks it). A successful login before the limit clears the failures
 # counted against its username and its address. The address is REMOTE_ADDR: behind a proxy,
 # Daphne's --proxy-headers sets it from X-Forwarded-For, which the proxy must overwrite
 # (docs/deploy.md).
