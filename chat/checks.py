@@ -255,9 +255,9 @@ LOCKOUT_PARAMETERS = {"username", "ip_address", "user_agent"}
 def check_login_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
     errors = []
     if settings.LOGIN_FAILURE_LIMIT < 1:
-        errors.append(Error("LOGIN_FAILURE_LIMIT must be at least 1.", id="claudeweb.E030"))
+        errors.append(Error("LOGIN_FAILURE_LIMIT must be at least 1.", id="claudeweb.E040"))
     if settings.LOGIN_COOLOFF_MINUTES < 0:
-        errors.append(Error("LOGIN_COOLOFF_MINUTES must be 0 or more.", id="claudeweb.E031"))
+        errors.append(Error("LOGIN_COOLOFF_MINUTES must be 0 or more.", id="claudeweb.E041"))
     named = {
         name
         for item in settings.LOGIN_LOCKOUT_BY
@@ -269,9 +269,9 @@ def check_login_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
                 f"LOGIN_LOCKOUT_BY names {sorted(named - LOCKOUT_PARAMETERS) or 'nothing'}.",
                 hint="A comma-separated list of username, ip_address, user_agent, or pairs "
                 "joined with + (username+ip_address).",
-                id="claudeweb.E032",
+                id="claudeweb.E042",
             )
         )
     if settings.SESSION_COOKIE_AGE < 60:
-        errors.append(Error("SESSION_COOKIE_AGE must be at least 60 seconds.", id="claudeweb.E033"))
+        errors.append(Error("SESSION_COOKIE_AGE must be at least 60 seconds.", id="claudeweb.E043"))
     return errors

@@ -196,8 +196,8 @@ AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES) if LOGIN_COOLOFF_MINUTES else None
 AXES_LOCKOUT_PARAMETERS = LOGIN_LOCKOUT_BY
 AXES_RESET_ON_SUCCESS = envbool("LOGIN_RESET_ON_SUCCESS", True)
-AXES_LOCKOUT_CALLABLE = "chat.views.accounts.locked_out"
-AXES_CLIENT_IP_CALLABLE = "chat.views.accounts.client_address"
+AXES_LOCKOUT_CALLABLE = "chat.views.passwords.locked_out"
+AXES_CLIENT_IP_CALLABLE = "chat.views.passwords.client_address"
 AXES_VERBOSE = False
 
 # --- Sessions ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from chat.views import accounts
+from chat.views import passwords
 from claudeweb import health
 
 reset_views = {
@@ -29,7 +29,7 @@ urlpatterns = [
     path(settings.ADMIN_URL_PREFIX, admin.site.urls),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password/", accounts.PasswordChangeView.as_view(), name="password_change"),
+    path("password/", passwords.PasswordChangeView.as_view(), name="password_change"),
     path("password/reset/", reset_views["request"], name="password_reset"),
     path("password/reset/sent/", reset_views["sent"], name="password_reset_done"),
     path(

@@ -148,4 +148,4 @@ def test_bad_login_settings_are_reported(settings):
     assert check_login_settings() == []
     settings.LOGIN_FAILURE_LIMIT = 0
     settings.LOGIN_LOCKOUT_BY = ["username", ["ip_address", "email"]]
-    assert {error.id for error in check_login_settings()} == {"claudeweb.E030", "claudeweb.E032"}
+    assert {error.id for error in check_login_settings()} == {"claudeweb.E040", "claudeweb.E042"}
