@@ -7,3 +7,4 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from chat import checks  # noqa: F401  (registers the system checks)
+        from chat.accounts import signals  # noqa: F401  (ends sessions: logout, deactivation)

@@ -298,3 +298,32 @@ def check_sso_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+LOCKOUT_PARAMETERS = {"username", "ip_address", "user_agent"}
+
+
+@register(Tags.security)
+def check_login_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
+    errors = []
+    if settings.LOGIN_FAILURE_LIMIT < 1:
+        errors.append(Error("LOGIN_FAILURE_LIMIT must be at least 1.", id="claudeweb.E040"))
+    if settings.LOGIN_COOLOFF_MINUTES < 0:
+        errors.append(Error("LOGIN_COOLOFF_MINUTES must be 0 or more.", id="claudeweb.E041"))
+    named = {
+        name
+        for item in settings.LOGIN_LOCKOUT_BY
+        for name in ([item] if isinstance(item, str) else item)
+    }
+    if not settings.LOGIN_LOCKOUT_BY or not named <= LOCKOUT_PARAMETERS:
+        errors.append(
+            Error(
+                f"LOGIN_LOCKOUT_BY names {sorted(named - LOCKOUT_PARAMETERS) or 'nothing'}.",
+                hint="A comma-separated list of username, ip_address, user_agent, or pairs "
+                "joined with + (username+ip_address).",
+                id="claudeweb.E042",
+            )
+        )
+    if settings.SESSION_COOKIE_AGE < 60:
+        errors.append(Error("SESSION_COOKIE_AGE must be at least 60 seconds.", id="claudeweb.E043"))
+    return errors

@@ -510,3 +510,21 @@ class GroupPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"Policy of {self.group}"
+
+
+class UserSession(models.Model):
+    """Which user a session belongs to: written at login, gone with its session.
+
+    The database session backend stores the user inside the signed session data, so finding a
+    user's sessions would mean decoding every row. This map answers it with one indexed query
+    (chat/accounts/sessions.py). Deleting a session deletes its row (the cascade).
+    """
+
+    session = models.OneToOneField("sessions.Session", on_delete=models.CASCADE, primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="login_sessions"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"session of user {self.user_id}"

@@ -12,9 +12,10 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 
+from chat.accounts import sessions
 from chat.ledger.dashboard import dashboard_view
 from chat.views.accounts import password_login_refused
 
@@ -40,3 +41,11 @@ class AdminSite(admin.AdminSite):
             return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
         next_url = request.GET.get("next") or reverse("admin:index", current_app=self.name)
         return HttpResponseRedirect(f"{reverse('login')}?{urlencode({'next': next_url})}")
+
+    def password_change(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        # As the site's own page: the new password ended every session of the user, and Django
+        # gave this one a new key, recorded here so that it can be ended in turn.
+        response = super().password_change(request, extra_context)
+        if request.method == "POST" and response.status_code == 302:
+            sessions.record_login(user=request.user, session_key=request.session.session_key)
+        return response

@@ -6,6 +6,7 @@ rules (an API key is needed when no base URL is set, …) are Django system chec
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -81,6 +82,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "chat",
 ]
 
@@ -97,6 +99,8 @@ MIDDLEWARE = [
     # Re-checks a single sign-on session with the provider once its ID token has expired
     # (does nothing when SSO is off or for password sessions).
     "chat.accounts.middleware.SsoSessionRefresh",
+    # Last, as django-axes asks: it turns a lockout into the login page's answer.
+    "axes.middleware.AxesMiddleware",
 ]
 if DEBUG:
     # Static files from the finders are served uncompressed: gzip them (see the middleware).
@@ -170,7 +174,10 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
+# django-axes first: it refuses a locked-out login before the password is checked. It counts
+# single sign-on too: an address locked out cannot finish a sign-in at the provider either.
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "chat.accounts.backend.SsoBackend",
 ]
@@ -197,6 +204,37 @@ OIDC_USE_PKCE = True
 OIDC_STORE_ID_TOKEN = True
 OIDC_CREATE_USER = True
 LOGIN_REDIRECT_URL_FAILURE = "login"
+
+# --- Login throttling (django-axes) -----------------------------------------------------------
+# The LOGIN_FAILURE_LIMIT-th failed login locks its username (whatever the address tried from)
+# and its address (whatever the usernames tried from it) for LOGIN_COOLOFF_MINUTES (0: until an
+# admin unlocks it). A successful login before the limit clears the failures
+# counted against its username and its address. The address is REMOTE_ADDR: behind a proxy,
+# Daphne's --proxy-headers sets it from X-Forwarded-For, which the proxy must overwrite
+# (docs/deploy.md).
+LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_COOLOFF_MINUTES = envint("LOGIN_COOLOFF_MINUTES", 15)
+# "username,ip_address": each on its own; "username+ip_address": only that pair together.
+LOGIN_LOCKOUT_BY = [
+    item.split("+") if "+" in item else item
+    for item in envlist("LOGIN_LOCKOUT_BY", "username,ip_address")
+]
+AXES_ENABLED = envbool("LOGIN_THROTTLING", True)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES) if LOGIN_COOLOFF_MINUTES else None
+AXES_LOCKOUT_PARAMETERS = LOGIN_LOCKOUT_BY
+AXES_RESET_ON_SUCCESS = envbool("LOGIN_RESET_ON_SUCCESS", True)
+AXES_LOCKOUT_CALLABLE = "chat.views.passwords.locked_out"
+AXES_CLIENT_IP_CALLABLE = "chat.views.passwords.client_address"
+AXES_VERBOSE = False
+
+# --- Sessions ---------------------------------------------------------------------------------
+# In the database (Django's default backend), each mapped to its user at login so they can be
+# ended at once (chat/accounts/sessions.py). SESSION_COOKIE_AGE is the most a session lives;
+# with SESSION_SAVE_EVERY_REQUEST it is counted from the last request instead (an idle timeout).
+SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 14 * 24 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = envbool("SESSION_EXPIRE_AT_BROWSER_CLOSE", False)
+SESSION_SAVE_EVERY_REQUEST = envbool("SESSION_SAVE_EVERY_REQUEST", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -333,15 +371,22 @@ CLAUDE_REQUEST_MAX_BYTES = envint("CLAUDE_REQUEST_MAX_BYTES", 32 * 1024 * 1024)
 # Attachments uploaded but never sent are removed after this many hours (cleanup command).
 ATTACHMENT_UNSENT_TTL_HOURS = envint("ATTACHMENT_UNSENT_TTL_HOURS", 24)
 
-# Budget alerts are mailed to DJANGO_ADMINS (comma-separated addresses) when EMAIL_HOST is set.
+# Mail: password reset links, and budget alerts to DJANGO_ADMINS (comma-separated addresses).
+# Without EMAIL_HOST mail is written to the console (the process's output), not sent.
 EMAIL_HOST = env("EMAIL_HOST", "")
 ADMINS = [("", email) for email in envlist("DJANGO_ADMINS", "")] if EMAIL_HOST else []
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "claudeweb@localhost")
 if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     EMAIL_PORT = envint("EMAIL_PORT", 587)
     EMAIL_HOST_USER = env("EMAIL_HOST_USER")
     EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
     EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
-    SERVER_EMAIL = env("SERVER_EMAIL", "claudeweb@localhost")
+    SERVER_EMAIL = env("SERVER_EMAIL") or DEFAULT_FROM_EMAIL
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# A password reset link works once, for this many seconds.
+PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_TIMEOUT", 3 * 3600)
 
 # --- Abuse limits (per user) ------------------------------------------------------------------
 RATE_SENDS_PER_MINUTE = envint("RATE_SENDS_PER_MINUTE", 20)
@@ -362,5 +407,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # django-axes logs every login at INFO; lockouts are WARNING.
+        "axes": {"level": "WARNING"},
+    },
 }

@@ -124,7 +124,8 @@ start_daphnes() {
 	local i port
 	for ((i = 1; i <= PROD_WORKERS; i++)); do
 		port="$(free_port)"
-		# --proxy-headers: the client address comes from nginx's X-Forwarded-For.
+		# --proxy-headers: the client address comes from X-Forwarded-For, which nginx sets to the
+		# address it saw (never appends to a client's own: Daphne takes the first entry).
 		spawn "$PROD_DIR/daphne-$i.log" "$BIN/python" -m claudeweb.server -b 127.0.0.1 \
 			-p "$port" --proxy-headers claudeweb.asgi:application
 		echo "$SPAWNED" >"$PROD_DIR/daphne-$i.pid"
@@ -189,7 +190,7 @@ $servers        keepalive 32;
             proxy_set_header Upgrade \$http_upgrade;
             proxy_set_header Connection \$connection_upgrade;
             proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-For \$remote_addr;
             proxy_set_header X-Forwarded-Proto \$scheme;
             # A socket may stay quiet for long: Daphne pings every 20 s, so an hour only
             # bounds a socket whose client vanished without closing.
@@ -215,7 +216,7 @@ $servers        keepalive 32;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-For \$remote_addr;
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_read_timeout 60s;
             add_header X-Upstream \$upstream_addr always;

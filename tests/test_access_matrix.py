@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from asgiref.sync import sync_to_async
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
@@ -140,8 +141,13 @@ EXPECTED: dict[str, dict] = {
     # probes: anyone, logged in or not (the services the suite runs are all up)
     "healthz": row("get", 200, 200, 200, 200, 200, 200),
     "readyz": row("get", 200, 200, 200, 200, 200, 200),
-    # logging in and out
+    # logging in and out; passwords (a reset link works without a login: its token is the key)
     "login/": row("get", 200, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
+    "password/": row("get", LOGIN, 200, 200, 200, 200, 200),
+    "password/reset/": row("get", 200, 200, 200, 200, 200, 200),
+    "password/reset/sent/": row("get", 200, 200, 200, 200, 200, 200),
+    "password/reset/<uidb64>/<token>/": row("get", 200, 200, 200, 200, 200, 200),
+    "password/reset/done/": row("get", 200, 200, 200, 200, 200, 200),
     "logout/": row("post", LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, LOGIN),
     # single sign-on: absent while OIDC_ISSUER is unset, as here (with it set: tests/sso/)
     "oidc/authenticate/": row("get", 404, 404, 404, 404, 404, 404),
@@ -156,7 +162,7 @@ EXPECTED: dict[str, dict] = {
     "admin/autocomplete/": admin_row(403, 403, 403),
     "admin/jsi18n/": admin_row(200, 200, 200),
     "admin/r/<path:content_type_id>/<path:object_id>/": admin_row(404, 404, 404),
-    "admin/^(?P<app_label>chat|auth)/$": admin_row(404, 200, 200),
+    "admin/^(?P<app_label>auth|axes|chat)/$": admin_row(404, 200, 200),
     "admin/(?P<url>.*)$": admin_row(404, 404, 404),
     "admin/usage/": admin_row(403, 200, 200),
     "admin/chat/apicall/export/": admin_row(403, 200, 200),
@@ -170,6 +176,10 @@ EXPECTED: dict[str, dict] = {
     **model_admin("chat/userbudget", viewer_sees=True, addable=True, changeable=True),
     **model_admin("chat/attachment", viewer_sees=True, addable=False, changeable=True),
     **model_admin("chat/feedback", viewer_sees=True, addable=False, changeable=False),
+    # login throttling (django-axes): deleting an attempt unlocks its username and address
+    **model_admin("axes/accessattempt", viewer_sees=False, addable=False, changeable=True),
+    **model_admin("axes/accesslog", viewer_sees=False, addable=False, changeable=True),
+    **model_admin("axes/accessfailurelog", viewer_sees=False, addable=False, changeable=True),
 }
 
 
@@ -230,6 +240,10 @@ def world(alice, bob, staff, superuser):
         content=[{"type": "text", "text": "hello"}],
     )
     rating = Feedback.objects.create(user=alice, message=reply, rating=Feedback.Rating.UP)
+    seen = {"username": "alice", "ip_address": "203.0.113.7", "user_agent": "x", "path_info": "/"}
+    attempt = AccessAttempt.objects.create(**seen, failures_since_start=1)
+    access = AccessLog.objects.create(**seen)
+    failure = AccessFailureLog.objects.create(**seen)
     objects = {
         "auth/user": alice.pk,
         "auth/group": group.pk,
@@ -240,6 +254,9 @@ def world(alice, bob, staff, superuser):
         "chat/userbudget": budget.pk,
         "chat/attachment": attachment.pk,
         "chat/feedback": rating.pk,
+        "axes/accessattempt": attempt.pk,
+        "axes/accesslog": access.pk,
+        "axes/accessfailurelog": failure.pk,
     }
     users = {
         "anon": None,
@@ -270,10 +287,12 @@ def concrete_url(pattern: str, world: dict) -> str:
         return "/" + url.replace("<int:message_id>", str(world["objects"]["chat/message"]))
     if pattern == "admin/r/<path:content_type_id>/<path:object_id>/":
         return f"/admin/r/{world['ct']}/{world['conversation'].pk}/"
-    if pattern == "admin/^(?P<app_label>chat|auth)/$":
+    if pattern == "admin/^(?P<app_label>auth|axes|chat)/$":
         return "/admin/chat/"
     if pattern == "admin/(?P<url>.*)$":
         return "/admin/no-such-page/"
+    if pattern == "password/reset/<uidb64>/<token>/":
+        return "/password/reset/MQ/not-a-token/"  # a link that does not work: still a page
     if pattern == "admin/auth/user/<id>/password/":
         return f"/admin/auth/user/{world['objects']['auth/user']}/password/"
     match = re.match(r"admin/(\w+/\w+)/<path:object_id>/(.*)$", pattern)

@@ -33,7 +33,14 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "chat.conversations": ("chat.claude", *BASE),
     "chat.uploads": BASE,
     "chat.accounts": BASE,
-    "chat.replies": ("chat.claude", "chat.ledger", "chat.conversations", "chat.uploads", *BASE),
+    "chat.replies": (
+        "chat.claude",
+        "chat.ledger",
+        "chat.conversations",
+        "chat.uploads",
+        "chat.accounts",
+        *BASE,
+    ),
     # The top layer.
     "chat.views": ANYTHING,
     "chat.admin": ANYTHING,

@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
+from chat.accounts import sessions
 from chat.conversations import tree
 from chat.errors import UserFacingError
 from chat.models import Message
@@ -23,6 +24,7 @@ from chat.replies.tab_feed import TabFeed
 
 log = logging.getLogger(__name__)
 
+# No login, or the session ended (logout, deactivation, password change, expiry).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 
@@ -44,16 +46,26 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.joined = True
+        self.session_key = self.scope["session"].session_key
+        self.user_group = sessions.user_group(self.user.pk)
         self.feed = TabFeed(self._send_frame, database_sync_to_async(self._saved_message))
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # Sessions ended between the handshake's login and joining the user's group.
+        if not await self._session_is_live():
+            await self._end(reason="session_ended")
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
             self.feed.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not getattr(self, "joined", False):
+        if not getattr(self, "joined", False) or getattr(self, "ended", False):
+            return
+        if not await self._session_is_live():  # expired, deleted, or its user deactivated
+            await self._end(reason="session_ended")
             return
         try:
             frame = frames.parse(text_data)
@@ -188,6 +200,25 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
 
     async def chat_replay(self, event: dict) -> None:
         await self.feed.replay_remote(event["message_id"], event["frames"])
+
+    async def session_end(self, event: dict) -> None:
+        if sessions.socket_must_close(event, self.session_key):
+            await self._end(reason=event.get("reason", "session_ended"))
+
+    # --- the session --------------------------------------------------------------------------
+
+    async def _session_is_live(self) -> bool:
+        return await database_sync_to_async(sessions.session_is_live)(
+            session_key=self.session_key, user_id=self.user.pk
+        )
+
+    async def _end(self, *, reason: str) -> None:
+        """Close as "not authenticated": the tab takes the user to the login page."""
+        if getattr(self, "ended", False):
+            return
+        self.ended = True
+        log.info("socket of user %s closed: %s", self.user.pk, reason)
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # --- sending ------------------------------------------------------------------------------
 

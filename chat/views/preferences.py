@@ -5,6 +5,7 @@ from __future__ import annotations
 import zoneinfo
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -78,5 +79,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "prompt_version": prefs.system_prompt.version if prefs and prefs.system_prompt else None,
         "zones": sorted(zoneinfo.available_timezones()),
         "theme": prefs.theme if prefs else UserSettings.Theme.SYSTEM,
+        # A user of single sign-on only has no password here to change.
+        "password_login": settings.PASSWORD_LOGIN and request.user.has_usable_password(),
     }
     return render(request, "chat/settings.html", context)

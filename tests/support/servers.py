@@ -97,6 +97,7 @@ class AppServer:
         self.app = app
         self.ready_path = ready_path
         self.proc: subprocess.Popen | None = None
+        self.daphne_args: tuple[str, ...] = ()  # e.g. ("--proxy-headers",), before start()
         self.port = 0
         self.logs: list[Path] = []
 
@@ -133,6 +134,7 @@ class AppServer:
                     "127.0.0.1",
                     "-p",
                     str(self.port),
+                    *self.daphne_args,
                     self.app,
                 ],
                 env=self.env,
