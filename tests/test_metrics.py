@@ -271,3 +271,52 @@ def test_with_a_multiprocess_dir_it_adds_up_every_process_and_forgets_dead_ones_
         for worker in workers:
             worker.kill()
             worker.wait(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_counters_add_up_to_the_row_s_cost_with_compaction_and_searches(
+    metrics_settings, alice
+):
+    """Each part at its own prices (a compaction iteration at its prompt's tier), searches as
+    their own kind; tokens of every kind, both cache write lifetimes as one."""
+    from chat.claude.records import CallRecord, Usage
+    from chat.ledger import entries
+
+    model = "claude-haiku-5-5"  # tiered by prompt size: the compaction part is priced apart
+    record = CallRecord(
+        model=model,
+        usage=Usage(
+            input_tokens=1_200,
+            output_tokens=800,
+            cache_write_5m_tokens=300,
+            cache_write_1h_tokens=50,
+            cache_read_tokens=4_000,
+            web_search_requests=3,
+        ),
+        compaction=Usage(input_tokens=150_000, output_tokens=2_000, cache_read_tokens=10_000),
+    )
+    metrics_settings.METRICS_TOKEN = TOKEN
+
+    def read() -> dict:
+        response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        return samples(response.content.decode())
+
+    before = read()
+    entries.record_calls(calls=[record], user_id=alice.pk, conversation_id=None, message_id=None)
+    after = read()
+    row = ApiCall.objects.get(user=alice)
+    assert row.prices.get("compaction"), "the row keeps the compaction part apart"
+
+    def moved(name: str, kind: str) -> float:
+        labels = {"model": model, "kind": kind}
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    tokens = "claudeweb_ledger_tokens_total"
+    assert moved(tokens, "input") == 151_200
+    assert moved(tokens, "output") == 2_800
+    assert moved(tokens, "cache_read") == 14_000
+    assert moved(tokens, "cache_write") == 350
+    kinds = ("input", "output", "cache_read", "cache_write", "web_search")
+    dollars = sum(moved("claudeweb_ledger_cost_dollars_total", kind) for kind in kinds)
+    assert Decimal(str(dollars)).quantize(Decimal("0.00000001")) == row.cost
+    assert moved("claudeweb_ledger_cost_dollars_total", "web_search") > 0

@@ -3,11 +3,12 @@
 Each Daphne process counts its own. Under several processes, PROMETHEUS_MULTIPROC_DIR set in
 every process's environment (before it starts) makes prometheus-client keep the values in
 files there, and /metrics adds up every process's files: `make prod` does so. Gauges of
-processes that died are dropped at the next start of any process (`forget_dead_processes`);
-their counters stay, as counters must.
+processes that died are dropped at the next scrape (`forget_dead_processes`); their counters
+stay, as counters must.
 
 Label values are bounded: models from the catalogue, error codes from chat.claude.errors,
-token kinds from TOKEN_KINDS. Never a user, a conversation or any text.
+the token kinds of chat.ledger.entries.METRIC_KINDS (and `web_search` for cost). Never a user,
+a conversation or any text.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ import re
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
-
-# The kinds of tokens the ledger prices apart; cache writes of both lifetimes are one kind.
-TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 REPLIES_IN_FLIGHT = Gauge(
     "claudeweb_replies_in_flight",
