@@ -65,10 +65,10 @@ format: install ## Sort imports and format the code with ruff
 	@$(VENV)/bin/ruff check --select I --fix --quiet .
 	@$(VENV)/bin/ruff format .
 
-prod: install ## Production topology on loopback: nginx on :8080, 2 Daphne processes, PostgreSQL, Redis
+prod: install ## Production topology on loopback under supervisord: nginx on :8080, 2 Daphne processes, maintenance loop
 	@scripts/prod.sh start
 
-prod-stop: ## Stop what `make prod` started (the services stay)
+prod-stop: ## Stop what `make prod` started, supervisord and all it runs (the services stay)
 	@scripts/prod.sh stop
 
 services-start: ## Start the test services and print how to use them

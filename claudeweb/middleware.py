@@ -1,7 +1,9 @@
-"""Security headers Django 5.2 does not set by itself."""
+"""Security headers Django 5.2 does not set by itself; request ids for the logs."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -9,6 +11,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.middleware.gzip import GZipMiddleware
+
+from chat.telemetry import context
 
 
 def storage_origins(
@@ -96,3 +100,36 @@ class DebugStaticGzipMiddleware(GZipMiddleware):
         if not request.path.startswith(settings.STATIC_URL):
             return response
         return super().process_response(request, response)
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+class RequestIdMiddleware:
+    """Gives each request an id that its log lines carry (chat/telemetry/context.py) and that
+    answers in `X-Request-ID`: nginx's, when it sends a well-formed one, else a new one. Under a
+    conversation's URL (`c/<pk>/…`) the lines carry the conversation's id too."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        given = request.headers.get("X-Request-ID", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        # Also on the request: Django logs a 4xx/5xx response after the middleware returned.
+        request.request_id = request_id
+        request_token = context.request_id.set(request_id)
+        conversation_token = context.conversation_id.set(None)
+        try:
+            response = self.get_response(request)
+        finally:
+            context.request_id.reset(request_token)
+            context.conversation_id.reset(conversation_token)
+        response["X-Request-ID"] = request_id
+        return response
+
+    def process_view(self, request: HttpRequest, view, args, kwargs) -> None:
+        match = request.resolver_match
+        if match is not None and match.route.startswith("c/<int:pk>") and "pk" in kwargs:
+            request.conversation_id = kwargs["pk"]
+            context.conversation_id.set(kwargs["pk"])

@@ -5,6 +5,7 @@ offline Claude) and is documented in .env.example. Bad values fail loudly here; 
 rules (an API key is needed when no base URL is set, …) are Django system checks in chat/checks.py.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -87,6 +88,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "claudeweb.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "claudeweb.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -401,11 +403,49 @@ USER_MONTHLY_COST_BUDGET = env("USER_MONTHLY_COST_BUDGET", "50")
 USER_DAILY_TOKEN_BUDGET = envint("USER_DAILY_TOKEN_BUDGET", 0)
 USER_MONTHLY_TOKEN_BUDGET = envint("USER_MONTHLY_TOKEN_BUDGET", 0)
 
+# --- Operations ---------------------------------------------------------------------------------
+# /metrics (claudeweb/metrics.py): off (404) unless a bearer token or an address allow-list is set.
+METRICS_TOKEN = env("METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters")
+try:
+    # Networks as written (a bare address is a /32 or /128); host bits set are an error.
+    METRICS_ALLOWED_ADDRESSES = [
+        ipaddress.ip_network(cidr) for cidr in envlist("METRICS_ALLOWED_ADDRESSES", "")
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_ADDRESSES: {exc}") from None
+# prometheus-client's own variable: set (to an empty directory, before any process starts) when
+# several processes serve the app, so that /metrics adds up all of them.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR")
+
+# Error reports to Sentry (claudeweb/error_reports.py): off unless SENTRY_DSN is set.
+SENTRY_DSN = env("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", "production")
+if SENTRY_DSN:
+    from claudeweb import error_reports
+
+    error_reports.init(SENTRY_DSN, environment=SENTRY_ENVIRONMENT)
+
+# LOG_FORMAT=json: one JSON object per line (claudeweb/logs.py); plain text otherwise.
+LOG_FORMAT = env("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"ids": {"()": "claudeweb.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "claudeweb.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["ids"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},

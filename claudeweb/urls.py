@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from chat.views import accounts, passwords
-from claudeweb import health
+from claudeweb import health, metrics
 
 reset_views = {
     "request": passwords.with_password_login(
@@ -32,6 +32,7 @@ reset_views = {
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path(settings.ADMIN_URL_PREFIX, admin.site.urls),
     path("login/", accounts.LoginView.as_view(), name="login"),
     path("logout/", accounts.logout, name="logout"),

@@ -141,6 +141,9 @@ EXPECTED: dict[str, dict] = {
     # probes: anyone, logged in or not (the services the suite runs are all up)
     "healthz": row("get", 200, 200, 200, 200, 200, 200),
     "readyz": row("get", 200, 200, 200, 200, 200, 200),
+    # metrics: off without METRICS_TOKEN or METRICS_ALLOWED_ADDRESSES (tests/test_metrics.py has
+    # the token and address rules); a login is no way in
+    "metrics": row("get", 404, 404, 404, 404, 404, 404),
     # logging in and out; passwords (a reset link works without a login: its token is the key)
     "login/": row("get", 200, REDIRECT, REDIRECT, REDIRECT, REDIRECT, REDIRECT),
     "password/": row("get", LOGIN, 200, 200, 200, 200, 200),

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("chat", "claudeweb")
 
 ANYTHING = ("*",)
-BASE = ("chat.models", "chat.text", "chat.limits", "chat.errors", "chat.policies")
+BASE = ("chat.models", "chat.text", "chat.limits", "chat.errors", "chat.policies", "chat.telemetry")
 
 # Area → the other areas its modules may import; a module may always import its own area. An area
 # is a package or module directly under chat/ (chat.claude, chat.models), or claudeweb.
@@ -26,9 +26,10 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "chat.limits": BASE,
     "chat.errors": BASE,
     "chat.policies": BASE,
+    "chat.telemetry": (),  # metrics and log ids: every package reports through it
     "chat.layers": BASE,
     "chat.migrations": BASE,
-    "chat.claude": ("chat.models", "chat.text", "chat.errors"),
+    "chat.claude": ("chat.models", "chat.text", "chat.errors", "chat.telemetry"),
     "chat.ledger": ("chat.claude", *BASE),
     "chat.conversations": ("chat.claude", *BASE),
     "chat.uploads": BASE,
@@ -151,9 +152,9 @@ def test_the_check_reports_imports_against_the_direction(tmp_path):
 
     assert violations(import_graph(tmp_path)) == [
         "chat/claude/context.py:1 chat.claude.context imports chat.views.pages"
-        " (chat.claude may import only chat.models, chat.text, chat.errors)",
+        " (chat.claude may import only chat.models, chat.text, chat.errors, chat.telemetry)",
         "chat/documents.py:1 chat.documents: chat.documents has no row in the table",
         "chat/uploads/attachments.py:5 chat.uploads.attachments imports chat.replies.runner"
         " (chat.uploads may import only chat.models, chat.text, chat.limits, chat.errors,"
-        " chat.policies)",
+        " chat.policies, chat.telemetry)",
     ]

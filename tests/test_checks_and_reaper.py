@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
 
@@ -202,3 +205,19 @@ def test_pages_send_the_security_headers(client, alice):
     assert response["X-Frame-Options"] == "DENY"
     assert response["Referrer-Policy"] == "same-origin"
     assert response["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.django_db(transaction=True)  # the loop closes connections between its turns
+def test_the_maintenance_loop_runs_the_reaper_and_the_cleanup(alice):
+    conversation = lifecycle.conversation_create(owner=alice)
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", content=[]
+    )
+    # Its process stopped checkpointing ten minutes ago.
+    Message.objects.filter(pk=reply.pk).update(updated_at=reply.updated_at - timedelta(seconds=600))
+    out = io.StringIO()
+    call_command("run_maintenance", "--once", stdout=out)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.INTERRUPTED
+    assert "Marked 1 reply(ies) interrupted." in out.getvalue()
+    assert "unsent attachment(s) older than 24 h." in out.getvalue()

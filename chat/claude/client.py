@@ -21,6 +21,7 @@ from django.utils.crypto import salted_hmac
 from chat.claude.errors import to_claude_error
 from chat.claude.records import CallRecord
 from chat.claude.responses import RoundEvents, compaction_usage, usage_from
+from chat.telemetry import metrics
 
 # One client per event loop: building one costs ~18 ms, and a client is bound to its loop.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = (
@@ -146,10 +147,17 @@ async def stream_round(
         error = to_claude_error(exc, model=model)
         if error is None:
             raise
-        record.error_code = error.code
+        _failed(record, error.code)
         raise error from exc
     finally:
         record.finished = time.monotonic()
+        if record.ttft_ms is not None:
+            metrics.TIME_TO_FIRST_TOKEN.labels(model=model).observe(record.ttft_ms / 1000)
+
+
+def _failed(record: CallRecord, code: str) -> None:
+    record.error_code = code
+    metrics.UPSTREAM_ERRORS.labels(code=code).inc()
 
 
 async def _open_stream(messages_api: object, record: CallRecord, **request: object) -> object:
@@ -162,7 +170,7 @@ async def _open_stream(messages_api: object, record: CallRecord, **request: obje
         error = to_claude_error(exc, model=str(request.get("model", "")))
         if error is None:
             raise
-        record.error_code = error.code
+        _failed(record, error.code)
         record.request_id = error.request_id
         raise error from exc
 
@@ -196,7 +204,7 @@ async def complete(
         error = to_claude_error(exc, model=model)
         if error is None:
             raise
-        record.error_code = error.code
+        _failed(record, error.code)
         record.request_id = error.request_id
         raise error from exc
     finally:

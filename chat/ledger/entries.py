@@ -7,11 +7,13 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import transaction
 from django.db.models import F
 
 from chat.claude import catalogue, context
 from chat.claude.records import CallRecord, Usage
 from chat.models import ApiCall, Conversation
+from chat.telemetry import metrics
 from chat.text import storable
 
 log = logging.getLogger(__name__)
@@ -227,9 +229,58 @@ def record_calls(
     total_cost = sum((row.cost for row in rows), Decimal(0))
     for row in rows:
         _log_call(row, user_id=user_id, conversation_id=conversation_id)
+    # Counted once the rows are committed: a settlement retried after a failed transaction
+    # must not count its call twice.
+    transaction.on_commit(lambda: count_in_metrics(rows))
     if conversation_id is not None:
         _add_to_conversation(conversation_id, calls=calls, total=total, total_cost=total_cost)
     return TurnResult(usage=total, cost=total_cost)
+
+
+# Each kind of token the metrics count, with the ledger fields it adds up, and each field's
+# key in a price snapshot.
+METRIC_KINDS = {
+    "input": ("input_tokens",),
+    "output": ("output_tokens",),
+    "cache_read": ("cache_read_tokens",),
+    "cache_write": ("cache_write_5m_tokens", "cache_write_1h_tokens"),
+}
+PRICE_KEYS = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_tokens": "cache_read",
+    "cache_write_5m_tokens": "cache_write_5m",
+    "cache_write_1h_tokens": "cache_write_1h",
+}
+
+
+def count_in_metrics(rows: list[ApiCall]) -> None:
+    """Add recorded rows to the ledger's counters: tokens and dollars by model and kind, each
+    part at the prices of its snapshot (a compaction iteration at its own), web searches as
+    kind `web_search`. Adds up to the rows' `cost`."""
+    for row in rows:
+        snapshot = row.prices or {}
+        part = snapshot.get("compaction") or {}
+        own = {field: getattr(row, field) - int(part.get(field, 0)) for field in PRICE_KEYS}
+        _count(row.model, snapshot, own)
+        if part:
+            _count(row.model, part["prices"], {field: int(part[field]) for field in PRICE_KEYS})
+        if row.web_search_requests and snapshot:
+            dollars = row.web_search_requests * Decimal(snapshot["web_search_per_1k"])
+            metrics.LEDGER_COST.labels(model=row.model, kind="web_search").inc(
+                float(dollars / catalogue.SEARCHES_PER_PRICE)
+            )
+
+
+def _count(model: str, prices: dict, tokens: dict[str, int]) -> None:
+    for kind, fields in METRIC_KINDS.items():
+        count = sum(tokens[field] for field in fields)
+        if not count:
+            continue
+        metrics.LEDGER_TOKENS.labels(model=model, kind=kind).inc(count)
+        if prices:  # a model missing from the catalogue is recorded at no price
+            dollars = sum(tokens[field] * Decimal(prices[PRICE_KEYS[field]]) for field in fields)
+            metrics.LEDGER_COST.labels(model=model, kind=kind).inc(float(dollars / catalogue.MTOK))
 
 
 def _log_call(row: ApiCall, *, user_id: int, conversation_id: int | None) -> None:

@@ -21,6 +21,7 @@ from chat.models import Message
 from chat.replies import delivery, frames, planning, runner, starting
 from chat.replies.socket_loop import DirectDispatchMixin
 from chat.replies.tab_feed import TabFeed
+from chat.telemetry import context, metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+        # Log lines of this socket, and of the replies it starts, carry the conversation's id.
+        context.conversation_id.set(self.conversation_id)
         self.group = delivery.group_name(self.conversation_id)
         self.user = self.scope.get("user")
         # Accept first: a close code only reaches the browser on an open socket.
@@ -48,6 +51,7 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
         self.joined = True
         self.session_key = self.scope["session"].session_key
         self.user_group = sessions.user_group(self.user.pk)
+        metrics.SOCKETS_OPEN.inc()
         self.feed = TabFeed(self._send_frame, database_sync_to_async(self._saved_message))
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -57,6 +61,7 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
+            metrics.SOCKETS_OPEN.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
             self.feed.close()

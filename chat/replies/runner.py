@@ -34,6 +34,7 @@ from chat.replies import planning, titles, tools
 from chat.replies.checkpoints import CHECKPOINTS
 from chat.replies.delivery import Delivery, control_group_name
 from chat.replies.settlement import BudgetStop, Settlement, save_reply
+from chat.telemetry import metrics
 from chat.text import storable, storable_json
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,8 @@ class Reply:
             self.delivery.listen(control_channel, on_stop=self.stop, replay=self.replay_frames)
         )
         flusher = None
+        metrics.REPLIES_IN_FLIGHT.inc()
+        in_flight = True  # until the final frame is out (then it only stays replayable)
         try:
             start = {"type": "start", "message_id": self.message_id, "model": self.plan.model}
             if self.plan.base_blocks:
@@ -176,6 +179,8 @@ class Reply:
             await asyncio.wait([flusher])
             CHECKPOINTS.discard(self)
             await self._finish()
+            metrics.REPLIES_IN_FLIGHT.dec()
+            in_flight = False
             if self.plan.make_title and self.final_frame.get("type") == "done":
                 titles.start(self.plan, layer=layer, group=self.delivery.group)
             # While it stays replayable the reply needs its text, not the request: let the
@@ -189,6 +194,8 @@ class Reply:
         finally:
             # Cancelled from outside (shutdown): take the helpers down too. The row stays
             # `streaming` with its last checkpoint, and the reaper marks it interrupted.
+            if in_flight:
+                metrics.REPLIES_IN_FLIGHT.dec()
             CHECKPOINTS.discard(self)
             for task in (self._stream_task, flusher, listener):
                 if task is not None and not task.done():
@@ -272,6 +279,7 @@ class Reply:
                     text = TEXT_BLOCK_SEPARATOR + text
                 self._glue = False
             self.delivery.text(text)
+            metrics.DELTAS_RELAYED.inc()
 
     def blocks_text_before(self, record) -> bool:
         """Whether visible text precedes the block now streaming (it then needs a separator)."""
