@@ -3,7 +3,7 @@
 
 import { ChatSocket, socketUrl } from "./socket.js";
 import { MessageList, withRetryHint } from "./messages.js";
-import { installCopyHandler } from "./render.js";
+import { installCopyHandler, loadMath, mayHaveMath } from "./render.js";
 import { AttachmentTray } from "./attachments.js";
 import {
   setupSidebar, setupShortcuts, applyTheme, autoGrow, postJson, refreshList, setupSearch, setupMenus,
@@ -742,6 +742,10 @@ setupUndoToast(Number(config?.undo_seconds) || 0);
 const root = document.getElementById("chat");
 let chatPage = null;
 if (root && config && (config.ws_path || config.create_url)) {
+  // Replies with formulas wait for KaTeX (fetched only for them) rather than show their source
+  // and then change under the reader's eyes.
+  const replies = (config.messages || []).filter((m) => m.role === "assistant");
+  if (replies.some((m) => mayHaveMath(m.text))) await loadMath().catch(() => {});
   chatPage = new ChatPage(root, config);
 }
 setupShortcuts({
