@@ -80,9 +80,13 @@ const KATEX_OPTIONS = {
 let katex = null;
 let katexLoading = null;
 
-/** Text that may hold a formula (a `$`): KaTeX is needed to render it. */
+// What the math syntax below would take for a formula, code spans and blocks included: a hint
+// that KaTeX will be needed, never a reason to skip rendering.
+const MATH_HINT = /\$\$[\s\S]+?\$\$|\$(?!\s)(?:\\\$|[^$\n])+?(?<![\s\\])\$(?!\d)/;
+
+/** Text that may hold a formula: KaTeX will be needed to render it. */
 export function mayHaveMath(text) {
-  return typeof text === "string" && text.includes("$");
+  return typeof text === "string" && MATH_HINT.test(text);
 }
 
 /** True once KaTeX is loaded: formulas render as MathML rather than as their source. */
