@@ -191,6 +191,19 @@ def test_a_formula_before_katex_arrives_shows_its_source_then_renders(logged_in)
     assert page.errors == []
 
 
+def test_code_colours_follow_the_device_theme(logged_in):
+    """The code colour stylesheets do not hold up the first paint (their media is set by the
+    script): with the "system" theme the light or dark one applies as the device says."""
+    page = logged_in
+    new_chat(page)
+    send(page, "[[offline reply pace_ms=1]]\n```python\nimport csv\n```\n")
+    keyword = last_reply_done(page).locator(".hljs-keyword").first
+    expect(keyword).to_have_css("color", "rgb(215, 58, 73)")  # github.min.css
+    page.emulate_media(color_scheme="dark")
+    expect(keyword).to_have_css("color", "rgb(255, 123, 114)")  # github-dark.min.css
+    assert page.errors == []
+
+
 def test_continue_after_max_tokens_grows_the_same_reply(logged_in):
     page = logged_in
     new_chat(page)
