@@ -16,8 +16,9 @@ What runs (all on 127.0.0.1, started here and stopped at the end, also on error)
     against `/c/<id>/`, with its default mobile settings (Moto G Power, simulated slow 4G, 4× CPU
     slowdown) and with `--preset=desktop`.
 
-Recorded per run: the four category scores (performance, accessibility, best practices, SEO) and
-the cumulative layout shift; the median over --runs runs is printed. Baselines in the same run:
+Recorded per run: the four category scores (performance, accessibility, best practices, SEO), the
+cumulative layout shift, first and largest contentful paint and total blocking time; the median
+over --runs runs is printed. Baselines in the same run:
 the login page of the same server (a page without the chat's scripts: what this machine and
 server give a simple page) and, with --baseline-ref REF, the chat page of the app as it was at
 commit REF (`git archive`, same database, same conversation). The JSON reports are written to
@@ -53,6 +54,13 @@ from tests.support.servers import (  # noqa: E402
 LIGHTHOUSE = ROOT / "bench" / "lighthouse" / "node_modules" / ".bin" / "lighthouse"
 USER, PASSWORD = "bench-lighthouse", "bench-lighthouse-password-1"
 CATEGORIES = ("performance", "accessibility", "best-practices", "seo")
+# The metrics printed next to the scores (milliseconds): first and largest contentful paint,
+# total blocking time.
+METRICS = {
+    "fcp": "first-contentful-paint",
+    "lcp": "largest-contentful-paint",
+    "tbt": "total-blocking-time",
+}
 CHROME_FLAGS = "--headless=new --no-sandbox --disable-gpu --no-first-run --disable-sync"
 # The reply of the measured conversation: what the chat page renders beyond plain text.
 REPLY = """[[offline reply]]
@@ -159,6 +167,8 @@ def lighthouse(url: str, port: int, form_factor: str, out: Path) -> dict:
         raise RuntimeError(f"Lighthouse measured {report['finalDisplayedUrl']}, not {url}")
     scores = {c: round(100 * (report["categories"][c]["score"] or 0)) for c in CATEGORIES}
     scores["cls"] = report["audits"]["cumulative-layout-shift"]["numericValue"]
+    for key, audit in METRICS.items():
+        scores[key] = report["audits"][audit]["numericValue"]
     scores["failed"] = sorted(
         audit_id
         for audit_id, audit in report["audits"].items()
@@ -178,7 +188,7 @@ def measure(label: str, url: str, port: int, runs: int, artifacts: Path) -> dict
             )
             for i in range(runs)
         ]
-        median = {k: statistics.median(r[k] for r in runs_) for k in (*CATEGORIES, "cls")}
+        median = {k: statistics.median(r[k] for r in runs_) for k in (*CATEGORIES, "cls", *METRICS)}
         median["failed"] = sorted({a for r in runs_ for a in r["failed"]})
         results[form_factor] = median
     return results
@@ -274,13 +284,14 @@ def report(results: dict[str, dict], runs: int) -> None:
     print(f"\nLighthouse {version.strip()}, median of {runs} run(s)")
     print(
         f"{'page':<24} {'form':<8} {'perf':>5} {'a11y':>5} {'best':>5} {'seo':>5} {'CLS':>7}"
-        "  audits below 0.9"
+        f" {'FCP s':>6} {'LCP s':>6} {'TBT ms':>7}  audits below 0.9"
     )
     for page, by_form in results.items():
         for form, r in by_form.items():
             print(
                 f"{page:<24} {form:<8} {r['performance']:>5.0f} {r['accessibility']:>5.0f}"
                 f" {r['best-practices']:>5.0f} {r['seo']:>5.0f} {r['cls']:>7.3f}"
+                f" {r['fcp'] / 1000:>6.2f} {r['lcp'] / 1000:>6.2f} {r['tbt']:>7.0f}"
                 f"  {', '.join(r['failed']) or '–'}"
             )
 

@@ -3,7 +3,7 @@
 
 import { ChatSocket, socketUrl } from "./socket.js";
 import { MessageList, withRetryHint } from "./messages.js";
-import { installCopyHandler } from "./render.js";
+import { installCopyHandler, loadMath, mayHaveMath } from "./render.js";
 import { AttachmentTray } from "./attachments.js";
 import {
   setupSidebar, setupShortcuts, applyTheme, autoGrow, postJson, refreshList, setupSearch, setupMenus,
@@ -48,6 +48,17 @@ function characterCount(text) {
   let n = 0;
   for (const _ of text) n += 1;
   return n;
+}
+
+// A page in a background tab gets no animation frames: it goes on after this long anyway.
+const FIRST_PAINT_WAIT_MS = 100;
+
+/** Resolves once the page has been painted (in the task after the next frame's). */
+function afterFirstPaint() {
+  return new Promise((resolve) => {
+    requestAnimationFrame(() => setTimeout(resolve, 0));
+    setTimeout(resolve, FIRST_PAINT_WAIT_MS);
+  });
 }
 
 function setupConfirmForms() {
@@ -116,6 +127,8 @@ class ChatPage {
     this.olderEl = root.querySelector("#load-older");
 
     const messagesEl = root.querySelector("#messages");
+    this.messagesEl = messagesEl;
+    this.scrollButton = root.querySelector("#scroll-bottom");
     installCopyHandler(messagesEl);
     this.list = new MessageList(messagesEl, {
       assistantName: root.dataset.assistantName || "Claude",
@@ -124,10 +137,7 @@ class ChatPage {
       announce: (text) => this.announce(text),
       timeZone: config.time_zone || undefined,
     });
-    this.list.load(config.messages || []);
-    setupScrollButton(messagesEl, root.querySelector("#scroll-bottom"));
     this.showMeters(config.meters);
-    this.bindOlder(messagesEl);
     this.thinking = new ThinkingPicker({
       wrapper: document.getElementById("thinking-setting"),
       select: document.getElementById("thinking-picker"),
@@ -153,14 +163,29 @@ class ChatPage {
 
     // The first page has no conversation: its first message creates one (startConversation).
     this.socket = config.ws_path ? this.makeSocket() : null;
+    this.initialWsPath = config.ws_path || null;
     this.creating = false;
     this.bindComposer();
     if (this.socket) {
       this.updateControls();
-      this.socket.start();
     } else {
       this.showConnection("new", 0);
       this.input.focus();
+    }
+  }
+
+  /** Draws the saved messages, then connects (frames apply to the messages shown). Called
+   * after the page's first paint: the header, the list and the message box show while the
+   * messages render, and the work is two shorter tasks instead of one long one. */
+  start() {
+    this.list.load(this.config.messages || []);
+    setupScrollButton(this.messagesEl, this.scrollButton);
+    this.bindOlder(this.messagesEl);
+    // The first page's socket is made and started when its first message creates the
+    // conversation (becomeConversation), not here.
+    if (this.socket && this.config.ws_path === this.initialWsPath) {
+      this.updateControls();
+      this.socket.start();
     }
   }
 
@@ -741,9 +766,6 @@ const config = readConfig();
 setupUndoToast(Number(config?.undo_seconds) || 0);
 const root = document.getElementById("chat");
 let chatPage = null;
-if (root && config && (config.ws_path || config.create_url)) {
-  chatPage = new ChatPage(root, config);
-}
 setupShortcuts({
   stop: () => {
     if (!chatPage?.list.streaming) return false;
@@ -751,3 +773,12 @@ setupShortcuts({
     return true;
   },
 });
+if (root && config && (config.ws_path || config.create_url)) {
+  chatPage = new ChatPage(root, config);
+  // Replies with formulas wait for KaTeX (fetched only for them) rather than show their source
+  // and then change under the reader's eyes.
+  const replies = (config.messages || []).filter((m) => m.role === "assistant");
+  const math = replies.some((m) => mayHaveMath(m.text)) ? loadMath().catch(() => {}) : null;
+  await Promise.all([afterFirstPaint(), math]);
+  chatPage.start();
+}

@@ -1,7 +1,7 @@
 // The message list: one entry per saved message id, its DOM, and throttled Markdown renders.
 // User text is inserted as text; assistant text only through render.js (sanitised).
 
-import { renderInto, StreamingMarkdown } from "./render.js";
+import { loadMath, renderInto, StreamingMarkdown } from "./render.js";
 import { citationsOf, placeMarkers, sourceDetails, sourceTitle, textWithoutMarkers } from "./citations.js";
 import { blocksText, flowOf, splitsOf, streamedFlow } from "./steps.js";
 
@@ -790,11 +790,21 @@ export class MessageList {
     m.cited = cited;
     const items = this.finalItems(m, cited);
     this.syncParts(m, items);
+    let complete = true;
     items.forEach((item, index) => {
       if (item.kind !== "text") return;
-      renderInto(m.parts[index].el, item.text, { final: true });
+      complete = renderInto(m.parts[index].el, item.text, { final: true }) && complete;
       m.parts[index].text = null; // a final render: a later streaming one starts afresh
     });
+    // A formula met before KaTeX was loaded shows its source until then: render it again.
+    if (!complete) {
+      loadMath().then(
+        () => {
+          if (this.get(m.id) === m && m.status !== "streaming") this.renderBody(m, { final: true });
+        },
+        () => {}, // KaTeX could not be fetched: the formulas stay as their source
+      );
+    }
     if (!cited) {
       m.sourcesEl.replaceChildren();
       m.sourcesEl.hidden = true;

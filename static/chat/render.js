@@ -5,7 +5,6 @@
 import { Marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.mjs";
 import hljs from "../vendor/highlight/highlight.min.js";
-import katex from "../vendor/katex/katex.mjs";
 import { textWithoutMarkers } from "./citations.js";
 
 // Guessing a language runs every grammar; only worth it once, on the final render of a block
@@ -76,8 +75,60 @@ const KATEX_OPTIONS = {
   output: "mathml", throwOnError: false, trust: false, strict: "ignore", maxSize: 50, maxExpand: 1000,
 };
 
-/** TeX as MathML markup; a formula KaTeX cannot parse is shown as its source. */
-export function renderTex(tex, displayMode) {
+// KaTeX (600 KB, most of the page's script) and its stylesheet are fetched the first time a
+// formula is met, not with the page: most conversations have none.
+let katex = null;
+let katexLoading = null;
+
+// What the math syntax below would take for a formula, code spans and blocks included: a hint
+// that KaTeX will be needed, never a reason to skip rendering.
+const MATH_HINT = /\$\$[\s\S]+?\$\$|\$(?!\s)(?:\\\$|[^$\n])+?(?<![\s\\])\$(?!\d)/;
+
+/** Text that may hold a formula: KaTeX will be needed to render it. */
+export function mayHaveMath(text) {
+  return typeof text === "string" && MATH_HINT.test(text);
+}
+
+/** True once KaTeX is loaded: formulas render as MathML rather than as their source. */
+export function mathReady() {
+  return katex !== null;
+}
+
+/** Loads KaTeX and its stylesheet (once); resolves when formulas can be rendered. */
+export function loadMath() {
+  if (!katexLoading) {
+    const href = document.querySelector('meta[name="math-stylesheet"]')?.content;
+    if (href && !document.querySelector("link[data-math-stylesheet]")) {
+      const link = document.createElement("link");
+      link.rel = "stylesheet";
+      link.href = href;
+      link.dataset.mathStylesheet = "";
+      document.head.append(link);
+    }
+    katexLoading = import("../vendor/katex/katex.mjs").then(
+      (module) => {
+        katex = module.default;
+      },
+      (error) => {
+        katexLoading = null; // tried again at the next formula
+        throw error;
+      },
+    );
+  }
+  return katexLoading;
+}
+
+// Set when a render met a formula before KaTeX was loaded (it shows the formula's source).
+let mathMissed = false;
+
+/** TeX as MathML markup; a formula KaTeX cannot parse is shown as its source, and so is one
+ * met before KaTeX is loaded (`source`, with its dollars: the caller renders it again then). */
+export function renderTex(tex, displayMode, source = tex) {
+  if (!katex) {
+    mathMissed = true;
+    loadMath().catch(() => {});
+    return `<span class="math-pending">${escapeHtml(source)}</span>`;
+  }
   try {
     // The TeX source annotation is for MathML-aware tools; sanitised, it would show as text.
     return katex
@@ -105,7 +156,7 @@ const mathExtension = {
         if (match) return { type: "blockMath", raw: match[0], text: match[1].trim() };
         return undefined;
       },
-      renderer: (token) => `<div class="math-display">${renderTex(token.text, true)}</div>\n`,
+      renderer: (token) => `<div class="math-display">${renderTex(token.text, true, token.raw.trim())}</div>\n`,
     },
     {
       name: "inlineMath",
@@ -121,7 +172,7 @@ const mathExtension = {
         if (match) return { type: "inlineMath", raw: match[0], text: match[1], display: false };
         return undefined;
       },
-      renderer: (token) => renderTex(token.text, token.display),
+      renderer: (token) => renderTex(token.text, token.display, token.raw),
     },
   ],
 };
@@ -182,10 +233,13 @@ export function decorateCodeBlocks(root) {
   }
 }
 
-/** Replaces the children of `target` with `text` rendered as Markdown. */
+/** Replaces the children of `target` with `text` rendered as Markdown. Returns false when a
+ * formula in it waited for KaTeX (shown as its source): render again once loadMath() resolves. */
 export function renderInto(target, text, { final = true } = {}) {
+  mathMissed = false;
   target.replaceChildren(renderMarkdown(text, { final }));
   decorateCodeBlocks(target);
+  return !mathMissed;
 }
 
 // A tail longer than this is cut at its last line break even inside a paragraph or a code

@@ -32,12 +32,13 @@ export async function postJson(url, data = {}) {
 }
 
 /** The stylesheets of code highlighting follow the chosen theme, not only the system's. */
+/** The code colours of the chosen theme; "system" follows the device (each link's data-media). */
 export function applyTheme() {
   const theme = document.documentElement.dataset.theme;
-  if (theme !== "light" && theme !== "dark") return;
   for (const link of document.querySelectorAll('link[href*="highlight/styles/"]')) {
     const dark = link.href.includes("github-dark");
-    link.media = dark === (theme === "dark") ? "all" : "not all";
+    if (theme === "light" || theme === "dark") link.media = dark === (theme === "dark") ? "all" : "not all";
+    else if (link.dataset.media) link.media = link.dataset.media;
   }
 }
 

@@ -117,6 +117,93 @@ def test_markdown_tables_code_math_and_links(logged_in):
     assert page.errors == []
 
 
+KATEX_FILES = re.compile(r"/vendor/katex/katex\.(mjs|min\.css)$")
+
+# Records whether a formula's source (shown while KaTeX loads) was ever put in the page.
+RECORD_PENDING_MATH = """
+window.__mathPendingSeen = false;
+new MutationObserver((records) => {
+  for (const record of records) {
+    for (const node of record.addedNodes) {
+      if (node.nodeType !== 1) continue;
+      if (node.matches(".math-pending") || node.querySelector(".math-pending")) {
+        window.__mathPendingSeen = true;
+      }
+    }
+  }
+}).observe(document, { childList: true, subtree: true });
+"""
+
+
+def test_katex_is_fetched_only_for_replies_with_math(logged_in):
+    """KaTeX (and its stylesheet) is not part of the chat page: a conversation without math never
+    asks for it; the first formula fetches it; a reloaded page with math waits for it and draws
+    the formulas at once, never their source (docs/ui.md, "Rendering")."""
+    page = logged_in
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    new_chat(page)
+    no_math = "## Costs\n\nA price of $5 is not math.\n\n```python\nprint(1)\n```\n"
+    send(page, "[[offline reply pace_ms=1]]\n" + no_math)
+    reply = last_reply_done(page)
+    expect(reply.locator("code.hljs")).to_have_count(1)
+    page.reload()
+    expect(page.locator(ASSISTANT).last.locator("code.hljs")).to_have_count(1)
+    assert "$5 is not math" in page.locator(ASSISTANT).last.inner_text()
+    assert not [url for url in fetched if KATEX_FILES.search(url)]
+    assert page.locator("math").count() == 0
+
+    send(page, "[[offline reply pace_ms=1]]\nInline $E = mc^2$ and\n\n$$\n\\frac{1}{3}\n$$\n")
+    reply = last_reply_done(page)
+    expect(reply.locator("math")).to_have_count(2)
+    expect(reply.locator(".math-pending")).to_have_count(0)
+    katex_files = {KATEX_FILES.search(url)[1] for url in fetched if KATEX_FILES.search(url)}
+    assert katex_files == {"mjs", "min.css"}
+    # KaTeX's stylesheet applies (its fonts).
+    expect(reply.locator(".katex").first).to_have_css("font-family", re.compile("KaTeX_Main"))
+
+    page.add_init_script(RECORD_PENDING_MATH)
+    page.reload()
+    reply = page.locator(ASSISTANT).last
+    expect(reply.locator("math")).to_have_count(2)
+    assert page.evaluate("window.__mathPendingSeen") is False
+    assert page.errors == []
+
+
+def test_a_formula_before_katex_arrives_shows_its_source_then_renders(logged_in):
+    """A reply that ends while KaTeX is still on its way shows each formula's source (escaped,
+    as text), and is rendered again with the formulas once KaTeX has loaded."""
+    page = logged_in
+    held = []
+    page.route(KATEX_FILES, lambda route: held.append(route))
+    new_chat(page)
+    send(page, "[[offline reply pace_ms=1]]\nEnergy: $E = mc^2 <b>x</b>$\n")
+    reply = last_reply_done(page)
+    pending = reply.locator(".math-pending")
+    expect(pending).to_have_text("$E = mc^2 <b>x</b>$")
+    expect(reply.locator("math")).to_have_count(0)
+    assert reply.locator("b").count() == 0  # the source is text, not markup
+    assert held, "the formula asked for KaTeX"
+    for route in held:
+        route.continue_()
+    expect(reply.locator("math")).to_have_count(1)
+    expect(reply.locator(".math-pending")).to_have_count(0)
+    assert page.errors == []
+
+
+def test_code_colours_follow_the_device_theme(logged_in):
+    """The code colour stylesheets do not hold up the first paint (their media is set by the
+    script): with the "system" theme the light or dark one applies as the device says."""
+    page = logged_in
+    new_chat(page)
+    send(page, "[[offline reply pace_ms=1]]\n```python\nimport csv\n```\n")
+    keyword = last_reply_done(page).locator(".hljs-keyword").first
+    expect(keyword).to_have_css("color", "rgb(215, 58, 73)")  # github.min.css
+    page.emulate_media(color_scheme="dark")
+    expect(keyword).to_have_css("color", "rgb(255, 123, 114)")  # github-dark.min.css
+    assert page.errors == []
+
+
 def test_continue_after_max_tokens_grows_the_same_reply(logged_in):
     page = logged_in
     new_chat(page)

@@ -98,3 +98,16 @@ def test_model_text_is_stored_verbatim_and_embedded_only_as_escaped_json(
     end = html.index("</script>", start)
     config = json.loads(html[html.index(">", start) + 1 : end])
     assert config["messages"][0]["text"] == XSS
+
+
+def test_the_no_messages_note_is_hidden_when_the_page_has_messages(client, alice, conversation):
+    """The page paints before its script draws the messages: the note saying there are none
+    must not show for a conversation that has some."""
+    client.force_login(alice)
+    url = reverse("chat:conversation", args=[conversation.pk])
+    note = '<p id="messages-empty" class="messages-empty muted"'
+    assert f"{note}>No messages yet." in client.get(url).content.decode()
+    Message.objects.create(
+        conversation=conversation, role="user", content=[{"type": "text", "text": "Hello"}]
+    )
+    assert f"{note} hidden>No messages yet." in client.get(url).content.decode()
