@@ -56,7 +56,10 @@ class UserAdmin(BudgetUsedMixin, auth_admin.UserAdmin):
         return obj.pk
 
     def get_inlines(self, request: HttpRequest, obj=None) -> list:
-        return [UserBudgetInline, IdentityInline] if obj is not None else []
+        if obj is None:
+            return []
+        # The single sign-on identities only for a user who has one: nothing to show otherwise.
+        return [UserBudgetInline, *([IdentityInline] if obj.identities.exists() else [])]
 
     @admin.display(description="usage")
     def usage_links(self, obj) -> str:
