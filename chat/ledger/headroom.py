@@ -99,10 +99,10 @@ def token_pair(left: int, limit: int) -> tuple[str, str]:
     return _short(left, digits), _short(limit, digits)
 
 
-def _user_budgets(user_id: int) -> list[Left]:
-    limits = usage.limits_for(
-        UserBudget.objects.filter(user_id=user_id).first(), policies.policy_for_user_id(user_id)
-    )
+def _user_budgets(user_id: int, policy: policies.Policy | None = None) -> list[Left]:
+    if policy is None:
+        policy = policies.policy_for_user_id(user_id)
+    limits = usage.limits_for(UserBudget.objects.filter(user_id=user_id).first(), policy)
     if limits.unlimited:
         return []
     # Today and this month in one scan of the month's calls.
@@ -119,13 +119,14 @@ def _user_budgets(user_id: int) -> list[Left]:
     return found
 
 
-def tightest(conversation: Conversation) -> Left | None:
+def tightest(conversation: Conversation, policy: policies.Policy | None = None) -> Left | None:
     """The budget with the smallest share left (the first of equals: the conversation's cap,
-    then the day's, then the month's); None when no budget applies."""
+    then the day's, then the month's); None when no budget applies. `policy`: the owner's
+    effective policy when the caller has read it already (else it is read here)."""
     found = []
     cap = budgets.conversation_limit(conversation)
     if cap:
         spent = budgets.conversation_spent(conversation)
         found.append(Left("conversation", "tokens", Decimal(spent), Decimal(cap)))
-    found += _user_budgets(conversation.owner_id)
+    found += _user_budgets(conversation.owner_id, policy)
     return min(found, key=lambda b: b.share_left, default=None)

@@ -8,6 +8,7 @@ from chat.claude import catalogue, context
 from chat.ledger import budgets, headroom
 from chat.ledger.entries import last_measured
 from chat.models import Conversation, Message
+from chat.policies import Policy
 
 
 def context_in_use(conversation: Conversation) -> int:
@@ -32,7 +33,7 @@ def context_in_use(conversation: Conversation) -> int:
     )
 
 
-def conversation_meters(conversation: Conversation) -> dict:
+def conversation_meters(conversation: Conversation, policy: Policy | None = None) -> dict:
     """What the composer shows: the context window in use, the budget left (`budget`: the
     tightest of the conversation's cap and its owner's limits, null when none applies; see
     docs/protocol.md), the cache hits and the conversation's cost."""
@@ -42,7 +43,7 @@ def conversation_meters(conversation: Conversation) -> dict:
     )
     cached = conversation.cache_read_tokens
     prompt = conversation.input_tokens + conversation.cache_creation_tokens + cached
-    left = headroom.tightest(conversation)
+    left = headroom.tightest(conversation, policy)
     return {
         "context_tokens": context_in_use(conversation),
         "context_window": info.context_window,

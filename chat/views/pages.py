@@ -96,7 +96,7 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
             reverse("chat:messages", args=[conversation.pk]) if conversation else None
         ),
         "max_chars": settings.MESSAGE_MAX_CHARS,
-        "meters": meters.conversation_meters(conversation) if conversation else None,
+        "meters": meters.conversation_meters(conversation, policy) if conversation else None,
         "models": [_model_config(m, policy) for m in models],
         "thinking_effort": conversation.thinking_effort if conversation else "",
         "thinking_url": reverse("chat:thinking", args=[conversation.pk]) if conversation else None,
