@@ -68,6 +68,18 @@ def session_is_live(*, session_key: str | None, user_id: int) -> bool:
     return users.filter(Exists(live)).exists()
 
 
+# Where mozilla-django-oidc keeps when a single sign-on session must be checked with the
+# provider again (a time.time() value; chat/accounts/middleware.py re-checks on page loads).
+SSO_EXPIRY_KEY = "oidc_id_token_expiration"
+
+
+def sso_expiry(session) -> float | None:
+    """When a single sign-on session's ID token expires (seconds since the epoch); None for a
+    password session. Reads the session store: call it from sync code."""
+    value = session.get(SSO_EXPIRY_KEY)
+    return float(value) if isinstance(value, int | float) else None
+
+
 def end_user_sessions(user, *, reason: str, keep_session_key: str | None = None) -> int:
     """End every session of `user` but `keep_session_key`, and close their sockets.
 

@@ -6,8 +6,11 @@ Frames and error codes are the contract in docs/protocol.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
+import time
 import uuid
 
 from channels.db import database_sync_to_async
@@ -58,8 +61,18 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
         # Sessions ended between the handshake's login and joining the user's group.
         if not await self._session_is_live():
             await self._end(reason="session_ended")
+            return
+        # A single sign-on session is good until its ID token expires: the socket closes then
+        # too, and the tab's next page load checks with the provider again (prompt=none), which
+        # logs out a user disabled there.
+        expiry = await database_sync_to_async(sessions.sso_expiry)(self.scope["session"])
+        if expiry is not None:
+            self.sso_expiry = expiry
+            self.expiry_task = asyncio.create_task(self._close_at_sso_expiry(expiry))
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "expiry_task", None) is not None:
+            self.expiry_task.cancel()
         if getattr(self, "joined", False):
             metrics.SOCKETS_OPEN.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -71,6 +84,9 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
             return
         if not await self._session_is_live():  # expired, deleted, or its user deactivated
             await self._end(reason="session_ended")
+            return
+        if time.time() >= getattr(self, "sso_expiry", math.inf):
+            await self._end(reason="sso_expired")
             return
         try:
             frame = frames.parse(text_data)
@@ -216,6 +232,10 @@ class ChatConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
         return await database_sync_to_async(sessions.session_is_live)(
             session_key=self.session_key, user_id=self.user.pk
         )
+
+    async def _close_at_sso_expiry(self, expiry: float) -> None:
+        await asyncio.sleep(max(0.0, expiry - time.time()))
+        await self._end(reason="sso_expired")
 
     async def _end(self, *, reason: str) -> None:
         """Close as "not authenticated": the tab takes the user to the login page."""

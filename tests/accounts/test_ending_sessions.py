@@ -7,10 +7,12 @@ session at every frame: expired or deleted, or its user inactive, and it closes.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.urls import reverse
 from django.utils import timezone
@@ -19,6 +21,7 @@ from chat.accounts import sessions
 from chat.models import UserSession
 from tests.accounts.conftest import (
     CLOSE_UNAUTHENTICATED,
+    CLOSE_WITHIN_S,
     browser,
     close_code,
     session_key,
@@ -182,3 +185,32 @@ def _conversation_of(user):
     from chat.conversations import lifecycle
 
     return lifecycle.conversation_create(owner=user)
+
+
+def set_sso_expiry(client, seconds_from_now: float) -> None:
+    """What the single sign-on callback stores: when the ID token is to be checked again."""
+    store = SessionStore(session_key=session_key(client))
+    store[sessions.SSO_EXPIRY_KEY] = time.time() + seconds_from_now
+    store.save()
+
+
+async def test_a_single_sign_on_socket_closes_when_its_id_token_expires(
+    alice, conversation, sockets
+):
+    """With no frame sent: the socket closes by itself at the token's expiry, so the tab goes
+    through a page load, which checks with the provider again."""
+    tab = await browser(alice)
+    await sync_to_async(set_sso_expiry)(tab, 1.0)
+    socket = await sockets(tab, conversation.pk)
+    assert await still_serves(socket)
+    assert await close_code(socket, timeout=1.0 + CLOSE_WITHIN_S) == CLOSE_UNAUTHENTICATED
+
+
+async def test_a_single_sign_on_socket_stays_open_before_its_id_token_expires(
+    alice, conversation, sockets
+):
+    tab = await browser(alice)
+    await sync_to_async(set_sso_expiry)(tab, 3600)
+    socket = await sockets(tab, conversation.pk)
+    assert await socket.receive_nothing(timeout=1.5)
+    assert await still_serves(socket)
