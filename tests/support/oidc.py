@@ -24,6 +24,8 @@ from urllib.parse import urljoin
 
 import requests
 
+from tests.support.servers import end_process
+
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_DIR = ROOT / "tests" / "oidc_provider"
 CLIENT_ID, CLIENT_SECRET = "claudeweb-test", "test-only-client-secret"
@@ -94,13 +96,7 @@ def oidc_provider(*, app_url: str) -> Iterator[OidcProvider]:
         issuer = _wait_for_issuer(proc)
         yield OidcProvider(issuer=issuer, admin_token=token)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        end_process(proc)
 
 
 def _wait_for_issuer(proc: subprocess.Popen) -> str:

@@ -192,12 +192,18 @@ def offline_claude(*, stderr: IO[str] | None = None) -> Iterator[str]:
         )
         yield lines[0].split()[-1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
+
+
+def end_process(proc: subprocess.Popen) -> None:
+    """Stop a helper server: SIGTERM, then SIGKILL after 10 s; its output pipe closed."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
         proc.stdout.close()
 
 
