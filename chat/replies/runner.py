@@ -119,6 +119,10 @@ class Reply:
         return self.delivery.seq
 
     @property
+    def user_id(self) -> int:
+        return self.plan.user_id
+
+    @property
     def final_frame(self) -> dict | None:
         return self.delivery.final_frame
 

@@ -7,6 +7,7 @@ session at every frame: expired or deleted, or its user inactive, and it closes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.accounts import sessions
-from chat.models import UserSession
+from chat.models import Message, UserSession
 from tests.accounts.conftest import (
     CLOSE_UNAUTHENTICATED,
     CLOSE_WITHIN_S,
@@ -27,6 +28,7 @@ from tests.accounts.conftest import (
     session_key,
     still_serves,
 )
+from tests.conftest import recv_until, send_frame
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("finish_replies")]
 
@@ -214,3 +216,28 @@ async def test_a_single_sign_on_socket_stays_open_before_its_id_token_expires(
     socket = await sockets(tab, conversation.pk)
     assert await socket.receive_nothing(timeout=1.5)
     assert await still_serves(socket)
+
+
+async def test_a_deactivated_users_running_reply_stops_as_stop_would(
+    alice, conversation, sockets, settings
+):
+    """Deactivation closes the sockets at once; a reply of the user's already running stops at
+    the next checkpoint tick, its text so far kept, instead of running (and costing) to its end."""
+    settings.STREAM_CHECKPOINT_S = 0.2
+    tab = await browser(alice)
+    socket = await sockets(tab, conversation.pk)
+    await socket.send_json_to(send_frame("[[offline words=400 pace_ms=20]]"))  # about 8 s
+    message_id = (await recv_until(socket, "delta"))[-1]["message_id"]
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    output = await socket.receive_output(timeout=CLOSE_WITHIN_S)
+    while output["type"] == "websocket.send":  # deltas already on their way
+        output = await socket.receive_output(timeout=CLOSE_WITHIN_S)
+    assert (output["type"], output["code"]) == ("websocket.close", CLOSE_UNAUTHENTICATED)
+    for _ in range(300):  # the reply's end, waited for (bounded), not slept through
+        reply = await Message.objects.aget(pk=message_id)
+        if reply.status != Message.Status.STREAMING:
+            break
+        await asyncio.sleep(0.01)
+    assert (reply.status, reply.stop_reason) == (Message.Status.DONE, "stopped")
+    assert 0 < len(reply.text.split()) < 400
