@@ -315,6 +315,19 @@ class Attachment(models.Model):
         return (self.width * self.height + 749) // 750
 
 
+def money_limit(label: str) -> models.DecimalField:
+    """A budget in dollars: blank for none of its own, never negative (check E018 refuses a
+    negative setting the same way)."""
+    return models.DecimalField(
+        label,
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+
+
 class UserBudget(models.Model):
     """Per-user limits set by admins; a null limit means the default from settings."""
 
@@ -323,22 +336,8 @@ class UserBudget(models.Model):
     )
     daily_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     monthly_tokens = models.PositiveBigIntegerField(null=True, blank=True)
-    daily_cost = models.DecimalField(
-        "daily cost (USD)",
-        max_digits=12,
-        decimal_places=4,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(Decimal(0))],
-    )
-    monthly_cost = models.DecimalField(
-        "monthly cost (USD)",
-        max_digits=12,
-        decimal_places=4,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(Decimal(0))],
-    )
+    daily_cost = money_limit("daily cost (USD)")
+    monthly_cost = money_limit("monthly cost (USD)")
     # The highest alert sent (0, 80 or 100 percent) and the period it was sent for.
     alerted_level = models.PositiveSmallIntegerField(default=0)
     alerted_period = models.CharField(max_length=20, blank=True, default="")
@@ -487,22 +486,8 @@ class GroupPolicy(models.Model):
     max_file_bytes = models.PositiveBigIntegerField(
         "max bytes per file", null=True, blank=True, validators=[MinValueValidator(1)]
     )
-    daily_cost = models.DecimalField(
-        "daily cost (USD)",
-        max_digits=12,
-        decimal_places=4,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(Decimal(0))],
-    )
-    monthly_cost = models.DecimalField(
-        "monthly cost (USD)",
-        max_digits=12,
-        decimal_places=4,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(Decimal(0))],
-    )
+    daily_cost = money_limit("daily cost (USD)")
+    monthly_cost = money_limit("monthly cost (USD)")
 
     class Meta:
         verbose_name = "group policy"

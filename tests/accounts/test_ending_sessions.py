@@ -29,26 +29,9 @@ from tests.accounts.conftest import (
     still_serves,
 )
 from tests.conftest import recv_until, send_frame
+from tests.support.admin_forms import user_change_form
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("finish_replies")]
-
-
-def admin_user_form(user, *, is_active: bool) -> dict:
-    """The admin's user change form as a browser posts it (the budget inline left empty)."""
-    data = {
-        "username": user.username,
-        "date_joined_0": "2025-01-01",
-        "date_joined_1": "00:00:00",
-        "budget-TOTAL_FORMS": "1",
-        "budget-INITIAL_FORMS": "0",
-        "budget-MIN_NUM_FORMS": "0",
-        "budget-MAX_NUM_FORMS": "1",
-        "budget-0-id": "",
-        "budget-0-user": user.pk,
-    }
-    if is_active:
-        data["is_active"] = "on"
-    return data
 
 
 async def exists(queryset) -> bool:
@@ -76,7 +59,7 @@ async def test_deactivating_a_user_in_the_admin_closes_their_sockets_at_once(
     admin = await browser(superuser)
 
     url = reverse("admin:auth_user_change", args=[alice.pk])
-    response = await sync_to_async(admin.post)(url, admin_user_form(alice, is_active=False))
+    response = await sync_to_async(admin.post)(url, user_change_form(alice, is_active=False))
     assert response.status_code == 302
 
     for socket in [*on_laptop, on_phone]:

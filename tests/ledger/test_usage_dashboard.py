@@ -22,6 +22,7 @@ from chat.ledger import usage
 from chat.ledger.csv_export import EXPORT_COLUMNS
 from chat.models import ApiCall, Message, UserBudget
 from tests.conftest import make_user
+from tests.support.admin_forms import user_change_form
 
 pytestmark = pytest.mark.django_db
 
@@ -417,20 +418,7 @@ def test_budgets_are_edited_on_the_user_page(admin_client, alice):
     url = reverse("admin:auth_user_change", args=[alice.pk])
     page = admin_client.get(url)
     assert page.status_code == 200 and "budget-0-daily_tokens" in page.content.decode()
-    data = {
-        "username": "alice",
-        "is_active": "on",
-        "date_joined_0": "2025-01-01",
-        "date_joined_1": "00:00:00",
-        "budget-TOTAL_FORMS": "1",
-        "budget-INITIAL_FORMS": "0",
-        "budget-MIN_NUM_FORMS": "0",
-        "budget-MAX_NUM_FORMS": "1",
-        "budget-0-daily_tokens": "5000",
-        "budget-0-monthly_cost": "12.50",
-        "budget-0-id": "",
-        "budget-0-user": alice.pk,
-    }
+    data = user_change_form(alice, daily_tokens="5000", monthly_cost="12.50")
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.context["adminform"].errors
     budget = UserBudget.objects.get(user=alice)
