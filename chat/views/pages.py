@@ -25,6 +25,7 @@ from chat.conversations import access, lifecycle, search, tree
 from chat.models import Conversation, UserSettings
 from chat.replies import meters
 from chat.text import has_unstorable
+from chat.views import drawn
 
 TITLE_MAX_CHARS = 200
 SEARCH_MAX_CHARS = 200
@@ -133,6 +134,8 @@ def _page(request: HttpRequest, conversation: Conversation | None) -> HttpRespon
                 "next_model": catalogue.find_model(next_model_id) if not available else None,
                 "models": models,
                 "chat_config": config,
+                # The messages the page draws itself (None: the script draws them).
+                "drawn": drawn.page_messages(page.messages) if page else None,
                 "web_search_allowed": search_allowed,
                 "documents_allowed": policy.documents,
                 "undo_conversation": undo,

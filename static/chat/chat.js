@@ -673,7 +673,7 @@ class ChatPage {
     // them leaves the saved message to be read.
     const saved = Array.isArray(frame.content);
     if (saved) this.list.applyContent(m, frame.content);
-    this.list.renderAll(m, { final: true });
+    this.list.renderFinished(m);
     if (!saved) this.refreshSavedExtras(m);
     this.announce(`${this.list.assistantName} finished replying.`);
     this.showMeters(frame.meters);

@@ -1,7 +1,7 @@
 // The message list: one entry per saved message id, its DOM, and throttled Markdown renders.
 // User text is inserted as text; assistant text only through render.js (sanitised).
 
-import { loadMath, renderInto, StreamingMarkdown } from "./render.js";
+import { colourCodeBlocks, loadMath, renderInto, StreamingMarkdown } from "./render.js";
 import { citationsOf, placeMarkers, sourceDetails, sourceTitle, textWithoutMarkers } from "./citations.js";
 import { blocksText, flowOf, splitsOf, streamedFlow } from "./steps.js";
 
@@ -179,6 +179,16 @@ function extrasFromContent(content) {
   return { thinking: thinking.join("\n\n"), redacted, tools, images, documents };
 }
 
+/** JSON with every object's keys in order: the same blocks from the page (PostgreSQL's jsonb
+ * orders keys its own way) and from a `done` frame give the same string. */
+function canonicalJson(value) {
+  return JSON.stringify(value, (_key, v) => (
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v
+  ));
+}
+
 export class MessageList {
   /** container: the scrolling role="log" element. emptyNote: shown while there are no messages. */
   constructor(container, { assistantName, emptyNote, onAction, announce, timeZone }) {
@@ -240,8 +250,19 @@ export class MessageList {
     return null;
   }
 
+  /** The page's saved messages: those the server drew (article[data-drawn]) are adopted, the
+   * others drawn. One scroll to the end at the end, not one forced layout per message. */
   load(dicts) {
-    for (const dict of dicts) this.upsertSaved(dict);
+    this.loading = true;
+    try {
+      for (const dict of dicts) this.upsertSaved(dict);
+    } finally {
+      this.loading = false;
+    }
+    // A drawn article no message took (the page's JSON and its articles come from one response).
+    for (const article of this.container.querySelectorAll("article[data-drawn]")) {
+      if (this.get(article.dataset.messageId)?.el !== article) article.remove();
+    }
     this.refreshActions();
     this.scrollToBottom();
   }
@@ -534,7 +555,8 @@ export class MessageList {
     this.renderImages(m);
     this.renderDocuments(m);
     if (!(live && stillStreaming)) m.streamer = null; // its text was replaced: render afresh
-    this.renderAll(m, { final: !stillStreaming });
+    if (stillStreaming) this.renderAll(m, { final: false });
+    else this.renderFinished(m);
     return m;
   }
 
@@ -599,7 +621,14 @@ export class MessageList {
       // after each delta, and the body's parts (text runs and step groups) in order.
       splits: [], seqLength: new Map(), parts: [],
       feedback: null, feedbackForm: null, metaOpen: false,
+      drawn: false, // drawn by the server; its body is kept by the first final render
+      finalKey: null, // what the last saved copy rendered showed (upsertSaved)
     };
+    const drawn = this.container.querySelector(`article[data-drawn][data-message-id="${m.id}"]`);
+    if (drawn && drawn.dataset.role === role) {
+      this.adopt(m, drawn);
+      return m;
+    }
     const article = el("article", `message message-${role}`);
     article.dataset.testid = "message";
     article.dataset.role = role;
@@ -640,6 +669,33 @@ export class MessageList {
     return m;
   }
 
+  /** A message the server drew (templates/chat/drawn_messages.html, the same elements as
+   * create's): its elements are taken as they are, and its body is kept by the first final
+   * render (renderCited) rather than rendered again. */
+  adopt(m, article) {
+    const part = (name) => article.querySelector(`:scope > .${name}`);
+    m.extrasEl = part("message-extras");
+    m.imagesEl = part("message-images");
+    m.documentsEl = part("message-documents");
+    m.bodyEl = part("message-body");
+    m.sourcesEl = part("message-sources");
+    m.statusEl = part("message-status");
+    m.footEl = part("message-foot");
+    m.versionsEl = m.footEl.querySelector(".message-versions");
+    m.actionsEl = m.footEl.querySelector(".message-actions");
+    m.metaEl = m.footEl.querySelector(".message-meta");
+    const thinking = m.extrasEl.querySelector(":scope > .thinking");
+    if (thinking) {
+      m.thinkingEl = thinking;
+      this.bindThinkingToggle(m, thinking.querySelector(":scope > .thinking-toggle"));
+    }
+    m.drawn = true;
+    delete article.dataset.drawn;
+    m.el = article;
+    this.byId.set(m.id, m);
+    if (this.emptyNote) this.emptyNote.hidden = true;
+  }
+
   insertInOrder(article, id) {
     for (const child of this.container.children) {
       const childId = Number(child.dataset.messageId);
@@ -649,6 +705,20 @@ export class MessageList {
       }
     }
     this.container.append(article);
+  }
+
+  /** A finished message rendered. The same finished message again (the answer to `resume` is
+   * the last reply, or its replayed deltas and `done`, which the page already shows) keeps its
+   * body: only what is around it may have changed. */
+  renderFinished(m) {
+    const key = canonicalJson([m.status, m.stopReason, m.text, m.content]);
+    if (key === m.finalKey) {
+      this.renderExtras(m);
+      this.renderStatus(m);
+    } else {
+      this.renderAll(m, { final: true });
+    }
+    m.finalKey = key;
   }
 
   renderAll(m, { final }) {
@@ -679,11 +749,23 @@ export class MessageList {
     }
     m.lastRenderAt = performance.now();
     const keepPinned = this.pinned;
+    if (m.drawn) {
+      // Drawn by the server from this same text: kept; its code is coloured in later tasks.
+      m.drawn = false;
+      const body = m.bodyEl.firstElementChild;
+      if (m.role === "assistant" && final && body) {
+        m.parts = [{ kind: "text", el: body, text: null }];
+        m.cited = null;
+        colourCodeBlocks(body);
+        return;
+      }
+    }
     if (m.role === "assistant") {
       if (final) {
         m.streamer = null;
         this.renderCited(m);
       } else {
+        m.finalKey = null; // the text is changing: the next saved copy is rendered
         this.renderStreaming(m);
       }
     } else {
@@ -980,10 +1062,7 @@ export class MessageList {
       region.id = `thinking-${m.id}`;
       region.dataset.testid = "thinking-body";
       toggle.setAttribute("aria-controls", region.id);
-      toggle.addEventListener("click", () => {
-        m.thinkingOpen = toggle.getAttribute("aria-expanded") !== "true";
-        this.renderThinking(m);
-      });
+      this.bindThinkingToggle(m, toggle);
       const text = el("div", "thinking-text");
       text.dataset.testid = "thinking-text";
       const note = el("p", "thinking-redacted", "Some thinking was redacted.");
@@ -1010,6 +1089,13 @@ export class MessageList {
     if (active && open) text.scrollTop = text.scrollHeight;
     if (place && m.thinkingEl.parentNode !== m.extrasEl) this.renderExtras(m);
     return m.thinkingEl;
+  }
+
+  bindThinkingToggle(m, toggle) {
+    toggle.addEventListener("click", () => {
+      m.thinkingOpen = toggle.getAttribute("aria-expanded") !== "true";
+      this.renderThinking(m);
+    });
   }
 
   /** A `tool` frame: the step is shown where it came, after the text streamed before it. */
@@ -1104,6 +1190,7 @@ export class MessageList {
   }
 
   scrollToBottom() {
+    if (this.loading) return; // load() scrolls once, at its end
     this.container.scrollTop = this.container.scrollHeight;
     this.pinned = true;
   }

@@ -233,6 +233,38 @@ export function decorateCodeBlocks(root) {
   }
 }
 
+// Code drawn by the server comes uncoloured; colouring it costs 1–50 ms a block on a phone, so
+// it runs a few blocks a task, after the page is shown, nearest the end first (what shows).
+const COLOUR_TASK_MS = 8;
+const colourQueue = [];
+let colourTimer = null;
+
+function colourNext() {
+  colourTimer = null;
+  const until = performance.now() + COLOUR_TASK_MS;
+  while (colourQueue.length && performance.now() < until) {
+    const code = colourQueue.pop();
+    const pre = code.parentElement;
+    if (!code.isConnected || !pre || code.dataset.coloured) continue;
+    const out = highlight(code.textContent, pre.dataset.lang || "", true);
+    code.replaceChildren(DOMPurify.sanitize(out.html, PURIFY_CONFIG));
+    code.dataset.coloured = "true";
+    if (out.lang && out.lang !== pre.dataset.lang) {
+      pre.dataset.lang = out.lang;
+      code.classList.add(`language-${out.lang}`);
+      const label = pre.parentElement?.querySelector(":scope > .code-bar > .code-lang");
+      if (label) label.textContent = out.lang;
+    }
+  }
+  if (colourQueue.length) colourTimer = setTimeout(colourNext, 0);
+}
+
+/** Colours the code blocks under `root` (as renderInto's would be) in later, short tasks. */
+export function colourCodeBlocks(root) {
+  colourQueue.push(...root.querySelectorAll("pre > code.hljs"));
+  if (colourQueue.length && colourTimer === null) colourTimer = setTimeout(colourNext, 0);
+}
+
 /** Replaces the children of `target` with `text` rendered as Markdown. Returns false when a
  * formula in it waited for KaTeX (shown as its source): render again once loadMath() resolves. */
 export function renderInto(target, text, { final = true } = {}) {

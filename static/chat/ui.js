@@ -42,7 +42,10 @@ export function applyTheme() {
   }
 }
 
+/** The message box grows with its text: by CSS where the browser has `field-sizing` (chat.css),
+ * else here, on each input. */
 export function autoGrow(textarea) {
+  if (CSS.supports("field-sizing", "content")) return;
   const fit = () => {
     textarea.style.height = "auto";
     textarea.style.height = `${Math.min(textarea.scrollHeight + 2, COMPOSER_MAX_PX)}px`;

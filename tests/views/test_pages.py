@@ -85,15 +85,19 @@ XSS = (
 )
 
 
-def test_model_text_is_stored_verbatim_and_embedded_only_as_escaped_json(
+def test_model_text_is_stored_verbatim_and_reaches_the_page_only_escaped(
     client, alice, conversation
 ):
+    """As data in the page's JSON and, drawn (chat/views/drawn.py), as text."""
     Message.objects.create(
         conversation=conversation, role="assistant", content=[{"type": "text", "text": XSS}]
     )
     client.force_login(alice)
     html = client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
-    assert "<script>alert(1)" not in html and 'onerror="alert' not in html
+    assert (
+        "<script>alert(1)" not in html and "<img" not in html and '<a href="javascript' not in html
+    )
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x" in html
     start = html.index('<script id="chat-config" type="application/json">')
     end = html.index("</script>", start)
     config = json.loads(html[html.index(">", start) + 1 : end])
