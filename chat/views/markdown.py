@@ -10,8 +10,10 @@ page draws itself (chat/views/drawn.py):
   would load from anywhere the model names);
 - a link keeps its href only when it is an absolute http, https or mailto URL, and opens in a new
   tab without access to the page; any other href is dropped, leaving the link text;
-- code blocks carry their language and a Copy button (render.js's decorateCodeBlocks); the script
-  colours them later, which changes no size;
+- code blocks carry their language and a Copy button (render.js's decorateCodeBlocks); code in a
+  language Pygments knows is coloured here, with highlight.js's class names, so the page's code
+  colours apply and the page needs no highlighter for it (`data-coloured`); the script colours
+  the rest later (unlabelled code, whose language it guesses), which changes no size;
 - what comes out is sanitised again by an allowlist (nh3, ammonia's bindings): only the tags and
   attributes the renderer itself writes survive, whatever a bug above lets through.
 
@@ -30,6 +32,9 @@ from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
+from pygments.lexers import get_lexer_by_name
+from pygments.token import Comment, Generic, Keyword, Name, Number, Operator, String, _TokenType
+from pygments.util import ClassNotFound
 
 SAFE_LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 # render.js's MATH_HINT: what its math syntax would take for a formula, code included.
@@ -48,7 +53,7 @@ _ATTRIBUTES = {
     "th": {"align"},
     "td": {"align"},
     "pre": {"data-lang"},
-    "code": {"class"},
+    "code": {"class", "data-coloured"},
     "div": {"class"},
     "span": {"class"},
     "button": {"type", "class", "data-testid", "aria-label"},
@@ -130,14 +135,81 @@ def _cell(tag: str, token: Token) -> str:
     return f'<{tag} align="{match.group(1)}">' if match else f"<{tag}>"
 
 
+# Pygments' token types as highlight.js names the same things (its CSS classes, which the page's
+# code colour stylesheets style); the most specific type listed wins, anything else is plain.
+_HLJS_CLASSES: dict[_TokenType, str] = {
+    Keyword: "hljs-keyword",
+    Keyword.Constant: "hljs-literal",
+    Keyword.Type: "hljs-type",
+    Operator.Word: "hljs-keyword",
+    Name.Builtin: "hljs-built_in",
+    Name.Builtin.Pseudo: "hljs-variable language_",
+    Name.Function: "hljs-title function_",
+    Name.Class: "hljs-title class_",
+    Name.Decorator: "hljs-meta",
+    Name.Tag: "hljs-name",
+    Name.Attribute: "hljs-attr",
+    Name.Variable: "hljs-variable",
+    Name.Constant: "hljs-variable constant_",
+    String: "hljs-string",
+    String.Escape: "hljs-char escape_",
+    String.Regex: "hljs-regexp",
+    String.Interpol: "hljs-subst",
+    Number: "hljs-number",
+    Comment: "hljs-comment",
+    Comment.Preproc: "hljs-meta",
+    Generic.Deleted: "hljs-deletion",
+    Generic.Inserted: "hljs-addition",
+    Generic.Heading: "hljs-section",
+    Generic.Subheading: "hljs-section",
+    Generic.Emph: "hljs-emphasis",
+    Generic.Strong: "hljs-strong",
+}
+
+
+def _hljs_class(ttype: _TokenType) -> str | None:
+    while ttype is not None:
+        if ttype in _HLJS_CLASSES:
+            return _HLJS_CLASSES[ttype]
+        ttype = ttype.parent
+    return None
+
+
+def colour_code(code: str, lang: str) -> str | None:
+    """`code` as escaped HTML with highlight.js's class names, or None when Pygments has no
+    lexer for `lang`. The text is kept exactly (no newline added or stripped, tabs as they are)."""
+    if not lang:
+        return None
+    try:
+        lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return None
+    runs: list[tuple[str | None, str]] = []  # (class, text), neighbours of one class joined
+    for ttype, value in lexer.get_tokens(code):
+        cls = _hljs_class(ttype) if value.strip() else None
+        if runs and runs[-1][0] == cls:
+            runs[-1] = (cls, runs[-1][1] + value)
+        else:
+            runs.append((cls, value))
+    return "".join(
+        f'<span class="{cls}">{escape(text, quote=False)}</span>'
+        if cls
+        else escape(text, quote=False)
+        for cls, text in runs
+    )
+
+
 def _code_block(code: str, lang: str) -> str:
     cls = f" language-{escape(lang)}" if lang else ""
+    coloured = colour_code(code, lang)
+    body = escape(code, quote=False) if coloured is None else coloured
+    mark = "" if coloured is None else ' data-coloured="true"'
     return (
         '<div class="code-block"><div class="code-bar">'
         f'<span class="code-lang">{escape(lang or "text")}</span>'
         '<button type="button" class="copy-code" data-testid="copy-code" aria-label="Copy code">'
         "Copy</button></div>"
-        f'<pre data-lang="{escape(lang)}"><code class="hljs{cls}">{escape(code)}</code></pre>'
+        f'<pre data-lang="{escape(lang)}"><code class="hljs{cls}"{mark}>{body}</code></pre>'
         "</div>\n"
     )
 

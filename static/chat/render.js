@@ -4,7 +4,6 @@
 
 import { Marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.mjs";
-import hljs from "../vendor/highlight/highlight.min.js";
 import { textWithoutMarkers } from "./citations.js";
 
 // Guessing a language runs every grammar; only worth it once, on the final render of a block
@@ -58,7 +57,29 @@ function languageName(lang) {
   return (lang || "").trim().split(/\s+/)[0].toLowerCase().replace(/[^\w+#.-]/g, "");
 }
 
+// highlight.js (registering its ~37 languages costs ~90 ms of a phone's main thread) is fetched
+// with the first code block the page colours itself, not with the page: code the server drew is
+// coloured already. Code rendered before it arrives is shown plain and coloured once it has.
+let hljs = null;
+let hljsLoading = null;
+
+function loadHighlighter() {
+  if (!hljsLoading) {
+    hljsLoading = import("../vendor/highlight/highlight.min.js").then(
+      (module) => {
+        hljs = module.default;
+      },
+      (error) => {
+        hljsLoading = null; // tried again with the next block
+        throw error;
+      },
+    );
+  }
+  return hljsLoading;
+}
+
 function highlight(code, lang, autoDetect) {
+  if (!hljs) return { html: escapeHtml(code), lang, plain: true };
   if (lang && hljs.getLanguage(lang)) {
     return { html: hljs.highlight(code, { language: lang, ignoreIllegals: true }).value, lang };
   }
@@ -193,7 +214,8 @@ function makeMarked({ autoDetect }) {
       code({ text, lang }) {
         const out = highlight(text, languageName(lang), autoDetect);
         const cls = out.lang ? ` language-${escapeHtml(out.lang)}` : "";
-        return `<pre data-lang="${escapeHtml(out.lang)}"><code class="hljs${cls}">${out.html}</code></pre>\n`;
+        const coloured = out.plain ? "" : ' data-coloured="true"';
+        return `<pre data-lang="${escapeHtml(out.lang)}"><code class="hljs${cls}"${coloured}>${out.html}</code></pre>\n`;
       },
     },
   });
@@ -233,11 +255,30 @@ export function decorateCodeBlocks(root) {
   }
 }
 
-// Code drawn by the server comes uncoloured; colouring it costs 1–50 ms a block on a phone, so
-// it runs a few blocks a task, after the page is shown, nearest the end first (what shows).
+// Code left plain (drawn by the server in a language it does not colour, or rendered before
+// highlight.js arrived) is coloured afterwards: colouring costs 1–50 ms a block on a phone, so
+// a few blocks a task, nearest the end first (what shows).
 const COLOUR_TASK_MS = 8;
 const colourQueue = [];
 let colourTimer = null;
+
+function scheduleColouring() {
+  if (colourTimer !== null || !colourQueue.length) return;
+  if (!hljs) {
+    colourTimer = -1; // waiting for highlight.js
+    loadHighlighter().then(
+      () => {
+        colourTimer = null;
+        scheduleColouring();
+      },
+      () => {
+        colourTimer = null; // no colours this time: the code stays plain
+      },
+    );
+    return;
+  }
+  colourTimer = setTimeout(colourNext, 0);
+}
 
 function colourNext() {
   colourTimer = null;
@@ -256,13 +297,14 @@ function colourNext() {
       if (label) label.textContent = out.lang;
     }
   }
-  if (colourQueue.length) colourTimer = setTimeout(colourNext, 0);
+  scheduleColouring();
 }
 
-/** Colours the code blocks under `root` (as renderInto's would be) in later, short tasks. */
+/** Colours the code blocks under `root` left plain (as renderInto's would be), in later, short
+ * tasks. */
 export function colourCodeBlocks(root) {
-  colourQueue.push(...root.querySelectorAll("pre > code.hljs"));
-  if (colourQueue.length && colourTimer === null) colourTimer = setTimeout(colourNext, 0);
+  colourQueue.push(...root.querySelectorAll("pre > code.hljs:not([data-coloured])"));
+  scheduleColouring();
 }
 
 /** Replaces the children of `target` with `text` rendered as Markdown. Returns false when a
@@ -271,6 +313,7 @@ export function renderInto(target, text, { final = true } = {}) {
   mathMissed = false;
   target.replaceChildren(renderMarkdown(text, { final }));
   decorateCodeBlocks(target);
+  if (!hljs) colourCodeBlocks(target);
   return !mathMissed;
 }
 

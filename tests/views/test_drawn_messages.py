@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import pytest
 from django.urls import reverse
@@ -83,10 +84,14 @@ def test_images_become_links_to_them():
 def test_code_blocks_carry_their_language_and_a_copy_button_with_the_code_escaped():
     html = render_markdown("```Python {linenos}\nif a < b and c > d:\n    pass\n```")
     assert '<span class="code-lang">python</span>' in html
-    assert '<pre data-lang="python"><code class="hljs language-python">' in html
-    assert "if a &lt; b and c &gt; d:\n    pass</code>" in html
+    assert (
+        '<pre data-lang="python"><code class="hljs language-python" data-coloured="true">' in html
+    )
+    assert "&lt;" in html and "&gt;" in html and "a < b" not in html
     assert 'class="copy-code"' in html and 'aria-label="Copy code"' in html
-    assert '<span class="code-lang">text</span>' in render_markdown("```\nplain\n```")
+    plain = render_markdown("```\n<plain>\n```")
+    assert '<span class="code-lang">text</span>' in plain
+    assert '<code class="hljs">&lt;plain&gt;</code>' in plain
 
 
 def test_tables_lists_and_strikethrough_follow_github_markdown():
@@ -191,3 +196,19 @@ def test_the_thinking_panel_is_drawn_closed_with_its_text_escaped(client, alice,
         in html
     )
     assert "sig" not in html.split('id="chat-config"')[0]
+
+
+def test_code_in_a_known_language_is_coloured_with_highlight_js_class_names_its_text_kept():
+    code = 'def total(rows):\n\treturn sum(r["a<b"] for r in rows)  # &\n'
+    html = render_markdown(f"```python\n{code}```")
+    assert 'data-coloured="true"' in html
+    assert '<span class="hljs-keyword">def</span>' in html
+    assert '<span class="hljs-title function_">total</span>' in html
+    assert '<span class="hljs-comment"># &amp;</span>' in html
+    inner = re.search(r"<code[^>]*>(.*)</code>", html, re.S).group(1)
+    assert unescape(re.sub(r"<[^>]+>", "", inner)) == code.removesuffix("\n")
+
+
+def test_code_in_a_language_pygments_does_not_know_is_left_for_the_page_to_colour():
+    html = render_markdown("```no-such-language\nx = 1\n```\n\n```\nplain\n```")
+    assert "data-coloured" not in html and '<span class="hljs-' not in html
