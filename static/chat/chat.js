@@ -3,7 +3,7 @@
 
 import { ChatSocket, socketUrl } from "./socket.js";
 import { MessageList, withRetryHint } from "./messages.js";
-import { installCopyHandler, loadMath, mayHaveMath } from "./render.js";
+import { installCopyHandler, loadMath, loadRenderer, mayHaveMath } from "./render.js";
 import { AttachmentTray } from "./attachments.js";
 import {
   setupSidebar, setupShortcuts, applyTheme, autoGrow, postJson, refreshList, setupSearch, setupMenus,
@@ -779,6 +779,13 @@ if (root && config && (config.ws_path || config.create_url)) {
   // and then change under the reader's eyes.
   const replies = (config.messages || []).filter((m) => m.role === "assistant");
   const math = replies.some((m) => mayHaveMath(m.text)) ? loadMath().catch(() => {}) : null;
-  await Promise.all([afterFirstPaint(), math]);
+  // Messages the server did not draw are rendered here: marked and DOMPurify first. A page it
+  // drew fetches them once the reader starts doing something (or a render needs them).
+  const drawn = Boolean(document.querySelector("article[data-drawn]"));
+  const renderer = replies.length && !drawn ? loadRenderer().catch(() => {}) : null;
+  for (const type of ["focusin", "pointerdown", "keydown"]) {
+    document.addEventListener(type, () => loadRenderer().catch(() => {}), { once: true, capture: true });
+  }
+  await Promise.all([afterFirstPaint(), math, renderer]);
   chatPage.start();
 }

@@ -1,7 +1,7 @@
 // The message list: one entry per saved message id, its DOM, and throttled Markdown renders.
 // User text is inserted as text; assistant text only through render.js (sanitised).
 
-import { colourCodeBlocks, loadMath, renderInto, StreamingMarkdown } from "./render.js";
+import { colourCodeBlocks, renderInto, renderingReady, rendererReady, StreamingMarkdown } from "./render.js";
 import { citationsOf, placeMarkers, sourceDetails, sourceTitle, textWithoutMarkers } from "./citations.js";
 import { blocksText, flowOf, splitsOf, streamedFlow } from "./steps.js";
 
@@ -806,7 +806,7 @@ export class MessageList {
         part.text = null;
       } else if (part.text !== item.text) {
         renderInto(part.el, item.text, { final: false });
-        part.text = item.text;
+        part.text = rendererReady() ? item.text : null; // shown as written: rendered next time
       }
     });
   }
@@ -889,14 +889,16 @@ export class MessageList {
       complete = renderInto(m.parts[index].el, item.text, { final: true }) && complete;
       m.parts[index].text = null; // a final render: a later streaming one starts afresh
     });
-    // A formula met before KaTeX was loaded shows its source until then: render it again.
+    // Rendered before marked and DOMPurify, or a formula before KaTeX, had arrived (shown as
+    // written, or as its source): render it again once they have.
     if (!complete) {
-      loadMath().then(
+      renderingReady().then(
         () => {
           if (this.get(m.id) === m && m.status !== "streaming") this.renderBody(m, { final: true });
         },
-        () => {}, // KaTeX could not be fetched: the formulas stay as their source
+        () => {}, // could not be fetched: the text stays as written, the formulas as their source
       );
+      if (!rendererReady()) return; // markers and sources come with the render
     }
     if (!cited) {
       m.sourcesEl.replaceChildren();

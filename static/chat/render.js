@@ -2,8 +2,6 @@
 // (DOMPurify) → code blocks with highlighting and a Copy button. Nothing the model writes
 // reaches the page unsanitised.
 
-import { Marked } from "../vendor/marked/marked.esm.js";
-import DOMPurify from "../vendor/dompurify/purify.es.mjs";
 import { textWithoutMarkers } from "./citations.js";
 
 // Guessing a language runs every grammar; only worth it once, on the final render of a block
@@ -38,9 +36,24 @@ export function safeUrl(href) {
   return SAFE_LINK_PROTOCOLS.has(url.protocol) ? url.href : null;
 }
 
+/** A module imported once, the first time it is asked for; a failed import is tried again the
+ * next time. `load` imports it and keeps what it needs. */
+function lazily(load) {
+  let loading = null;
+  return () => {
+    if (!loading) {
+      loading = load().catch((error) => {
+        loading = null;
+        throw error;
+      });
+    }
+    return loading;
+  };
+}
+
 // Runs inside DOMPurify after its own attribute checks: links open in a new tab without access
 // to this page, and an href with any other scheme is dropped, leaving the link text.
-DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+function checkLink(node) {
   if (!node.hasAttribute || !node.hasAttribute("href")) return;
   const href = node.nodeName === "A" ? safeUrl(node.getAttribute("href")) : null;
   if (!href) {
@@ -51,7 +64,32 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   node.setAttribute("href", href);
   node.setAttribute("rel", "noopener noreferrer");
   node.setAttribute("target", "_blank");
-});
+}
+
+// marked and DOMPurify are imported when the page first renders Markdown itself: a page whose
+// messages the server drew needs neither until a reply streams or the reader starts writing
+// (chat.js), and evaluating them cost ~80 ms of a phone's main thread on every page load.
+let DOMPurify = null;
+let streamingMarked = null;
+let finalMarked = null;
+
+/** Imports marked and DOMPurify (once); resolves when Markdown can be rendered. */
+export const loadRenderer = lazily(() =>
+  Promise.all([
+    import("../vendor/marked/marked.esm.js"),
+    import("../vendor/dompurify/purify.es.mjs"),
+  ]).then(([markedModule, purifyModule]) => {
+    DOMPurify = purifyModule.default;
+    DOMPurify.addHook("afterSanitizeAttributes", checkLink);
+    streamingMarked = makeMarked(markedModule.Marked, { autoDetect: false });
+    finalMarked = makeMarked(markedModule.Marked, { autoDetect: true });
+  }),
+);
+
+/** True once Markdown can be rendered (marked and DOMPurify have arrived). */
+export function rendererReady() {
+  return finalMarked !== null;
+}
 
 function languageName(lang) {
   return (lang || "").trim().split(/\s+/)[0].toLowerCase().replace(/[^\w+#.-]/g, "");
@@ -61,22 +99,11 @@ function languageName(lang) {
 // with the first code block the page colours itself, not with the page: code the server drew is
 // coloured already. Code rendered before it arrives is shown plain and coloured once it has.
 let hljs = null;
-let hljsLoading = null;
-
-function loadHighlighter() {
-  if (!hljsLoading) {
-    hljsLoading = import("../vendor/highlight/highlight.min.js").then(
-      (module) => {
-        hljs = module.default;
-      },
-      (error) => {
-        hljsLoading = null; // tried again with the next block
-        throw error;
-      },
-    );
-  }
-  return hljsLoading;
-}
+const loadHighlighter = lazily(() =>
+  import("../vendor/highlight/highlight.min.js").then((module) => {
+    hljs = module.default;
+  }),
+);
 
 function highlight(code, lang, autoDetect) {
   if (!hljs) return { html: escapeHtml(code), lang, plain: true };
@@ -99,7 +126,11 @@ const KATEX_OPTIONS = {
 // KaTeX (600 KB, most of the page's script) and its stylesheet are fetched the first time a
 // formula is met, not with the page: most conversations have none.
 let katex = null;
-let katexLoading = null;
+const loadKatex = lazily(() =>
+  import("../vendor/katex/katex.mjs").then((module) => {
+    katex = module.default;
+  }),
+);
 
 // What the math syntax below would take for a formula, code spans and blocks included: a hint
 // that KaTeX will be needed, never a reason to skip rendering.
@@ -117,26 +148,21 @@ export function mathReady() {
 
 /** Loads KaTeX and its stylesheet (once); resolves when formulas can be rendered. */
 export function loadMath() {
-  if (!katexLoading) {
-    const href = document.querySelector('meta[name="math-stylesheet"]')?.content;
-    if (href && !document.querySelector("link[data-math-stylesheet]")) {
-      const link = document.createElement("link");
-      link.rel = "stylesheet";
-      link.href = href;
-      link.dataset.mathStylesheet = "";
-      document.head.append(link);
-    }
-    katexLoading = import("../vendor/katex/katex.mjs").then(
-      (module) => {
-        katex = module.default;
-      },
-      (error) => {
-        katexLoading = null; // tried again at the next formula
-        throw error;
-      },
-    );
+  const href = document.querySelector('meta[name="math-stylesheet"]')?.content;
+  if (href && !document.querySelector("link[data-math-stylesheet]")) {
+    const link = document.createElement("link");
+    link.rel = "stylesheet";
+    link.href = href;
+    link.dataset.mathStylesheet = "";
+    document.head.append(link);
   }
-  return katexLoading;
+  return loadKatex();
+}
+
+/** Resolves when what a render lacked has arrived (marked and DOMPurify, then KaTeX): render
+ * again then (renderInto returned false). */
+export function renderingReady() {
+  return rendererReady() ? loadMath() : loadRenderer();
 }
 
 // Set when a render met a formula before KaTeX was loaded (it shows the formula's source).
@@ -198,7 +224,7 @@ const mathExtension = {
   ],
 };
 
-function makeMarked({ autoDetect }) {
+function makeMarked(Marked, { autoDetect }) {
   const marked = new Marked({
     gfm: true,
     breaks: false,
@@ -223,10 +249,8 @@ function makeMarked({ autoDetect }) {
   return marked;
 }
 
-const streamingMarked = makeMarked({ autoDetect: false });
-const finalMarked = makeMarked({ autoDetect: true });
-
-/** Markdown as a sanitised DocumentFragment. `final` adds language guessing for unlabelled code. */
+/** Markdown as a sanitised DocumentFragment (once loadRenderer has resolved). `final` adds
+ * language guessing for unlabelled code. */
 export function renderMarkdown(text, { final = true } = {}) {
   const html = (final ? finalMarked : streamingMarked).parse(text || "");
   return DOMPurify.sanitize(html, PURIFY_CONFIG);
@@ -264,9 +288,9 @@ let colourTimer = null;
 
 function scheduleColouring() {
   if (colourTimer !== null || !colourQueue.length) return;
-  if (!hljs) {
-    colourTimer = -1; // waiting for highlight.js
-    loadHighlighter().then(
+  if (!hljs || !rendererReady()) {
+    colourTimer = -1; // waiting for highlight.js (and DOMPurify)
+    Promise.all([loadHighlighter(), loadRenderer()]).then(
       () => {
         colourTimer = null;
         scheduleColouring();
@@ -307,9 +331,15 @@ export function colourCodeBlocks(root) {
   scheduleColouring();
 }
 
-/** Replaces the children of `target` with `text` rendered as Markdown. Returns false when a
- * formula in it waited for KaTeX (shown as its source): render again once loadMath() resolves. */
+/** Replaces the children of `target` with `text` rendered as Markdown. Returns false when the
+ * render lacked something: marked and DOMPurify (the text is shown as written, as text), or
+ * KaTeX (a formula is shown as its source). Render again once renderingReady() resolves. */
 export function renderInto(target, text, { final = true } = {}) {
+  if (!rendererReady()) {
+    target.textContent = text;
+    loadRenderer().catch(() => {});
+    return false;
+  }
   mathMissed = false;
   target.replaceChildren(renderMarkdown(text, { final }));
   decorateCodeBlocks(target);
@@ -359,6 +389,23 @@ export class StreamingMarkdown {
 
   /** Renders `text`, which extends the text of the previous call (else everything restarts). */
   update(text) {
+    if (!rendererReady()) {
+      // Nothing is frozen before marked and DOMPurify arrive: the text shows as written, and is
+      // rendered as soon as they have (or by the next update).
+      this.reset();
+      this.source = text;
+      this.tail.textContent = text;
+      loadRenderer().then(
+        () => {
+          if (this.source === text && this.tail.isConnected) {
+            this.source = "";
+            this.update(text);
+          }
+        },
+        () => {},
+      );
+      return;
+    }
     if (!this.extends(text)) this.reset();
     this.source = text;
     this.scan(text);
