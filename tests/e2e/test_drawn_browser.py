@@ -149,7 +149,7 @@ def test_the_script_adopts_the_drawn_messages_instead_of_drawing_them_again(logg
         page.wait_for_timeout(50)
     reply = page.locator(ASSISTANT).last
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
-    expect(reply.locator("pre code .hljs-keyword").first).to_be_visible()  # coloured later
+    expect(reply.locator("pre code .hljs-keyword").first).to_be_visible()  # coloured by the server
     expect(reply.get_by_test_id("message-actions").locator("button").first).to_be_visible()
     assert page.locator("article[data-drawn]").count() == 0
     assert reply.evaluate(SAME_AS_PARSED), "the script drew the reply again"
