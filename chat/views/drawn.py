@@ -15,6 +15,9 @@ the page explains). Any other page is drawn by the script, as before.
 
 from __future__ import annotations
 
+from hashlib import sha256
+
+from django.core.cache import cache
 from django.utils.safestring import SafeString, mark_safe
 
 from chat.views.markdown import may_have_math, render_markdown
@@ -33,6 +36,13 @@ NOTED_STOP_REASONS = frozenset(
 
 
 THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+
+# A reply's HTML depends on its text alone, and rendering it is not free (Pygments most of it:
+# ~210 ms for a page of 50 messages and 101 KB; 0.5 ms from the cache; bench/drawn_render.py),
+# so each is kept in Django's cache (local memory, per process), keyed by its text's hash and
+# the renderer's version: bump it when chat/views/markdown.py's output changes.
+RENDER_VERSION = 1
+RENDERED_CACHE_SECONDS = 7 * 24 * 3600
 
 
 def _drawable_blocks(message: dict) -> bool:
@@ -65,24 +75,43 @@ def _thinking(content: list) -> tuple[str, bool]:
     return "\n\n".join(texts), redacted
 
 
+def _cache_key(text: str) -> str:
+    digest = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"drawn-reply:{RENDER_VERSION}:{digest}"
+
+
+def replies_html(texts: list[str]) -> dict[str, SafeString]:
+    """Each reply text's sanitised HTML, from the cache where it is (one read for all), else
+    rendered and kept."""
+    keys = {text: _cache_key(text) for text in texts}
+    found = cache.get_many(list(keys.values()))
+    fresh = {}
+    html = {}
+    for text, key in keys.items():
+        if key not in found:
+            found[key] = fresh[key] = render_markdown(text)
+        # render_markdown's output is sanitised by an allowlist: safe to insert as it is.
+        html[text] = mark_safe(found[key])  # noqa: S308
+    if fresh:
+        cache.set_many(fresh, timeout=RENDERED_CACHE_SECONDS)
+    return html
+
+
 def page_messages(messages: list[dict]) -> list[dict] | None:
     """The page's messages (message dicts, oldest first) as the template draws them: id, role,
     and for a reply its sanitised HTML; None when the script must draw the page (see above)."""
     if not messages or not all(_drawable(m) for m in messages):
         return None
+    html = replies_html([m["text"] for m in messages if m["role"] == "assistant"])
     drawn = []
     for message in messages:
-        html: SafeString | None = None
         thinking, redacted = _thinking(message.get("content") or [])
-        if message["role"] == "assistant":
-            # render_markdown's output is sanitised by an allowlist: safe to insert as it is.
-            html = mark_safe(render_markdown(message["text"]))  # noqa: S308
         drawn.append(
             {
                 "id": message["id"],
                 "role": message["role"],
                 "text": message["text"],
-                "html": html,
+                "html": html.get(message["text"]) if message["role"] == "assistant" else None,
                 "thinking": thinking,
                 "thinking_redacted": redacted,
             }
