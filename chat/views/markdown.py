@@ -90,20 +90,13 @@ class _Renderer(RendererHTML):
     """markdown-it's HTML renderer with render.js's rules for links, images, code and tables."""
 
     def link_open(self, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
-        href = safe_url(str(tokens[idx].attrGet("href") or ""))
-        if href is None:
-            return "<a>"
-        return f'<a href="{escape(href)}" rel="noopener noreferrer" target="_blank">'
+        return _anchor(str(tokens[idx].attrGet("href") or ""))
 
     def image(self, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
         token = tokens[idx]
         src = str(token.attrGet("src") or "")
         alt = self.renderInlineAsText(token.children or [], options, env)
-        label = escape(alt or src or "image")
-        href = safe_url(src)
-        if href is None:
-            return f"<a>{label}</a>"
-        return f'<a href="{escape(href)}" rel="noopener noreferrer" target="_blank">{label}</a>'
+        return f"{_anchor(src)}{escape(alt or src or 'image')}</a>"
 
     def fence(self, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
         token = tokens[idx]
@@ -126,6 +119,14 @@ class _Renderer(RendererHTML):
 
     def td_open(self, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
         return _cell("td", tokens[idx])
+
+
+def _anchor(href: str) -> str:
+    """A link's opening tag: a new tab without access to the page, or no href when unsafe."""
+    safe = safe_url(href)
+    if safe is None:
+        return "<a>"
+    return f'<a href="{escape(safe)}" rel="noopener noreferrer" target="_blank">'
 
 
 def _cell(tag: str, token: Token) -> str:

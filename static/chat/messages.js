@@ -270,10 +270,6 @@ export class MessageList {
     } finally {
       this.loading = false;
     }
-    // A drawn article no message took (the page's JSON and its articles come from one response).
-    for (const article of this.container.querySelectorAll("article[data-drawn]")) {
-      if (this.get(article.dataset.messageId)?.el !== article) article.remove();
-    }
     this.refreshActions();
     this.scrollToBottom();
   }
@@ -636,7 +632,7 @@ export class MessageList {
       finalKey: null, // what the last saved copy rendered showed (upsertSaved)
     };
     const drawn = this.container.querySelector(`article[data-drawn][data-message-id="${m.id}"]`);
-    if (drawn && drawn.dataset.role === role) {
+    if (drawn) {
       this.adopt(m, drawn);
       return m;
     }

@@ -150,6 +150,11 @@ def test_the_script_adopts_the_drawn_messages_instead_of_drawing_them_again(logg
     reply = page.locator(ASSISTANT).last
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
     expect(reply.locator("pre code .hljs-keyword").first).to_be_visible()  # coloured by the server
+    # The unlabelled block, which the server leaves plain: the page guesses its language (and
+    # fetches highlight.js for it) once it has adopted the reply.
+    expect(reply.locator("pre:not([data-lang='python']) code")).to_have_attribute(
+        "data-coloured", "true"
+    )
     expect(reply.get_by_test_id("message-actions").locator("button").first).to_be_visible()
     assert page.locator("article[data-drawn]").count() == 0
     assert reply.evaluate(SAME_AS_PARSED), "the script drew the reply again"
@@ -164,4 +169,36 @@ def test_the_script_adopts_the_drawn_messages_instead_of_drawing_them_again(logg
     expect(reply.get_by_test_id("copy-code").first).to_have_text("Copied")
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == 'def total(rows):\n    return sum(r["amount"] for r in rows if r)'
+    assert page.errors == []
+
+
+LOADED = """(name) => performance.getEntriesByType("resource").some((e) => e.name.includes(name))"""
+
+
+def test_a_drawn_page_fetches_the_renderer_only_when_a_reply_needs_it(logged_in):
+    """marked and DOMPurify are not fetched for a page the server drew until the reader does
+    something or a frame needs a render: a reply sent from another tab to a page nobody has
+    touched is shown, as text first, then rendered."""
+    page = logged_in
+    new_chat(page)
+    send(page, "[[offline reply pace_ms=1]]\nHello")
+    last_reply_done(page)
+    untouched = page.context.new_page()
+    untouched.goto(page.url)
+    expect(untouched.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    assert untouched.locator("article[data-drawn]").count() == 0  # adopted
+    assert not untouched.evaluate(LOADED, "marked.esm.js")
+    assert not untouched.evaluate(LOADED, "purify.es.mjs")
+    assert not untouched.evaluate(LOADED, "highlight.min.js")
+
+    send(
+        page,
+        "[[offline reply pace_ms=1]]\n## Sent elsewhere\n\n| a | b |\n| --- | --- |\n| 1 | 2 |",
+    )
+    reply = untouched.locator(ASSISTANT).last
+    expect(reply).to_have_attribute("data-status", "done", timeout=15000)
+    expect(reply.locator("h2")).to_have_text("Sent elsewhere")
+    expect(reply.locator("table td")).to_have_count(2)
+    assert "##" not in reply.get_by_test_id("message-body").inner_text()
+    assert untouched.evaluate(LOADED, "marked.esm.js")
     assert page.errors == []

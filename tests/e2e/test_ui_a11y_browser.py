@@ -19,7 +19,7 @@ def serious_violations(page) -> list[str]:
     page.add_script_tag(path=str(AXE))
     result = page.evaluate(
         "async () => await axe.run(document, {runOnly: {type: 'tag', values:"
-        " ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"
+        " ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']}})"
     )
     return [
         f"{v['id']} ({v['impact']}): {v['help']} — "

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 from html import unescape
+from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 
 from chat.models import Message
-from chat.views import drawn
+from chat.views import drawn, markdown
 from chat.views.markdown import render_markdown
+
+STATIC = Path(__file__).resolve().parents[2] / "static" / "chat"
 
 # Hostile Markdown and HTML a reply may hold (tests/e2e/test_xss_browser.py runs them in Chromium).
 HOSTILE = [
@@ -212,3 +216,29 @@ def test_code_in_a_known_language_is_coloured_with_highlight_js_class_names_its_
 def test_code_in_a_language_pygments_does_not_know_is_left_for_the_page_to_colour():
     html = render_markdown("```no-such-language\nx = 1\n```\n\n```\nplain\n```")
     assert "data-coloured" not in html and '<span class="hljs-' not in html
+
+
+def test_a_replys_html_is_rendered_once_and_again_only_when_its_text_changes(monkeypatch):
+    cache.clear()
+    rendered = []
+    render = drawn.render_markdown
+    monkeypatch.setattr(
+        drawn, "render_markdown", lambda text: rendered.append(text) or render(text)
+    )
+    page = [message(role="user", text="Hi"), message(id=2, text="**One**")]
+    first = drawn.page_messages(page)
+    assert drawn.page_messages(page) == first and rendered == ["**One**"]
+    continued = [page[0], message(id=2, text="**One** and two")]  # a Continue grew it
+    assert "and two" in drawn.page_messages(continued)[1]["html"]
+    assert rendered == ["**One**", "**One** and two"]
+
+
+def test_the_server_and_the_page_name_the_same_stop_notes_and_math_pattern():
+    """Which messages the page notes (STOP_NOTES) and what it takes for a formula (MATH_HINT)
+    are written in messages.js and render.js; the server must decide as they do."""
+    messages_js = (STATIC / "messages.js").read_text()
+    notes = re.search(r"const STOP_NOTES = \{(.*?)\};", messages_js, re.S).group(1)
+    assert set(re.findall(r"^\s*(\w+):", notes, re.M)) == drawn.NOTED_STOP_REASONS
+    render_js = (STATIC / "render.js").read_text()
+    hint = re.search(r"const MATH_HINT = /(.*)/;", render_js).group(1)
+    assert hint == markdown._MATH_HINT.pattern
